@@ -1,0 +1,112 @@
+"""The `mailstandby` command line: serve | check-config | init | queue | version."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import sys
+from importlib import resources
+from pathlib import Path
+
+from mailstandby import __version__
+from mailstandby.config import Config, ConfigError, load
+from mailstandby.directory.static import DirectoryError, from_settings
+
+DEFAULT_CONFIG = Path("mailstandby.toml")
+
+
+def _sample() -> Path:
+    return Path(str(resources.files("mailstandby").joinpath("sample.toml")))
+
+
+def _load(path: Path | None) -> Config:
+    """Load `path`; with none given, ./mailstandby.toml, else the sample in ./mailstandby-data."""
+    if path is None:
+        if DEFAULT_CONFIG.exists():
+            path = DEFAULT_CONFIG
+        else:
+            print(
+                f"mailstandby: no {DEFAULT_CONFIG} here; using the built-in sample config "
+                f"(`mailstandby init` writes it out for editing)",
+                file=sys.stderr,
+            )
+            cfg = load(_sample())
+            return cfg.model_copy(
+                update={"node": cfg.node.model_copy(update={"data_dir": Path.cwd() / "mailstandby-data"})}
+            )
+    cfg = load(path)
+    from_settings(cfg.directory)  # fail early on a bad directory source
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mailstandby", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the standby mail system"),
+        ("check-config", "validate the configuration and exit"),
+        ("queue", "list queued mail"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
+    p = sub.add_parser("init", help="write the sample configuration to a file")
+    p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
+    sub.add_parser("version", help="print the version")
+    args = parser.parse_args(argv)
+
+    if args.command == "version":
+        print(f"mailstandby {__version__}")
+        return 0
+    if args.command == "init":
+        if args.path.exists():
+            print(f"mailstandby: {args.path} exists; not overwriting", file=sys.stderr)
+            return 1
+        shutil.copyfile(_sample(), args.path)
+        print(f"wrote {args.path}")
+        return 0
+    try:
+        cfg = _load(args.config)
+    except ConfigError as e:
+        print(f"mailstandby: configuration has {len(e.problems)} problem(s):", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  {e.path}: {problem}", file=sys.stderr)
+        return 2
+    except DirectoryError as e:
+        print(f"mailstandby: directory: {e}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"{cfg.source}: ok")
+        return 0
+    if args.command == "queue":
+        return _show_queue(cfg)
+    from mailstandby.app import run
+    from mailstandby.obs import setup_logging
+
+    setup_logging(cfg.node.log_level)
+    try:
+        run(cfg)
+    except OSError as e:
+        print(f"mailstandby: cannot start: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show_queue(cfg: Config) -> int:
+    db_path = cfg.node.data_dir / "mailstandby.db"
+    if not db_path.exists():
+        print("queue is empty (no store yet)")
+        return 0
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    rows = db.execute(
+        "SELECT m.id, m.sender, d.rcpt, d.attempts, d.last_reply FROM deliveries d"
+        " JOIN messages m ON m.id = d.message_id WHERE d.state = 'queued' ORDER BY m.received_at"
+    ).fetchall()
+    for mid, sender, rcpt, attempts, last in rows:
+        print(f"{mid}  <{sender}> -> <{rcpt}>  attempts={attempts}  {last}")
+    print(f"{len({r[0] for r in rows})} messages, {len(rows)} recipients queued")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

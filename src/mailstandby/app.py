@@ -1,0 +1,117 @@
+"""The composition root: the only place that builds concrete objects.
+
+Start order: store, directory, queue runner, listeners; stop order is the
+reverse, with a grace period for sessions in DATA and deliveries in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+
+from mailstandby import __version__
+from mailstandby.config import Config
+from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.intake import GatewayIntake
+from mailstandby.queue.runner import QueueRunner
+from mailstandby.routing import Router
+from mailstandby.smtp.relay import RelayConnection
+from mailstandby.smtp.server import SMTPServer
+from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.tls import ensure_self_signed, server_context
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        node = config.node
+        self.store = SQLiteStore(node.data_dir, config.store)
+        self.directory: StaticDirectory = from_settings(config.directory)
+        self.router = Router(self.directory)
+        self.runner = QueueRunner(
+            self.store,
+            self.router,
+            lambda: RelayConnection(config.primary, node.hostname),
+            config.queue,
+            hostname=node.hostname,
+        )
+        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
+        self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=self._tls_context())
+        self._stopped = asyncio.Event()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        tls = self.config.smtp.tls
+        if tls.cert is not None and tls.key is not None:
+            return server_context(tls.cert, tls.key)
+        cert, key = ensure_self_signed(self.config.node.data_dir / "tls", self.config.node.hostname)
+        return server_context(cert, key)
+
+    def addresses(self) -> dict[str, list[str]]:
+        return {"smtp": [f"{h}:{p}" for h, p in self.smtp.addresses]}
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.runner.start()
+        await self.smtp.start()
+        self._announce()
+
+    def _announce(self) -> None:
+        listeners = self.addresses()
+        run = self.config.node.data_dir / "run"
+        run.mkdir(exist_ok=True)
+        tmp = run / "listeners.json.tmp"
+        tmp.write_text(json.dumps({"pid": os.getpid(), **listeners}))
+        tmp.replace(run / "listeners.json")
+        log.info(
+            "mailstandby %s ready: %d users in %d domains; queue holds %d messages",
+            __version__,
+            len(self.directory),
+            len(self.directory.domains),
+            self.runner.depth,
+        )
+        for name, addrs in listeners.items():
+            for a in addrs:
+                print(f"mailstandby: {name} listening on {a}", flush=True)
+
+    async def stop(self) -> None:
+        grace = self.config.node.shutdown_grace
+        log.info("shutting down (grace %.0fs)", grace)
+        await self.smtp.stop(grace)
+        await self.runner.stop(grace)
+        await self.store.close()
+        self._stopped.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+
+def run(config: Config) -> None:
+    """Serve on the configured event loop until a signal."""
+    uvloop = None
+    if config.node.event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if config.node.event_loop == "uvloop":
+                raise
+    if uvloop is not None:
+        uvloop.run(_serve(config))
+    else:
+        asyncio.run(_serve(config))
+
+
+async def _serve(config: Config) -> None:
+    await App(config).serve()

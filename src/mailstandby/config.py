@@ -1,0 +1,215 @@
+"""The TOML configuration, validated into frozen pydantic models.
+
+Each component takes its own section (`SMTPSettings`, `QueueSettings`, ...),
+never the whole `Config`. `load()` reports every problem in one run, each as
+`file: section.key: problem`, and nothing listens before it succeeded.
+Secrets come from files or the environment, never from the log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:2525 (port 0 picks a free port)")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if host != "localhost":
+            raise ValueError("HOST must be an IP address or localhost") from None
+    return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class NodeSettings(Section):
+    hostname: str = Field("localhost", description="Name used in the SMTP banner, EHLO and Received headers.")
+    data_dir: Path = Field(
+        Path("data"), description="Directory holding the store; relative paths are relative to the config file."
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="Event loop: uvloop where available with `auto`."
+    )
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level; TRACE adds protocol transcripts (passwords always masked)."
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="Seconds given to sessions and deliveries in flight at shutdown."
+    )
+
+
+class TLSSettings(Section):
+    cert: Path | None = Field(
+        None, description="PEM certificate chain; with `key` unset a self-signed pair is generated under the data dir."
+    )
+    key: Path | None = Field(None, description="PEM private key for `cert`.")
+
+
+class SMTPSettings(Section):
+    listen: list[str] = Field(["127.0.0.1:2525"], description="Addresses of the inbound MX listener (HOST:PORT).")
+    max_message_size: int = Field(
+        35 * MiB,
+        ge=1 * KiB,
+        description="Largest accepted message in bytes, advertised as SIZE; larger gets 552 5.3.4.",
+    )
+    max_recipients: int = Field(100, ge=1, description="Recipients per transaction; more get 452 4.5.3.")
+    max_line_length: int = Field(
+        2048, ge=512, description="Longest command line in bytes (RFC 5321 requires 512); longer gets 500 5.5.6."
+    )
+    max_errors: int = Field(20, ge=1, description="Errors per session before 421 4.7.0 and disconnect.")
+    max_junk_commands: int = Field(100, ge=1, description="NOOP/RSET/VRFY/HELP per session before 421 4.7.0.")
+    max_connections: int = Field(500, ge=1, description="Concurrent sessions; more get 421 4.3.2 at connect.")
+    command_timeout: float = Field(
+        300.0, gt=0, description="Seconds to wait for a command (RFC 5321 §4.5.3.2.7: 5 minutes)."
+    )
+    data_timeout: float = Field(600.0, gt=0, description="Seconds to wait for each block of message data.")
+    min_free_space: int = Field(
+        64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
+    )
+    tls: TLSSettings = Field(default_factory=TLSSettings, description="Certificate for STARTTLS.")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: list[str]) -> list[str]:
+        return [_check_listen(x) for x in value]
+
+
+class UserEntry(Section):
+    address: str = Field(description="The user's primary address.")
+    aliases: list[str] = Field([], description="Other addresses delivered to the same user.")
+
+    @field_validator("address", "aliases")
+    @classmethod
+    def _addresses(cls, value: str | list[str]) -> str | list[str]:
+        for a in [value] if isinstance(value, str) else value:
+            local, at, domain = a.rpartition("@")
+            if not at or not local or not domain or any(c.isspace() for c in a):
+                raise ValueError(f"{a!r} is not an address (local@domain)")
+        return value
+
+
+class DirectorySettings(Section):
+    domains: list[str] = Field([], description="Domains served: recipients there are checked against the directory.")
+    users: list[UserEntry] = Field([], description="Users defined inline (`[[directory.users]]`).")
+    csv: Path | None = Field(
+        None, description="CSV file of users: columns `address` and `aliases` (aliases separated by spaces or `;`)."
+    )
+
+
+class PrimarySettings(Section):
+    host: str = Field("127.0.0.1", description="The primary mail system's SMTP/LMTP host.")
+    port: int = Field(25, ge=1, le=65535, description="Its port.")
+    protocol: Literal["smtp", "lmtp"] = Field("smtp", description="Deliver with SMTP or LMTP (per-recipient results).")
+    tls: Literal["none", "starttls", "required"] = Field(
+        "none", description="`starttls` when offered, `required` to keep mail queued rather than send in clear."
+    )
+    tls_verify: bool = Field(True, description="Verify the primary's certificate.")
+    helo_name: str | None = Field(None, description="Name for EHLO/LHLO; defaults to node.hostname.")
+    connect_timeout: float = Field(30.0, gt=0, description="Seconds to connect and read the banner.")
+    command_timeout: float = Field(
+        300.0, gt=0, description="Seconds to wait for each reply (the reply to end-of-data gets data_timeout)."
+    )
+    data_timeout: float = Field(
+        600.0, gt=0, description="Seconds to wait for the reply to end-of-data (RFC 5321 §4.5.3.2.6: 10 minutes)."
+    )
+
+
+class QueueSettings(Section):
+    concurrency: int = Field(8, ge=1, le=256, description="Parallel connections to the primary.")
+    retry_initial: float = Field(60.0, gt=0, description="Seconds before the first retry after a temporary failure.")
+    retry_max: float = Field(3600.0, gt=0, description="Longest wait between retries (exponential backoff, factor 2).")
+    max_lifetime: float = Field(
+        5 * 86400.0,
+        gt=0,
+        description="Seconds a message may stay queued before it bounces (RFC 5321 §4.5.4.1: 4-5 days).",
+    )
+    bounce_from: str = Field(
+        "MAILER-DAEMON", description="Display local part for DSNs (the envelope sender is always <>)."
+    )
+
+
+class StoreSettings(Section):
+    segment_size: int = Field(64 * MiB, ge=1 * MiB, description="Spool segment size before a new one is started.")
+
+
+class Config(Section):
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    smtp: SMTPSettings = Field(default_factory=SMTPSettings)
+    directory: DirectorySettings = Field(default_factory=DirectorySettings)
+    primary: PrimarySettings = Field(default_factory=PrimarySettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+
+    source: Path | None = Field(None, exclude=True, description="The file this came from.")
+
+
+class ConfigError(Exception):
+    """Every problem found in one config file, each `file: key: problem`."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load(path: Path) -> Config:
+    """Read and validate `path`; raise ConfigError naming every bad key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, ["not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [f"TOML syntax: {e}"]) from None
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{_key(err['loc']) or '(top)'}: {msg.removeprefix('Value error, ')}")
+        raise ConfigError(path, problems) from None
+    return resolve_paths(cfg, path)
+
+
+def resolve_paths(cfg: Config, path: Path) -> Config:
+    """Make relative paths relative to the config file's directory."""
+    base = path.resolve().parent
+
+    def rel(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    node = cfg.node.model_copy(update={"data_dir": rel(cfg.node.data_dir) or cfg.node.data_dir})
+    tls = cfg.smtp.tls.model_copy(
+        update={"cert": rel(cfg.smtp.tls.cert) or cfg.smtp.tls.cert, "key": rel(cfg.smtp.tls.key) or cfg.smtp.tls.key}
+    )
+    smtp = cfg.smtp.model_copy(update={"tls": tls})
+    directory = cfg.directory.model_copy(update={"csv": rel(cfg.directory.csv) or cfg.directory.csv})
+    return cfg.model_copy(update={"node": node, "smtp": smtp, "directory": directory, "source": path})

@@ -1,0 +1,18 @@
+"""Closed set of event names used in logs and metrics."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Event(StrEnum):
+    SMTP_ACCEPTED = "smtp.accepted"
+    SMTP_REJECTED = "smtp.rejected"
+    SMTP_SESSION_ABUSE = "smtp.session-abuse"
+    QUEUE_DELIVERED = "queue.delivered"
+    QUEUE_DEFERRED = "queue.deferred"
+    QUEUE_FAILED = "queue.failed"
+    QUEUE_EXPIRED = "queue.expired"
+    QUEUE_DSN_SENT = "queue.dsn-queued"
+    QUEUE_DSN_SUPPRESSED = "queue.dsn-suppressed"
+    STORE_QUARANTINED = "store.quarantined"

@@ -1,0 +1,62 @@
+"""Mail value types: addresses, envelopes, identifiers.
+
+An `Address` keeps the local part exactly as received (local parts are
+case-sensitive per RFC 5321 §2.4) and the domain lower-cased; `key` is the
+case-folded form used for directory lookups.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    local: str
+    domain: str
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Split `local@domain`; raises ValueError when there is no usable domain."""
+        local, at, domain = text.rpartition("@")
+        if not at or not local or not domain:
+            raise ValueError(f"not an address: {text!r}")
+        return cls(local, domain.lower().rstrip("."))
+
+    @property
+    def key(self) -> str:
+        return f"{self.local.lower()}@{self.domain}"
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+
+class BodyType(StrEnum):
+    SEVEN_BIT = "7BIT"
+    EIGHT_BIT = "8BITMIME"
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What the SMTP transaction says about a message, apart from its content."""
+
+    sender: str  # "" is the null reverse-path (bounces, DSNs)
+    recipients: list[str] = field(default_factory=list)
+    body_type: BodyType = BodyType.SEVEN_BIT
+    smtputf8: bool = False
+    declared_size: int | None = None
+
+
+def new_queue_id() -> str:
+    """A 16-character, time-ordered, unique id: 48 bits of milliseconds and 32 random bits."""
+    n = (int(time.time() * 1000) << 32) | int.from_bytes(os.urandom(4), "big")
+    chars = []
+    for _ in range(16):
+        chars.append(_B32[n & 31])
+        n >>= 5
+    return "".join(reversed(chars))

@@ -1,0 +1,1 @@
+"""Who exists: users, their addresses and aliases, and the domains we serve."""

@@ -1,0 +1,71 @@
+"""Acceptance policy and durable commit for the SMTP receiver.
+
+No open relay: a recipient outside our domains gets 554 5.7.1; an unknown
+user in our domains gets 550 5.1.1 at RCPT time, so we never accept what we
+would have to bounce (no backscatter). A message is handed to the queue only
+after the store made it durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from mailstandby.config import SMTPSettings
+from mailstandby.core.model import Address, Envelope
+from mailstandby.core.reply import Rejected
+from mailstandby.directory.base import Directory
+from mailstandby.smtp import codes
+from mailstandby.store.base import MailStore, NewMessage, QueuedMessage, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class GatewayIntake:
+    def __init__(
+        self,
+        directory: Directory,
+        store: MailStore,
+        settings: SMTPSettings,
+        on_accepted: Callable[[QueuedMessage], None],
+    ) -> None:
+        self.directory = directory
+        self.store = store
+        self.settings = settings
+        self.on_accepted = on_accepted
+        # Postfix rule: keep queue_minfree and 1.5 x the largest message free
+        self.reserve = max(settings.min_free_space, int(1.5 * settings.max_message_size))
+        self._space_checked = 0.0
+        self._space_ok = True
+
+    def check_space(self) -> None:
+        now = time.monotonic()
+        if now - self._space_checked > 1.0:
+            self._space_checked = now
+            try:
+                self._space_ok = self.store.free_space() >= self.reserve
+            except OSError:
+                self._space_ok = False
+            if not self._space_ok:
+                log.warning("free space below the reserve of %d bytes: refusing mail", self.reserve)
+        if not self._space_ok:
+            raise Rejected(codes.C452_NO_SPACE, user_fault=False)
+
+    def check_recipient(self, address: Address) -> None:
+        if not self.directory.serves(address.domain):
+            raise Rejected(codes.C554_RELAY_DENIED, detail=f"relay to {address}")
+        if self.directory.lookup(address) is None:
+            raise Rejected(codes.C550_UNKNOWN_USER, detail=f"unknown {address}")
+
+    async def commit(self, queue_id: str, envelope: Envelope, message: bytes) -> None:
+        try:
+            queued = await self.store.accept(NewMessage(queue_id, envelope, message, time.time()))
+        except StoreError as e:
+            log.error("commit of %s failed: %s", queue_id, e)
+            if e.too_big:
+                raise Rejected(codes.C552_FILE_TOO_BIG, user_fault=False) from None
+            if e.no_space:
+                self._space_ok, self._space_checked = False, time.monotonic()  # next MAIL: 452
+            raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
+        self.on_accepted(queued)

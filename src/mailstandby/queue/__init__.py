@@ -1,0 +1,1 @@
+"""Delivery: the queue runner, retries with backoff, and delivery status notifications."""

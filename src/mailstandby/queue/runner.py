@@ -1,0 +1,255 @@
+"""The queue runner: delivers every queued recipient, retrying until it is done.
+
+Contract with the store: a recipient leaves the queue only through an
+outcome the store made durable (delivered, failed with a DSN already queued,
+or quarantined). A crash loses at most the outcomes of deliveries in flight,
+which are then retried: a duplicate is possible only for a delivery the
+primary accepted in the instant before the crash, and our queue id in the
+Received header makes such a copy recognisable.
+
+Scheduling is in memory: new mail is pushed by the intake, deferred mail
+waits on a timer computed from stored timestamps (attempt count and arrival
+time), so a restart resumes the same schedule. Each worker keeps its
+connection to the primary open and reuses it for the next message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from mailstandby.config import QueueSettings
+from mailstandby.core.events import Event
+from mailstandby.core.model import BodyType, Envelope, new_queue_id
+from mailstandby.core.reply import Reply
+from mailstandby.queue.dsn import Failure, build_dsn
+from mailstandby.routing import Router
+from mailstandby.smtp.relay import RelayConnection
+from mailstandby.store.base import (
+    CorruptMessage,
+    MailStore,
+    NewMessage,
+    Origin,
+    Outcome,
+    QueuedMessage,
+    QueuedRecipient,
+    RcptState,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+IDLE_CLOSE = 10.0  # seconds an unused connection to the primary stays open
+
+
+def backoff(settings: QueueSettings, attempts: int) -> float:
+    """Delay before the next attempt after `attempts` failed ones (exponential, capped)."""
+    return min(settings.retry_max, settings.retry_initial * 2 ** max(0, attempts - 1))
+
+
+class QueueRunner:
+    def __init__(
+        self,
+        store: MailStore,
+        router: Router,
+        connect: Callable[[], RelayConnection],
+        settings: QueueSettings,
+        *,
+        hostname: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.connect = connect
+        self.settings = settings
+        self.hostname = hostname
+        self.clock = clock
+        self.messages: dict[str, QueuedMessage] = {}
+        self.ready: asyncio.Queue[str] = asyncio.Queue()
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.workers: list[asyncio.Task[None]] = []
+        self.in_flight: set[str] = set()
+        self.stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        for message in await self.store.pending():
+            self.submit(message)
+        self.workers = [
+            asyncio.create_task(self._worker(n), name=f"queue-worker-{n}") for n in range(self.settings.concurrency)
+        ]
+        log.info("queue runner started: %d messages pending", len(self.messages))
+
+    async def stop(self, grace: float) -> None:
+        """Take no new work; let deliveries in flight finish up to `grace` seconds."""
+        self.stopping = True
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
+        deadline = time.monotonic() + grace
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self.workers:
+            task.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+
+    def submit(self, message: QueuedMessage) -> None:
+        """Schedule a message (newly accepted, or loaded at start-up)."""
+        self.messages[message.id] = message
+        self._schedule(message)
+
+    @property
+    def depth(self) -> int:
+        return len(self.messages)
+
+    def _schedule(self, message: QueuedMessage) -> None:
+        if self.stopping:
+            return
+        due = min(r.next_attempt for r in message.recipients)
+        delay = due - self.clock()
+        if delay <= 0:
+            self.ready.put_nowait(message.id)
+        else:
+            loop = asyncio.get_running_loop()
+            self.timers[message.id] = loop.call_later(delay, self._due, message.id)
+
+    def _due(self, message_id: str) -> None:
+        self.timers.pop(message_id, None)
+        self.ready.put_nowait(message_id)
+
+    # -- workers ---------------------------------------------------------------------
+    async def _worker(self, n: int) -> None:
+        conn: RelayConnection | None = None
+        try:
+            while True:
+                try:
+                    mid = await asyncio.wait_for(self.ready.get(), IDLE_CLOSE if conn else None)
+                except TimeoutError:
+                    await conn.close()  # type: ignore[union-attr]
+                    conn = None
+                    continue
+                message = self.messages.get(mid)
+                if message is None or mid in self.in_flight:
+                    continue
+                self.in_flight.add(mid)
+                try:
+                    conn = await self._deliver(message, conn)
+                except Exception:
+                    log.exception("delivery of %s failed unexpectedly; will retry", mid)
+                    self._retry_later(message)
+                finally:
+                    self.in_flight.discard(mid)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(conn.close())
+
+    def _retry_later(self, message: QueuedMessage) -> None:
+        now = self.clock()
+        for r in message.recipients:
+            r.next_attempt = max(r.next_attempt, now + self.settings.retry_initial)
+        self._schedule(message)
+
+    async def _deliver(self, message: QueuedMessage, conn: RelayConnection | None) -> RelayConnection | None:
+        now = self.clock()
+        due = [r for r in message.recipients if r.next_attempt <= now]
+        if not due:
+            self._schedule(message)
+            return conn
+        try:
+            body = await self.store.read_body(message.id)
+        except CorruptMessage:
+            self.messages.pop(message.id, None)
+            return conn
+        conn, replies = await self._relay(message, [r.rcpt for r in due], body, conn)
+        await self._settle(message, due, replies, body)
+        return conn
+
+    async def _relay(
+        self, message: QueuedMessage, rcpts: list[str], body: bytes, conn: RelayConnection | None
+    ) -> tuple[RelayConnection | None, dict[str, Reply]]:
+        """Every recipient here routes to the primary today (see routing.py)."""
+        if conn is None or not conn.usable:
+            conn = self.connect()
+            try:
+                await conn.open()
+            except Exception as e:  # refused, timeout, bad banner, TLS: all temporary
+                await conn.close()
+                why = f"{type(e).__name__}: {e}"
+                return None, dict.fromkeys(rcpts, Reply(451, "4.4.1", f"cannot reach the primary: {why}"[:300]))
+        replies = await conn.send(
+            message.sender,
+            rcpts,
+            body,
+            smtputf8=message.smtputf8,
+            eight_bit=message.body_type == BodyType.EIGHT_BIT.value,
+        )
+        return (conn if conn.usable else None), replies
+
+    async def _settle(
+        self, message: QueuedMessage, due: list[QueuedRecipient], replies: dict[str, Reply], body: bytes
+    ) -> None:
+        now = self.clock()
+        expired = now - message.received_at > self.settings.max_lifetime
+        outcomes: list[Outcome] = []
+        failures: list[Failure] = []
+        for r in due:
+            reply = replies[r.rcpt]
+            attempts = r.attempts + 1
+            decision = self.router.route(r.rcpt)
+            if reply.code < 400:
+                state, event = RcptState.DELIVERED, Event.QUEUE_DELIVERED
+            elif reply.code >= 500 or expired:
+                state, event = RcptState.FAILED, (Event.QUEUE_FAILED if reply.code >= 500 else Event.QUEUE_EXPIRED)
+                failures.append(Failure(r.rcpt, reply, expired=reply.code < 500))
+            else:
+                state, event = RcptState.QUEUED, Event.QUEUE_DEFERRED
+                r.next_attempt = now + backoff(self.settings, attempts)
+            r.attempts, r.last_reply = attempts, str(reply)
+            log.info(
+                "%s: id=%s to=<%s> route=%s reason=%s attempts=%d reply=%s",
+                event,
+                message.id,
+                r.rcpt,
+                decision.route,
+                decision.reason,
+                attempts,
+                reply,
+            )
+            outcomes.append(
+                Outcome(message.id, r.rcpt, state, attempts, r.next_attempt, str(reply), decision.route.value)
+            )
+        if failures:
+            await self._bounce(message, failures, body)  # before the failure is recorded: at least once
+        await self.store.record(outcomes)
+        finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
+        message.recipients = [r for r in message.recipients if r.rcpt not in finished]
+        if message.recipients:
+            self._schedule(message)
+        else:
+            self.messages.pop(message.id, None)
+
+    async def _bounce(self, message: QueuedMessage, failures: list[Failure], body: bytes) -> None:
+        if message.sender == "" or message.origin is Origin.DSN:
+            log.info("%s: id=%s (null sender: no bounce for a bounce)", Event.QUEUE_DSN_SUPPRESSED, message.id)
+            return
+        dsn = build_dsn(
+            hostname=self.hostname,
+            bounce_from=self.settings.bounce_from,
+            queue_id=message.id,
+            sender=message.sender,
+            arrival=message.received_at,
+            failures=failures,
+            original=body,
+        )
+        envelope = Envelope(sender="", recipients=[message.sender], smtputf8=not message.sender.isascii())
+        try:
+            queued = await self.store.accept(NewMessage(new_queue_id(), envelope, dsn, self.clock(), Origin.DSN))
+        except StoreError:
+            log.exception("cannot queue DSN for %s; failure stays queued", message.id)
+            raise
+        log.info("%s: id=%s dsn=%s to=<%s>", Event.QUEUE_DSN_SENT, message.id, queued.id, message.sender)
+        self.submit(queued)

@@ -1,0 +1,164 @@
+"""SMTP wire format, without I/O: command lines, paths, parameters, message data.
+
+Pure functions over bytes and str; every malformed input raises `Rejected`
+with the RFC 5321 reply for it, so this module can be fuzzed alone.
+
+Message data (RFC 5321 §4.1.1.4, §4.5.2): only <CRLF>.<CRLF> ends it. A bare
+CR or LF anywhere in the data rejects the whole message after end-of-data
+(SMTP smuggling, CVE-2023-51764), so the session never loses sync.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from mailstandby.core.model import BodyType
+from mailstandby.core.reply import Rejected
+from mailstandby.smtp import codes
+
+END_OF_DATA = b"\r\n.\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    verb: str  # upper-cased
+    arg: str  # raw argument text after the verb, stripped
+
+
+def parse_command(line: bytes) -> Command:
+    """Decode one command line (with or without its CRLF)."""
+    if line.endswith(b"\r\n"):
+        line = line[:-2]
+    elif line.endswith(b"\n"):
+        line = line[:-1]
+    if b"\x00" in line:
+        raise Rejected(codes.C500_NUL)
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(codes.C500_BAD_UTF8) from None
+    if "\r" in text or "\n" in text:
+        raise Rejected(codes.C500_UNKNOWN, detail="bare CR/LF in command line")
+    verb, _, arg = text.strip(" ").partition(" ")
+    if not verb.isascii() or not verb.isalpha():
+        raise Rejected(codes.C500_UNKNOWN)
+    return Command(verb.upper(), arg.strip(" "))
+
+
+# RFC 5321 §4.1.2 (with RFC 6531 UTF-8 allowed in atoms and domains)
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
+_DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"'
+_LABEL = r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*[A-Za-z0-9\u0080-\U0010ffff])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+_ADDR_LITERAL = r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]"
+_MAILBOX = re.compile(rf"^(?:{_DOT_STRING}|{_QUOTED})@(?:{_DOMAIN}|{_ADDR_LITERAL})$")
+_SOURCE_ROUTE = re.compile(rf"^@{_DOMAIN}(?:,@{_DOMAIN})*:")
+_PARAM = re.compile(r"^([A-Za-z0-9][A-Za-z0-9\-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?$")
+
+MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
+MAX_DOMAIN = 255  # RFC 5321 §4.5.3.1.2
+MAX_PATH = 256  # RFC 5321 §4.5.3.1.3
+
+
+@dataclass(slots=True)
+class PathArg:
+    """A reverse- or forward-path with its ESMTP parameters."""
+
+    address: str  # "" for the null reverse-path <>
+    params: dict[str, str | None] = field(default_factory=dict)
+
+
+def parse_path(arg: str, keyword: str, *, allow_null: bool) -> PathArg:
+    """Parse `FROM:<a@b> PARAMS` / `TO:<a@b> PARAMS` (RFC 5321 §4.1.1.2-3)."""
+    bad = codes.C501_BAD_ADDRESS if keyword == "FROM" else codes.C501_BAD_RCPT_ADDRESS
+    head, colon, rest = arg.partition(":")
+    if not colon or head.strip().upper() != keyword:
+        raise Rejected(codes.C501_SYNTAX)
+    rest = rest.lstrip(" ")
+    if not rest.startswith("<"):
+        raise Rejected(bad)
+    end = _path_end(rest)
+    if end < 0:
+        raise Rejected(bad)
+    path, params_text = rest[1:end], rest[end + 1 :]
+    if params_text and not params_text.startswith(" "):
+        raise Rejected(codes.C501_SYNTAX)
+    path = _SOURCE_ROUTE.sub("", path, count=1)  # RFC 5321 §4.1.1.3: MUST accept, SHOULD ignore
+    if path == "":
+        if not allow_null:
+            raise Rejected(bad)
+    elif not valid_mailbox(path):
+        raise Rejected(bad)
+    return PathArg(path, parse_params(params_text))
+
+
+def _path_end(text: str) -> int:
+    """Index of the '>' closing the path, skipping quoted local parts."""
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            return i
+    return -1
+
+
+def valid_mailbox(address: str) -> bool:
+    local, _, domain = address.rpartition("@")
+    if len(address) > MAX_PATH or len(local.encode()) > MAX_LOCAL_PART or len(domain) > MAX_DOMAIN:
+        return False
+    return _MAILBOX.match(address) is not None
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """ESMTP parameters `KEY[=VALUE]` separated by spaces; keys upper-cased."""
+    params: dict[str, str | None] = {}
+    for word in text.split():
+        m = _PARAM.match(word)
+        if m is None:
+            raise Rejected(codes.C501_SYNTAX, detail=f"bad parameter {word!r}")
+        key = m.group(1).upper()
+        if key in params:
+            raise Rejected(codes.C501_SYNTAX, detail=f"duplicate parameter {key}")
+        params[key] = m.group(2)
+    return params
+
+
+def parse_size(value: str | None) -> int:
+    if value is None or not value.isdigit() or len(value) > 20:
+        raise Rejected(codes.C501_SYNTAX, detail="bad SIZE")
+    return int(value)
+
+
+def parse_body(value: str | None) -> BodyType:
+    try:
+        return BodyType((value or "").upper())
+    except ValueError:
+        raise Rejected(codes.C501_SYNTAX, detail="bad BODY") from None
+
+
+def unstuff(data: bytes) -> bytes:
+    """Turn received DATA (without its final `.CRLF`) into the message, checking line endings.
+
+    `data` is everything after the 354 up to and including the CRLF before the
+    terminating dot. Raises Rejected(550 5.5.2) on a bare CR or LF.
+    """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        raise Rejected(codes.C550_BARE_NEWLINE)
+    if data.startswith(b"."):
+        data = data[1:]
+    return data.replace(b"\r\n..", b"\r\n.") if b"\r\n.." in data else data
+
+
+def ehlo_keywords(*, max_size: int, starttls: bool) -> list[str]:
+    words = [f"SIZE {max_size}", "8BITMIME", "PIPELINING", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+    if starttls:
+        words.append("STARTTLS")
+    return words

@@ -1,0 +1,64 @@
+"""Every SMTP reply mailstandby sends, by name, with its RFC anchor.
+
+Codes and enhanced codes are the contract (RFC 5321, RFC 3463); the texts
+follow Postfix where a client or an administrator might grep for them. Client
+text is generic; details go to the log.
+"""
+
+from __future__ import annotations
+
+from mailstandby.core.reply import Reply
+
+# 2xx
+C211_HELP_STATUS = Reply(211, "2.0.0", "mailstandby")
+C214_HELP = Reply(214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321")
+C221_BYE = Reply(221, "2.0.0", "Bye")
+C250_OK = Reply(250, "2.0.0", "Ok")
+C250_SENDER_OK = Reply(250, "2.1.0", "Ok")
+C250_RCPT_OK = Reply(250, "2.1.5", "Ok")
+C250_RESET = Reply(250, "2.0.0", "Ok")
+C252_CANNOT_VRFY = Reply(
+    252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery"
+)  # RFC 5321 §3.5.3
+C220_READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
+
+# 3xx
+C354_START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+
+# 4xx: temporary
+C421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")  # RFC 3463 X.3.2
+C421_TOO_MANY_CONNECTIONS = Reply(421, "4.3.2", "Too many connections, try again later")
+C421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors")  # Postfix smtpd_hard_error_limit
+C421_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")  # RFC 3463 X.4.2
+C451_LOCAL_ERROR = Reply(451, "4.3.0", "Error: queue file write error")  # Postfix cleanup_strerror.c
+C452_NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")  # RFC 3463 X.3.1
+C452_TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")  # RFC 5321 §4.5.3.1.10
+C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207
+
+# 5xx: permanent
+C500_UNKNOWN = Reply(500, "5.5.2", "Error: command not recognized")
+C500_LINE_TOO_LONG = Reply(500, "5.5.6", "Error: line too long")  # RFC 5321 §4.5.3.1.4
+C500_BAD_UTF8 = Reply(500, "5.5.2", "Error: bad UTF-8 syntax")  # Postfix smtpd.c
+C500_NUL = Reply(500, "5.5.2", "Error: NUL character in command")
+C501_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
+C501_BAD_ADDRESS = Reply(501, "5.1.7", "Bad address syntax")  # RFC 3463 X.1.7 (sender) / X.1.3
+C501_BAD_RCPT_ADDRESS = Reply(501, "5.1.3", "Bad recipient address syntax")
+C501_NEED_HELO_ARG = Reply(501, "5.5.4", "Syntax: EHLO hostname")
+C502_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
+C503_NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+C503_NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
+C503_NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
+C503_NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
+C503_TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
+C550_UNKNOWN_USER = Reply(550, "5.1.1", "Recipient address rejected: User unknown")  # RFC 3463 X.1.1
+C550_BARE_NEWLINE = Reply(
+    550, "5.5.2", "Error: bare <CR> or <LF> received, possible SMTP smuggling"
+)  # Postfix smtpd_forbid_bare_newline
+C552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")  # RFC 3463 X.3.4
+C552_FILE_TOO_BIG = Reply(552, "5.3.4", "Error: message file too big")  # Postfix, EFBIG
+C553_NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")  # RFC 6531 §3.7.4.1
+C554_NO_VALID_RCPTS = Reply(554, "5.5.1", "Error: no valid recipients")
+C554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")  # RFC 3463 X.7.1
+C554_SYNC = Reply(554, "5.5.0", "Error: SMTP protocol synchronization")  # Postfix smtpd_forbid_unauth_pipelining
+C555_PARAM = Reply(555, "5.5.4", "Unsupported option")  # RFC 5321 §4.1.1.11
+C530_MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207

@@ -1,0 +1,281 @@
+"""SMTP listeners: the byte-level connection and the server that runs sessions.
+
+`Connection` is an asyncio.Protocol with its own input buffer, so that
+memory stays bounded on overlong lines and huge messages (the overflow is
+consumed and dropped, never buffered), and so that STARTTLS can drop any
+plaintext pipelined behind the command before the handshake starts (the
+CVE-2024-34083 class) using only public asyncio APIs. Replies are collected
+and written in one go right before the connection waits for input, which is
+what RFC 2920 pipelining asks for and what makes small messages cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+
+from mailstandby.config import SMTPSettings, split_listen
+from mailstandby.core.model import new_queue_id
+from mailstandby.smtp import codes
+from mailstandby.smtp.codec import END_OF_DATA
+from mailstandby.smtp.session import ConnectionClosed, DataTooBig, Intake, LineTooLong, Session
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 256 * 1024  # pause reading when this much input is buffered and unread
+
+
+class Connection(asyncio.Protocol):
+    """Buffered reads with limits and timeouts over an asyncio transport."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("?", 0)
+        self.tls_active = False
+        self._buf = bytearray()
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._out: list[bytes] = []
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+        self.on_open: Callable[[Connection], None] | None = None
+
+    # -- asyncio callbacks ------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = (peer[0], peer[1])
+        if self.on_open is not None:
+            self.on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > HIGH_WATER and not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+            self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- reading -------------------------------------------------------------------
+    async def _wait(self, timeout: float) -> None:
+        """Flush pending replies, then wait for more input (or EOF) up to `timeout`."""
+        if self._eof:
+            raise ConnectionClosed
+        await self.flush()
+        if self._paused and self.transport is not None:
+            self.transport.resume_reading()
+            self._paused = False
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, self._waiter.cancel)
+        try:
+            await self._waiter
+        except asyncio.CancelledError:
+            if self._waiter.cancelled() and not _current_task_cancelling():
+                raise TimeoutError from None
+            raise
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _consume(self, n: int) -> bytes:
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    async def read_line(self, limit: int, timeout: float) -> bytes:
+        start = 0
+        overlong = False
+        while True:
+            i = self._buf.find(b"\n", start)
+            if i >= 0:
+                line = self._consume(i + 1)
+                if overlong or len(line) > limit:
+                    raise LineTooLong
+                return line
+            if len(self._buf) > limit:
+                overlong = True
+                del self._buf[:]
+            start = len(self._buf)
+            if self._eof:
+                raise ConnectionClosed
+            await self._wait(timeout)
+
+    async def read_data(self, limit: int, timeout: float) -> bytes:
+        """Message data up to and including the CRLF before the final dot."""
+        start = 0
+        dropped = 0  # bytes discarded once the limit was passed
+        while True:
+            if not dropped and self._buf.startswith(b".\r\n"):
+                self._consume(3)  # empty message: the DATA line's CRLF began the terminator
+                return b""
+            i = self._buf.find(END_OF_DATA, start)
+            if i >= 0:
+                data = self._consume(i + 5)[:-3]
+                if dropped or len(data) > limit + 2:
+                    raise DataTooBig
+                return data
+            if len(self._buf) > limit + 8:
+                keep = 4  # a terminator may straddle the cut
+                dropped += len(self._buf) - keep
+                del self._buf[:-keep]
+            start = max(0, len(self._buf) - 4)
+            if self._eof:
+                raise ConnectionClosed
+            await self._wait(timeout)
+
+    def has_buffered_input(self) -> bool:
+        return bool(self._buf)
+
+    # -- writing -------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+
+    async def flush(self) -> None:
+        if self._out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self._out))
+        self._out.clear()
+        if self._drain is not None and not self._drain.done():
+            await self._drain
+
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        assert self.transport is not None
+        await self.flush()
+        if self._buf:
+            log.warning("peer=%s: dropped %d plaintext bytes pipelined after STARTTLS", self.peer[0], len(self._buf))
+            del self._buf[:]
+        loop = asyncio.get_running_loop()
+        # No await between clearing the buffer and handing the transport to TLS:
+        # no plaintext byte can reach the session after this point.
+        new = await loop.start_tls(self.transport, self, context, server_side=True, ssl_handshake_timeout=30)
+        if new is None:
+            raise ConnectionClosed
+        self.transport = new
+        self.tls_active = True
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class SMTPServer:
+    """Runs a Session per connection on each configured listener."""
+
+    def __init__(
+        self,
+        settings: SMTPSettings,
+        intake: Intake,
+        *,
+        hostname: str,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        self.settings = settings
+        self.intake = intake
+        self.hostname = hostname
+        self.tls_context = tls_context
+        self.servers: list[asyncio.Server] = []
+        self.sessions: dict[Session, asyncio.Task[None]] = {}
+        self.accepting = True
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for listen in self.settings.listen:
+            host, port = split_listen(listen)
+            srv = await loop.create_server(self._new_connection, host, port, reuse_address=True, backlog=512)
+            self.servers.append(srv)
+
+    def _new_connection(self) -> Connection:
+        conn = Connection()
+        conn.on_open = self._serve
+        return conn
+
+    def _serve(self, conn: Connection) -> None:
+        if not self.accepting or len(self.sessions) >= self.settings.max_connections:
+            reply = codes.C421_SHUTTING_DOWN if not self.accepting else codes.C421_TOO_MANY_CONNECTIONS
+            assert conn.transport is not None
+            conn.transport.write(reply.wire(enhanced=False))
+            conn.close()
+            return
+        session = Session(
+            conn, self.intake, self.settings, hostname=self.hostname, tls_context=self.tls_context, sid=new_queue_id()
+        )
+        task = asyncio.get_running_loop().create_task(self._run(session, conn))
+        self.sessions[session] = task
+
+    async def _run(self, session: Session, conn: Connection) -> None:
+        try:
+            await session.run()
+        except ConnectionClosed:
+            pass
+        except ssl.SSLError as e:
+            session.log.info("TLS failure: %s", e.reason)
+        except OSError as e:
+            session.log.info("connection error: %s", e)
+        except asyncio.CancelledError:
+            conn.write(codes.C421_SHUTTING_DOWN.wire(enhanced=session.esmtp))
+            await _quiet_flush(conn)
+            raise
+        except Exception:
+            session.log.exception("internal error")  # details stay in the log
+            conn.write(codes.C451_LOCAL_ERROR.wire(enhanced=session.esmtp))
+            await _quiet_flush(conn)
+        finally:
+            conn.close()
+            self.sessions.pop(session, None)
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening; let messages in DATA finish up to `grace`; 421 the rest."""
+        self.accepting = False
+        for srv in self.servers:
+            srv.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(s.busy for s in self.sessions) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        tasks = list(self.sessions.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for srv in self.servers:
+            await srv.wait_closed()
+
+
+async def _quiet_flush(conn: Connection) -> None:
+    with contextlib.suppress(OSError, TimeoutError, ConnectionClosed):
+        await asyncio.wait_for(conn.flush(), 1)

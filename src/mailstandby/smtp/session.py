@@ -1,0 +1,355 @@
+"""One SMTP conversation (RFC 5321 with RFC 1870, 2920, 3207, 6152, 6531, 2034).
+
+The session owns the protocol state and nothing else: bytes come and go
+through a `SessionIO`, recipients are judged and messages committed by an
+`Intake`. Every command gets exactly one reply (RFC 5321 §4.2); commands are
+dispatched through one table that also says in which states each is allowed.
+Abuse (too many errors, junk commands, pipelining before the 354, HTTP on
+the SMTP port) ends the session with a 421/554/221 reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from enum import Enum, auto
+from typing import Protocol
+
+from mailstandby.config import SMTPSettings
+from mailstandby.core.events import Event
+from mailstandby.core.model import Address, Envelope, new_queue_id
+from mailstandby.core.reply import CloseSession, Rejected, Reply
+from mailstandby.smtp import codes
+from mailstandby.smtp.codec import (
+    Command,
+    ehlo_keywords,
+    parse_body,
+    parse_command,
+    parse_path,
+    parse_size,
+    unstuff,
+)
+
+log = logging.getLogger(__name__)
+TRACE = 5
+
+
+class ConnectionClosed(Exception):
+    """The peer went away; there is nobody left to answer."""
+
+
+class LineTooLong(Exception):
+    """A line exceeded the limit; the whole line has been consumed and dropped."""
+
+
+class DataTooBig(Exception):
+    """Message data exceeded the limit; consumed through end-of-data and dropped."""
+
+
+class SessionIO(Protocol):
+    peer: tuple[str, int]
+    tls_active: bool
+
+    async def read_line(self, limit: int, timeout: float) -> bytes: ...
+    async def read_data(self, limit: int, timeout: float) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+    async def flush(self) -> None: ...
+    def has_buffered_input(self) -> bool: ...
+    async def start_tls(self, context: ssl.SSLContext) -> None: ...
+
+
+class Intake(Protocol):
+    """Acceptance policy and durable commit, as the session needs them."""
+
+    def check_space(self) -> None:
+        """Raise Rejected(452 4.3.1) when the store cannot take more mail."""
+        ...
+
+    def check_recipient(self, address: Address) -> None:
+        """Raise Rejected (550 5.1.1 unknown user, 554 5.7.1 relay denied) or return."""
+        ...
+
+    async def commit(self, queue_id: str, envelope: Envelope, message: bytes) -> None:
+        """Durably store the message; raise Rejected(451/452/552) on failure."""
+        ...
+
+
+class State(Enum):
+    CONNECTED = auto()  # banner sent, no EHLO yet
+    GREETED = auto()  # EHLO/HELO done, no transaction
+    MAIL = auto()  # MAIL accepted
+    RCPT = auto()  # at least one RCPT accepted
+
+
+ANY = frozenset(State)
+GREETED_UP = frozenset({State.GREETED, State.MAIL, State.RCPT})
+
+_FORBIDDEN = {"CONNECT", "GET", "POST", "HEAD", "PUT"}  # HTTP to the SMTP port: cross-protocol abuse
+_JUNK = {"NOOP", "RSET", "VRFY", "HELP"}
+
+
+@dataclass(slots=True)
+class Transaction:
+    envelope: Envelope
+    seen: set[str] = field(default_factory=set)
+
+
+class Session:
+    """Serves one connection until QUIT, abuse, timeout or shutdown."""
+
+    def __init__(
+        self,
+        io: SessionIO,
+        intake: Intake,
+        settings: SMTPSettings,
+        *,
+        hostname: str,
+        tls_context: ssl.SSLContext | None,
+        sid: str = "",
+    ) -> None:
+        self.io = io
+        self.intake = intake
+        self.settings = settings
+        self.hostname = hostname
+        self.tls_context = tls_context
+        self.sid = sid or new_queue_id()
+        self.log = logging.LoggerAdapter(log, {"sid": self.sid, "peer": io.peer[0]})
+        self.state = State.CONNECTED
+        self.helo = ""
+        self.esmtp = False
+        self.tx: Transaction | None = None
+        self.errors = 0
+        self.junk = 0
+        self.closing = False
+        self.busy = False  # inside DATA or a commit: shutdown waits for it
+
+    # -- the loop --------------------------------------------------------------
+    async def run(self) -> None:
+        self.reply(Reply(220, "", f"{self.hostname} ESMTP mailstandby"))
+        while not self.closing:
+            try:
+                await self.step()
+            except CloseSession as c:
+                self.log.info("%s: %s %s", Event.SMTP_SESSION_ABUSE, c.reply, c.detail)
+                self.reply(c.reply)
+                self.closing = True
+            except ConnectionClosed:
+                return
+            except TimeoutError:
+                self.reply(codes.C421_TIMEOUT)
+                self.closing = True
+        await self.io.flush()
+
+    async def step(self) -> None:
+        """Read one command and answer it."""
+        try:
+            line = await self.io.read_line(self.settings.max_line_length, self.settings.command_timeout)
+        except LineTooLong:
+            self.reject(Rejected(codes.C500_LINE_TOO_LONG))
+            return
+        try:
+            cmd = parse_command(line)
+            if self.log.isEnabledFor(TRACE):
+                self.log.log(TRACE, "C: %s", cmd.verb if cmd.verb == "AUTH" else line.rstrip())
+            allowed, handler = COMMANDS.get(cmd.verb, (frozenset(), None))
+            if handler is None:
+                if cmd.verb in _FORBIDDEN:
+                    raise CloseSession(Reply(221, "2.7.0", "Error: I can break rules, too. Goodbye."))
+                raise Rejected(codes.C502_NOT_IMPLEMENTED if cmd.verb in _KNOWN else codes.C500_UNKNOWN)
+            if self.state not in allowed:
+                raise Rejected(codes.C503_NEED_HELO if self.state is State.CONNECTED else codes.C503_NEED_MAIL)
+            if cmd.verb in _JUNK:
+                self.junk += 1
+                if self.junk > self.settings.max_junk_commands:
+                    raise CloseSession(codes.C421_TOO_MANY_ERRORS, detail="junk command limit")
+            await handler(self, cmd)
+        except CloseSession:
+            raise
+        except Rejected as r:
+            self.reject(r)
+
+    def reply(self, r: Reply) -> None:
+        enhanced = self.esmtp and r.code not in (220, 354)
+        self.io.write(r.wire(enhanced=enhanced))
+
+    def reject(self, r: Rejected) -> None:
+        self.log.log(
+            logging.INFO if r.user_fault else logging.WARNING, "%s: %s %s", Event.SMTP_REJECTED, r.reply, r.detail
+        )
+        self.errors += 1
+        if self.errors >= self.settings.max_errors:
+            raise CloseSession(codes.C421_TOO_MANY_ERRORS, detail=f"{self.errors} errors")
+        self.reply(r.reply)
+
+    # -- commands -------------------------------------------------------------
+    async def ehlo(self, cmd: Command) -> None:
+        self._greet(cmd, esmtp=True)
+        keywords = ehlo_keywords(
+            max_size=self.settings.max_message_size,
+            starttls=self.tls_context is not None and not self.io.tls_active,
+        )
+        self.reply(Reply(250, "", "\n".join([self.hostname, *keywords])))
+
+    async def helo(self, cmd: Command) -> None:
+        self._greet(cmd, esmtp=False)
+        self.reply(Reply(250, "", self.hostname))
+
+    def _greet(self, cmd: Command, *, esmtp: bool) -> None:
+        if not cmd.arg or " " in cmd.arg:
+            raise Rejected(codes.C501_NEED_HELO_ARG)
+        self.helo = cmd.arg
+        self.esmtp = esmtp
+        self.tx = None  # RFC 5321 §4.1.4: EHLO resets the transaction
+        self.state = State.GREETED
+
+    async def starttls(self, cmd: Command) -> None:
+        if cmd.arg:
+            raise Rejected(codes.C501_SYNTAX)
+        if self.io.tls_active:
+            raise Rejected(codes.C503_TLS_ACTIVE)
+        if self.tls_context is None:
+            raise Rejected(codes.C454_TLS_UNAVAILABLE)
+        if self.state in (State.MAIL, State.RCPT):
+            raise Rejected(Reply(503, "5.5.1", "Error: MAIL transaction in progress"))
+        self.reply(codes.C220_READY_TLS)
+        await self.io.start_tls(self.tls_context)  # drops plaintext pipelined behind STARTTLS
+        # RFC 3207 §4.2: forget everything learned before TLS
+        self.state, self.helo, self.esmtp, self.tx = State.CONNECTED, "", False, None
+
+    async def mail(self, cmd: Command) -> None:
+        if self.tx is not None:
+            raise Rejected(codes.C503_NESTED_MAIL)
+        path = parse_path(cmd.arg, "FROM", allow_null=True)
+        envelope = Envelope(sender=path.address)
+        for key, value in path.params.items():
+            if not self.esmtp:
+                raise Rejected(codes.C555_PARAM, detail="parameters after HELO")
+            if key == "SIZE":
+                envelope.declared_size = parse_size(value)
+                if envelope.declared_size > self.settings.max_message_size:
+                    raise Rejected(codes.C552_TOO_BIG)
+            elif key == "BODY":
+                envelope.body_type = parse_body(value)
+            elif key == "SMTPUTF8" and value is None:
+                envelope.smtputf8 = True
+            else:
+                raise Rejected(codes.C555_PARAM, detail=f"MAIL parameter {key}")
+        if not envelope.smtputf8 and not path.address.isascii():
+            raise Rejected(codes.C553_NEED_SMTPUTF8)
+        self.intake.check_space()
+        self.tx = Transaction(envelope)
+        self.state = State.MAIL
+        self.reply(codes.C250_SENDER_OK)
+
+    async def rcpt(self, cmd: Command) -> None:
+        if self.tx is None:
+            raise Rejected(codes.C503_NEED_MAIL)
+        path = parse_path(cmd.arg, "TO", allow_null=False)
+        if path.params:
+            raise Rejected(codes.C555_PARAM, detail=f"RCPT parameters {list(path.params)}")
+        if not self.tx.envelope.smtputf8 and not path.address.isascii():
+            raise Rejected(codes.C553_NEED_SMTPUTF8)
+        if len(self.tx.envelope.recipients) >= self.settings.max_recipients:
+            raise Rejected(codes.C452_TOO_MANY_RCPTS)
+        address = Address.parse(path.address)
+        self.intake.check_recipient(address)
+        if address.key not in self.tx.seen:
+            self.tx.seen.add(address.key)
+            self.tx.envelope.recipients.append(path.address)
+        self.state = State.RCPT
+        self.reply(codes.C250_RCPT_OK)
+
+    async def data(self, cmd: Command) -> None:
+        if self.tx is None:
+            raise Rejected(codes.C503_NEED_MAIL)
+        if not self.tx.envelope.recipients:
+            raise Rejected(codes.C554_NO_VALID_RCPTS)
+        if cmd.arg:
+            raise Rejected(codes.C501_SYNTAX)
+        if self.io.has_buffered_input():  # RFC 2920 §3.1: DATA ends a pipelined group
+            raise CloseSession(codes.C554_SYNC, detail="message data sent before 354")
+        envelope, self.tx, self.state = self.tx.envelope, None, State.GREETED
+        self.reply(codes.C354_START_DATA)
+        self.busy = True
+        try:
+            await self._receive(envelope)
+        finally:
+            self.busy = False
+
+    async def _receive(self, envelope: Envelope) -> None:
+        try:
+            raw = await self.io.read_data(self.settings.max_message_size, self.settings.data_timeout)
+        except DataTooBig:
+            raise Rejected(codes.C552_TOO_BIG) from None
+        message = unstuff(raw)  # may raise 550 5.5.2 (bare CR/LF)
+        queue_id = new_queue_id()
+        started = time.monotonic()
+        await self.intake.commit(queue_id, envelope, self.trace_header(queue_id, envelope) + message)
+        self.log.info(
+            "%s: id=%s from=<%s> nrcpt=%d size=%d commit_ms=%.1f",
+            Event.SMTP_ACCEPTED,
+            queue_id,
+            envelope.sender,
+            len(envelope.recipients),
+            len(message),
+            (time.monotonic() - started) * 1000,
+        )
+        self.reply(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+
+    def trace_header(self, queue_id: str, envelope: Envelope) -> bytes:
+        """The Received header (RFC 5321 §4.4, protocol names from RFC 3848)."""
+        proto = ("UTF8SMTP" if envelope.smtputf8 else "ESMTP") if self.esmtp else "SMTP"
+        if self.io.tls_active:
+            proto += "S"
+        recipient = f"\r\n\tfor <{envelope.recipients[0]}>" if len(envelope.recipients) == 1 else ""
+        helo = self.helo.replace("(", "").replace(")", "")[:255]
+        now = format_datetime(datetime.now(UTC).astimezone())
+        text = (
+            f"Received: from {helo} ([{self.io.peer[0]}])\r\n\tby {self.hostname} (mailstandby)"
+            f" with {proto} id {queue_id}{recipient};\r\n\t{now}\r\n"
+        )
+        return text.encode("utf-8")
+
+    async def rset(self, cmd: Command) -> None:
+        self.tx = None
+        if self.state is not State.CONNECTED:
+            self.state = State.GREETED
+        self.reply(codes.C250_RESET)
+
+    async def noop(self, cmd: Command) -> None:
+        self.reply(codes.C250_OK)
+
+    async def vrfy(self, cmd: Command) -> None:
+        if not cmd.arg:
+            raise Rejected(codes.C501_SYNTAX)
+        self.reply(codes.C252_CANNOT_VRFY)
+
+    async def help(self, cmd: Command) -> None:
+        self.reply(codes.C214_HELP)
+
+    async def quit(self, cmd: Command) -> None:
+        self.reply(codes.C221_BYE)
+        self.closing = True
+
+
+Handler = Callable[[Session, Command], Awaitable[None]]
+
+COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
+    "EHLO": (ANY, Session.ehlo),
+    "HELO": (ANY, Session.helo),
+    "STARTTLS": (ANY, Session.starttls),
+    "MAIL": (GREETED_UP, Session.mail),
+    "RCPT": (GREETED_UP, Session.rcpt),
+    "DATA": (GREETED_UP, Session.data),
+    "RSET": (ANY, Session.rset),
+    "NOOP": (ANY, Session.noop),
+    "VRFY": (ANY, Session.vrfy),
+    "HELP": (ANY, Session.help),
+    "QUIT": (ANY, Session.quit),
+}
+_KNOWN = {"EXPN", "TURN", "ETRN", "BDAT", "AUTH", "ATRN", "SEND", "SOML", "SAML"}

@@ -1,0 +1,1 @@
+"""Durable state: accepted messages, per-recipient queue entries, their outcomes."""

@@ -1,0 +1,436 @@
+"""The embedded store: SQLite (WAL, synchronous=FULL) indexing spool segments.
+
+Commit order for accepted mail (RFC 5321 §6.1, RELIABILITY D1/D14): bodies are
+appended to the current segment and fsync'd, then the index rows are
+committed in one SQLite transaction (its WAL is fsync'd), and only then are
+the waiting sessions told. Everything that arrives while a batch is being
+written forms the next batch, so concurrent sessions share fsyncs (group
+commit) without any timer.
+
+One writer thread owns every write; the event loop reads through its own
+connection. A segment file is deleted once none of its messages has a
+recipient left to deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailstandby.config import StoreSettings
+from mailstandby.core.events import Event
+from mailstandby.store.base import (
+    CorruptMessage,
+    NewMessage,
+    Origin,
+    Outcome,
+    QueuedMessage,
+    QueuedRecipient,
+    RcptState,
+    StoreError,
+)
+from mailstandby.store.segments import Location, SegmentReader, SegmentWriter, fsync_dir
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: list[str] = [
+    # 1: messages and their per-recipient queue entries
+    """
+    CREATE TABLE messages (
+        id          TEXT PRIMARY KEY,
+        sender      TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        size        INTEGER NOT NULL,
+        segment     INTEGER NOT NULL,
+        offset      INTEGER NOT NULL,
+        crc         INTEGER NOT NULL,
+        body_type   TEXT NOT NULL,
+        smtputf8    INTEGER NOT NULL,
+        origin      TEXT NOT NULL,
+        done        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX messages_segment ON messages (segment, done);
+    CREATE TABLE deliveries (
+        message_id   TEXT NOT NULL REFERENCES messages (id),
+        rcpt         TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_reply   TEXT NOT NULL DEFAULT '',
+        route        TEXT NOT NULL DEFAULT '',
+        updated_at   REAL NOT NULL,
+        PRIMARY KEY (message_id, rcpt)
+    );
+    CREATE INDEX deliveries_state ON deliveries (state, message_id);
+    """,
+]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; returns the version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(f"store schema v{version} is newer than this mailstandby (v{len(MIGRATIONS)})")
+    for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.execute("BEGIN IMMEDIATE")
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version={n}")
+        db.execute("COMMIT")
+    return len(MIGRATIONS)
+
+
+@dataclass(slots=True)
+class _Op:
+    done: Callable[[Any, BaseException | None], None]
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Accept(_Op):
+    message: NewMessage | None = None
+
+
+@dataclass(slots=True)
+class _Record(_Op):
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+class SQLiteStore:
+    """MailStore on SQLite + spool segments under one data directory."""
+
+    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+        self.data_dir = data_dir
+        self.settings = settings
+        self.spool = data_dir / "spool"
+        self.quarantine = data_dir / "quarantine"
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None
+        self._reader: SegmentReader | None = None
+        self._read_db: sqlite3.Connection | None = None
+        self._writer: SegmentWriter | None = None
+        self._freed: set[int] = set()
+
+    # -- lifecycle ---------------------------------------------------------
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open_sync)
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def _open_sync(self) -> None:
+        for d in (self.data_dir, self.spool, self.quarantine):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db_path = self.data_dir / "mailstandby.db"
+        self._db = _connect(db_path)
+        migrate(self._db)
+        fsync_dir(self.data_dir)
+        self._read_db = _connect(db_path)
+        self._writer = SegmentWriter(self.spool, self.settings.segment_size)
+        self._reader = SegmentReader(self.spool)
+        self._remove_dead_segments()
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._ops.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        for db in (self._db, self._read_db):
+            if db is not None:
+                db.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    # -- the MailStore contract ---------------------------------------------
+    async def accept(self, message: NewMessage) -> QueuedMessage:
+        return await self._submit(_Accept(done=_noop, message=message))
+
+    async def record(self, outcomes: list[Outcome]) -> None:
+        if outcomes:
+            await self._submit(_Record(done=_noop, outcomes=outcomes))
+
+    async def read_body(self, message_id: str) -> bytes:
+        assert self._read_db is not None and self._reader is not None
+        row = self._read_db.execute(
+            "SELECT segment, offset, size, crc FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no message {message_id}")
+        loc = Location(*row)
+        try:
+            if loc.size < 256 * 1024:
+                return self._reader.read(loc)
+            return await asyncio.to_thread(self._reader.read, loc)
+        except (OSError, ValueError) as e:
+            await self._quarantine(message_id, loc, str(e))
+            raise CorruptMessage(f"message {message_id} quarantined: {e}") from None
+
+    async def pending(self) -> list[QueuedMessage]:
+        return await asyncio.to_thread(self._pending_sync)
+
+    def free_space(self) -> int:
+        st = os.statvfs(self.data_dir)
+        return st.f_bavail * st.f_frsize
+
+    # -- inspection (CLI, tests) -------------------------------------------
+    def deliveries(self, message_id: str | None = None) -> list[dict[str, Any]]:
+        assert self._read_db is not None
+        sql = "SELECT message_id, rcpt, state, attempts, last_reply, route FROM deliveries"
+        args: tuple[str, ...] = ()
+        if message_id is not None:
+            sql += " WHERE message_id = ?"
+            args = (message_id,)
+        cols = ("message_id", "rcpt", "state", "attempts", "last_reply", "route")
+        return [dict(zip(cols, r, strict=True)) for r in self._read_db.execute(sql, args)]
+
+    # -- event-loop side of the writer ---------------------------------------
+    async def _submit(self, op: _Op) -> Any:
+        if self._thread is None:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+        op.done = lambda r, e: loop.call_soon_threadsafe(done, r, e)
+        self._ops.put(op)
+        return await fut
+
+    # -- writer thread -------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._ops.get()
+            if first is None:
+                break
+            batch = [first]
+            while True:
+                try:
+                    op = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    stopping = True
+                    break
+                batch.append(op)
+            try:
+                self._apply(batch)
+            except BaseException as e:  # the thread must never die silently
+                log.exception("store writer failed")
+                for op in batch:
+                    if op.error is None and op.result is None:
+                        op.error = StoreError(f"store failure: {e}")
+            for op in batch:
+                op.done(op.result, op.error)
+            self._delete_freed_segments()
+
+    def _apply(self, batch: list[_Op]) -> None:
+        assert self._db is not None and self._writer is not None
+        accepts = [op for op in batch if isinstance(op, _Accept)]
+        locations = self._write_bodies(accepts)
+        now = time.time()
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for op, loc in zip(accepts, locations, strict=True):
+                if loc is not None:
+                    op.result = self._insert(op.message, loc, now)  # type: ignore[arg-type]
+            touched: set[str] = set()
+            for op in batch:
+                if isinstance(op, _Record):
+                    self._apply_outcomes(op.outcomes, now)
+                    touched.update(o.message_id for o in op.outcomes)
+            self._retire(touched)
+            db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as e:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            self._freed.clear()
+            no_space = isinstance(e, sqlite3.OperationalError) and "full" in str(e)
+            for op in batch:
+                op.result = None
+                op.error = op.error or StoreError(f"index commit failed: {e}", no_space=no_space)
+
+    def _write_bodies(self, accepts: list[_Accept]) -> list[Location | None]:
+        assert self._writer is not None
+        if not accepts:
+            return []
+        records = [(op.message.id, op.message.body) for op in accepts]  # type: ignore[union-attr]
+        try:
+            locations: list[Location | None] = list(self._writer.append(records))
+            self._writer.sync()
+        except OSError as e:
+            no_space = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            too_big = e.errno == errno.EFBIG
+            for op in accepts:
+                op.error = StoreError(f"spool write failed: {e}", no_space=no_space, too_big=too_big)
+            return [None] * len(accepts)
+        return locations
+
+    def _insert(self, m: NewMessage, loc: Location, now: float) -> QueuedMessage:
+        assert self._db is not None
+        env = m.envelope
+        self._db.execute(
+            "INSERT INTO messages (id, sender, received_at, size, segment, offset, crc,"
+            " body_type, smtputf8, origin) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                m.id,
+                env.sender,
+                m.received_at,
+                loc.size,
+                loc.segment,
+                loc.offset,
+                loc.crc,
+                env.body_type.value,
+                int(env.smtputf8),
+                m.origin.value,
+            ),
+        )
+        self._db.executemany(
+            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at) VALUES (?,?,?,?,?)",
+            [(m.id, r, RcptState.QUEUED.value, 0.0, now) for r in env.recipients],
+        )
+        return QueuedMessage(
+            id=m.id,
+            sender=env.sender,
+            received_at=m.received_at,
+            size=loc.size,
+            smtputf8=env.smtputf8,
+            body_type=env.body_type.value,
+            origin=m.origin,
+            recipients=[QueuedRecipient(r) for r in env.recipients],
+        )
+
+    def _apply_outcomes(self, outcomes: list[Outcome], now: float) -> None:
+        assert self._db is not None
+        self._db.executemany(
+            "UPDATE deliveries SET state=?, attempts=?, next_attempt=?, last_reply=?, route=?,"
+            " updated_at=? WHERE message_id=? AND rcpt=? AND state=?",
+            [
+                (
+                    o.state.value,
+                    o.attempts,
+                    o.next_attempt,
+                    o.reply[:500],
+                    o.route,
+                    now,
+                    o.message_id,
+                    o.rcpt,
+                    RcptState.QUEUED.value,
+                )
+                for o in outcomes
+            ],
+        )
+
+    def _retire(self, message_ids: set[str]) -> None:
+        """Mark messages with no queued recipient done; note segments that became free."""
+        assert self._db is not None and self._writer is not None
+        segments: set[int] = set()
+        for mid in message_ids:
+            left = self._db.execute(
+                "SELECT 1 FROM deliveries WHERE message_id=? AND state=? LIMIT 1",
+                (mid, RcptState.QUEUED.value),
+            ).fetchone()
+            if left is None:
+                row = self._db.execute(
+                    "UPDATE messages SET done=1 WHERE id=? AND done=0 RETURNING segment", (mid,)
+                ).fetchone()
+                if row is not None:
+                    segments.add(row[0])
+        for seg in segments:
+            if seg != self._writer.current and self._segment_dead(seg):
+                self._freed.add(seg)
+
+    def _segment_dead(self, seg: int) -> bool:
+        assert self._db is not None
+        return self._db.execute("SELECT 1 FROM messages WHERE segment=? AND done=0 LIMIT 1", (seg,)).fetchone() is None
+
+    def _delete_freed_segments(self) -> None:
+        assert self._writer is not None
+        for seg in self._freed:
+            try:
+                self._writer.path(seg).unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("cannot remove spent segment %d: %s", seg, e)
+        self._freed.clear()
+
+    def _remove_dead_segments(self) -> None:
+        """At start-up: drop segments that hold no live message (spent, or never indexed)."""
+        assert self._writer is not None
+        for path in self.spool.glob("seg-*.dat"):
+            seg = int(path.stem.split("-")[1])
+            if seg != self._writer.current and self._segment_dead(seg):
+                path.unlink(missing_ok=True)
+
+    # -- reads -----------------------------------------------------------------
+    def _pending_sync(self) -> list[QueuedMessage]:
+        assert self._db is not None
+        db = _connect(self.data_dir / "mailstandby.db")
+        try:
+            rows = db.execute(
+                "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
+                " d.rcpt, d.attempts, d.next_attempt, d.last_reply"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " WHERE d.state = ? ORDER BY m.received_at, m.id",
+                (RcptState.QUEUED.value,),
+            ).fetchall()
+        finally:
+            db.close()
+        by_id: dict[str, QueuedMessage] = {}
+        for mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last in rows:
+            m = by_id.get(mid)
+            if m is None:
+                m = by_id[mid] = QueuedMessage(mid, sender, received, size, bool(utf8), body_type, Origin(origin))
+            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last))
+        return list(by_id.values())
+
+    async def _quarantine(self, message_id: str, loc: Location, why: str) -> None:
+        log.error("%s: message %s unreadable (%s)", Event.STORE_QUARANTINED, message_id, why)
+        try:
+            src = self.spool / f"seg-{loc.segment:08d}.dat"
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                raw = os.pread(fd, loc.size, loc.offset)
+            finally:
+                os.close(fd)
+            (self.quarantine / f"{message_id}.partial").write_bytes(raw)
+        except OSError:
+            pass
+        assert self._read_db is not None
+        rcpts = [
+            r
+            for (r,) in self._read_db.execute(
+                "SELECT rcpt FROM deliveries WHERE message_id=? AND state=?", (message_id, RcptState.QUEUED.value)
+            )
+        ]
+        await self.record([Outcome(message_id, r, RcptState.QUARANTINED, 0, 0.0, f"quarantined: {why}") for r in rcpts])
+
+
+def _noop(result: Any, error: BaseException | None) -> None:
+    """Placeholder completion; replaced by `_submit`."""
