@@ -53,10 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("init", help="write the sample configuration to a file")
     p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
     sub.add_parser("version", help="print the version")
+    sub.add_parser("config-doc", help="print the configuration reference (docs/config.md)")
     args = parser.parse_args(argv)
 
     if args.command == "version":
         print(f"mailstandby {__version__}")
+        return 0
+    if args.command == "config-doc":
+        from mailstandby.configdoc import render
+
+        print(render(), end="")
         return 0
     if args.command == "init":
         if args.path.exists():

@@ -19,7 +19,8 @@ from mailstandby.directory.static import StaticDirectory, from_settings
 from mailstandby.intake import GatewayIntake
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
-from mailstandby.smtp.relay import RelayConnection
+from mailstandby.smtp.lmtp import LMTPConnection
+from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.tls import ensure_self_signed, server_context
@@ -37,13 +38,19 @@ class App:
         self.runner = QueueRunner(
             self.store,
             self.router,
-            lambda: RelayConnection(config.primary, node.hostname),
+            self._primary_connection,
             config.queue,
             hostname=node.hostname,
         )
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=self._tls_context())
         self._stopped = asyncio.Event()
+
+    def _primary_connection(self) -> PrimaryConnection:
+        primary, hostname = self.config.primary, self.config.node.hostname
+        if primary.protocol == "lmtp":
+            return LMTPConnection(primary, hostname)
+        return RelayConnection(primary, hostname)
 
     def _tls_context(self) -> ssl.SSLContext:
         tls = self.config.smtp.tls

@@ -68,4 +68,7 @@ class GatewayIntake:
             if e.no_space:
                 self._space_ok, self._space_checked = False, time.monotonic()  # next MAIL: 452
             raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
+        except OSError as e:  # not a StoreError: unknown means temporary, never a silent disconnect
+            log.error("commit of %s failed: %s", queue_id, e)
+            raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
         self.on_accepted(queued)

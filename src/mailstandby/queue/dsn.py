@@ -8,10 +8,9 @@ into our headers (no header injection).
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from mailstandby.core.reply import Reply
@@ -40,40 +39,57 @@ def build_dsn(
     failures: list[Failure],
     original: bytes,
 ) -> bytes:
-    """The complete DSN message (headers and body), CRLF line endings."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = f"Mail Delivery System <{bounce_from}@{hostname}>"
-    msg["To"] = sender
-    msg["Subject"] = "Undelivered Mail Returned to Sender"
-    msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(domain=hostname)
-    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834
+    """The complete DSN message (headers and body), CRLF line endings.
+
+    Built as bytes with a random boundary: the only values taken from the
+    failed message are addresses (already validated, and cleaned of anything
+    unprintable here) and its header block, which stays inside its own part.
+    """
+    boundary = f"{queue_id}/{secrets.token_hex(8)}"
     lines = [
         f"This is the mail system at host {hostname}.",
         "",
         "I'm sorry to have to inform you that your message could not",
-        "be delivered to one or more recipients. It's attached below.",
+        "be delivered to one or more recipients. The reasons follow,",
+        "and the headers of your message are attached below.",
         "",
     ]
     for f in failures:
         why = "delivery time expired" if f.expired else "permanent failure"
         lines.append(f"<{_clean(f.rcpt)}>: {why}: {_clean(str(f.reply))}")
-    msg.set_content("\r\n".join(lines) + "\r\n")
-    msg.make_mixed()
-    msg.replace_header("Content-Type", "multipart/report; report-type=delivery-status")
-    status = EmailMessage(policy=SMTP)
-    status.set_payload(_status_fields(hostname, queue_id, arrival, failures))
-    status["Content-Type"] = "message/delivery-status"
-    status["Content-Description"] = "Delivery report"
-    msg.attach(status)
     headers_end = original.find(b"\r\n\r\n")
     headers = original if headers_end < 0 else original[: headers_end + 2]
-    part = EmailMessage(policy=SMTP)
-    part.set_payload(headers[:HEADERS_RETURNED].decode("utf-8", "replace"))
-    part["Content-Type"] = "text/rfc822-headers"
-    part["Content-Description"] = "Undelivered Message Headers"
-    msg.attach(part)
-    return msg.as_bytes()
+    head = [
+        f"From: Mail Delivery System <{_clean(bounce_from)}@{hostname}>",
+        f"To: <{_clean(sender)}>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"Date: {format_datetime(datetime.now(UTC))}",
+        f"Message-ID: {make_msgid(domain=hostname)}",
+        "Auto-Submitted: auto-replied",  # RFC 3834
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "",
+        "This is a MIME-encapsulated message.",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Description: Notification",
+        "",
+        *lines,
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "Content-Description: Delivery report",
+        "",
+        _status_fields(hostname, queue_id, arrival, failures),
+        f"--{boundary}",
+        "Content-Type: text/rfc822-headers",
+        "Content-Description: Undelivered Message Headers",
+        "",
+        "",
+    ]
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    return "\r\n".join(head).encode("utf-8") + headers[:HEADERS_RETURNED] + tail
 
 
 def _status_fields(hostname: str, queue_id: str, arrival: float, failures: list[Failure]) -> str:

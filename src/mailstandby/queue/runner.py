@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
@@ -27,7 +28,7 @@ from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.core.reply import Reply
 from mailstandby.queue.dsn import Failure, build_dsn
 from mailstandby.routing import Router
-from mailstandby.smtp.relay import RelayConnection
+from mailstandby.smtp.relay import PrimaryConnection
 from mailstandby.store.base import (
     CorruptMessage,
     MailStore,
@@ -37,7 +38,6 @@ from mailstandby.store.base import (
     QueuedMessage,
     QueuedRecipient,
     RcptState,
-    StoreError,
 )
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class QueueRunner:
         self,
         store: MailStore,
         router: Router,
-        connect: Callable[[], RelayConnection],
+        connect: Callable[[], PrimaryConnection],
         settings: QueueSettings,
         *,
         hostname: str,
@@ -73,6 +73,10 @@ class QueueRunner:
         self.workers: list[asyncio.Task[None]] = []
         self.in_flight: set[str] = set()
         self.stopping = False
+        # The primary as a destination: after a failed connect, new mail waits for the
+        # next retry instead of hammering a dead host (Postfix "dead destination").
+        self.primary_failures = 0
+        self.primary_retry_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -122,7 +126,7 @@ class QueueRunner:
 
     # -- workers ---------------------------------------------------------------------
     async def _worker(self, n: int) -> None:
-        conn: RelayConnection | None = None
+        conn: PrimaryConnection | None = None
         try:
             while True:
                 try:
@@ -131,6 +135,8 @@ class QueueRunner:
                     await conn.close()  # type: ignore[union-attr]
                     conn = None
                     continue
+                if self.stopping:
+                    break
                 message = self.messages.get(mid)
                 if message is None or mid in self.in_flight:
                     continue
@@ -153,10 +159,15 @@ class QueueRunner:
             r.next_attempt = max(r.next_attempt, now + self.settings.retry_initial)
         self._schedule(message)
 
-    async def _deliver(self, message: QueuedMessage, conn: RelayConnection | None) -> RelayConnection | None:
+    async def _deliver(self, message: QueuedMessage, conn: PrimaryConnection | None) -> PrimaryConnection | None:
         now = self.clock()
         due = [r for r in message.recipients if r.next_attempt <= now]
         if not due:
+            self._schedule(message)
+            return conn
+        if (conn is None or not conn.usable) and now < self.primary_retry_at:
+            for r in due:  # the primary is known to be down: wait for its next retry
+                r.next_attempt = self.primary_retry_at
             self._schedule(message)
             return conn
         try:
@@ -169,8 +180,8 @@ class QueueRunner:
         return conn
 
     async def _relay(
-        self, message: QueuedMessage, rcpts: list[str], body: bytes, conn: RelayConnection | None
-    ) -> tuple[RelayConnection | None, dict[str, Reply]]:
+        self, message: QueuedMessage, rcpts: list[str], body: bytes, conn: PrimaryConnection | None
+    ) -> tuple[PrimaryConnection | None, dict[str, Reply]]:
         """Every recipient here routes to the primary today (see routing.py)."""
         if conn is None or not conn.usable:
             conn = self.connect()
@@ -178,8 +189,11 @@ class QueueRunner:
                 await conn.open()
             except Exception as e:  # refused, timeout, bad banner, TLS: all temporary
                 await conn.close()
+                self.primary_failures += 1
+                self.primary_retry_at = self.clock() + backoff(self.settings, self.primary_failures)
                 why = f"{type(e).__name__}: {e}"
                 return None, dict.fromkeys(rcpts, Reply(451, "4.4.1", f"cannot reach the primary: {why}"[:300]))
+            self.primary_failures, self.primary_retry_at = 0, 0.0
         replies = await conn.send(
             message.sender,
             rcpts,
@@ -222,8 +236,17 @@ class QueueRunner:
             outcomes.append(
                 Outcome(message.id, r.rcpt, state, attempts, r.next_attempt, str(reply), decision.route.value)
             )
-        if failures:
-            await self._bounce(message, failures, body)  # before the failure is recorded: at least once
+        if failures and not await self._bounce(message, failures, body):
+            # No DSN could be queued: keep the failed recipients queued so the sender
+            # is not left uninformed; everything else is recorded as it happened.
+            retry_at = now + backoff(self.settings, 1)
+            outcomes = [
+                o if o.state is not RcptState.FAILED else replace(o, state=RcptState.QUEUED, next_attempt=retry_at)
+                for o in outcomes
+            ]
+            for r in due:
+                if any(f.rcpt == r.rcpt for f in failures):
+                    r.next_attempt = retry_at
         await self.store.record(outcomes)
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
@@ -232,24 +255,26 @@ class QueueRunner:
         else:
             self.messages.pop(message.id, None)
 
-    async def _bounce(self, message: QueuedMessage, failures: list[Failure], body: bytes) -> None:
+    async def _bounce(self, message: QueuedMessage, failures: list[Failure], body: bytes) -> bool:
+        """Queue one DSN for `failures` (before they are recorded: at least once). False on failure."""
         if message.sender == "" or message.origin is Origin.DSN:
             log.info("%s: id=%s (null sender: no bounce for a bounce)", Event.QUEUE_DSN_SUPPRESSED, message.id)
-            return
-        dsn = build_dsn(
-            hostname=self.hostname,
-            bounce_from=self.settings.bounce_from,
-            queue_id=message.id,
-            sender=message.sender,
-            arrival=message.received_at,
-            failures=failures,
-            original=body,
-        )
-        envelope = Envelope(sender="", recipients=[message.sender], smtputf8=not message.sender.isascii())
+            return True
         try:
+            dsn = build_dsn(
+                hostname=self.hostname,
+                bounce_from=self.settings.bounce_from,
+                queue_id=message.id,
+                sender=message.sender,
+                arrival=message.received_at,
+                failures=failures,
+                original=body,
+            )
+            envelope = Envelope(sender="", recipients=[message.sender], smtputf8=not message.sender.isascii())
             queued = await self.store.accept(NewMessage(new_queue_id(), envelope, dsn, self.clock(), Origin.DSN))
-        except StoreError:
-            log.exception("cannot queue DSN for %s; failure stays queued", message.id)
-            raise
+        except Exception:
+            log.exception("cannot queue a DSN for %s; its failed recipients stay queued", message.id)
+            return False
         log.info("%s: id=%s dsn=%s to=<%s>", Event.QUEUE_DSN_SENT, message.id, queued.id, message.sender)
         self.submit(queued)
+        return True

@@ -85,12 +85,13 @@ def parse_path(arg: str, keyword: str, *, allow_null: bool) -> PathArg:
     path, params_text = rest[1:end], rest[end + 1 :]
     if params_text and not params_text.startswith(" "):
         raise Rejected(codes.C501_SYNTAX)
-    path = _SOURCE_ROUTE.sub("", path, count=1)  # RFC 5321 §4.1.1.3: MUST accept, SHOULD ignore
     if path == "":
         if not allow_null:
             raise Rejected(bad)
-    elif not valid_mailbox(path):
-        raise Rejected(bad)
+    else:
+        path = _SOURCE_ROUTE.sub("", path, count=1)  # RFC 5321 §4.1.1.3: MUST accept, SHOULD ignore
+        if not valid_mailbox(path):  # a route to nothing (`<@a:>`) is not the null path
+            raise Rejected(bad)
     return PathArg(path, parse_params(params_text))
 
 
@@ -131,7 +132,7 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 
 def parse_size(value: str | None) -> int:
-    if value is None or not value.isdigit() or len(value) > 20:
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 20:
         raise Rejected(codes.C501_SYNTAX, detail="bad SIZE")
     return int(value)
 
@@ -154,7 +155,8 @@ def unstuff(data: bytes) -> bytes:
         raise Rejected(codes.C550_BARE_NEWLINE)
     if data.startswith(b"."):
         data = data[1:]
-    return data.replace(b"\r\n..", b"\r\n.") if b"\r\n.." in data else data
+    # RFC 5321 §4.5.2: the first dot of every line that starts with one is removed
+    return data.replace(b"\r\n.", b"\r\n") if b"\r\n." in data else data
 
 
 def ehlo_keywords(*, max_size: int, starttls: bool) -> list[str]:

@@ -1,4 +1,4 @@
-"""The client side towards the primary: SMTP or LMTP through aiosmtplib.
+"""The client side towards the primary over SMTP, through aiosmtplib (LMTP: lmtp.py).
 
 `send()` returns one Reply per recipient, never raises for a delivery
 problem: anything the primary did not clearly accept or clearly refuse
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from typing import Protocol
 
 import aiosmtplib
 
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 ACCEPTED = Reply(250, "2.0.0", "Ok")
 
 
-def _reply(code: int, message: str, default_status: str) -> Reply:
+def parse_reply_text(code: int, message: str, default_status: str) -> Reply:
+    """A Reply from a reply's code and text, taking the enhanced status from the text when present."""
     text = " ".join(message.split())[:300]
     first, _, rest = text.partition(" ")
     if first.count(".") == 2 and first[:1] in "245":
@@ -40,7 +42,6 @@ class RelayConnection:
     def __init__(self, settings: PrimarySettings, hostname: str) -> None:
         self.settings = settings
         self.hostname = settings.helo_name or hostname
-        self.lmtp = settings.protocol == "lmtp"
         tls_context = None
         if settings.tls != "none":
             tls_context = ssl.create_default_context()
@@ -64,13 +65,7 @@ class RelayConnection:
 
     async def open(self) -> None:
         await self.client.connect(timeout=self.settings.connect_timeout)
-        if self.lmtp:
-            resp = await self.client.execute_command(b"LHLO", self.hostname.encode())
-            if resp.code != 250:
-                raise aiosmtplib.SMTPHeloError(resp.code, resp.message)
-            self.client.last_ehlo_response = resp
-        else:
-            await self.client.ehlo()
+        await self.client.ehlo()
         if self.settings.tls == "required" and self.client.get_transport_info("sslcontext") is None:
             raise aiosmtplib.SMTPException("TLS required but the primary did not offer STARTTLS")
 
@@ -90,7 +85,7 @@ class RelayConnection:
         try:
             return await self._transaction(sender, recipients, body, smtputf8=smtputf8, eight_bit=eight_bit)
         except aiosmtplib.SMTPResponseException as e:
-            reply = _reply(e.code, e.message, "4.4.2" if e.code < 500 else "5.0.0")
+            reply = parse_reply_text(e.code, e.message, "4.4.2" if e.code < 500 else "5.0.0")
             if reply.code < 400 or reply.code >= 600:
                 reply = temporary(f"unexpected reply {e.code}")
             if reply.code == 421:
@@ -125,29 +120,27 @@ class RelayConnection:
                 await c.rcpt(rcpt)
                 accepted.append(rcpt)
             except aiosmtplib.SMTPRecipientRefused as e:
-                results[rcpt] = _reply(e.code, e.message, "5.1.1" if e.code >= 500 else "4.2.0")
+                results[rcpt] = parse_reply_text(e.code, e.message, "5.1.1" if e.code >= 500 else "4.2.0")
         if not accepted:
             return results
-        if self.lmtp:
-            return results | await self._lmtp_data(accepted, body)
         try:
             resp = await c.data(body, timeout=self.settings.data_timeout)
         except aiosmtplib.SMTPDataError as e:
-            failed = _reply(e.code, e.message, "4.0.0" if e.code < 500 else "5.0.0")
+            failed = parse_reply_text(e.code, e.message, "4.0.0" if e.code < 500 else "5.0.0")
             return results | dict.fromkeys(accepted, failed)
-        return results | dict.fromkeys(accepted, _reply(resp.code, resp.message, "2.0.0"))
+        return results | dict.fromkeys(accepted, parse_reply_text(resp.code, resp.message, "2.0.0"))
 
-    async def _lmtp_data(self, accepted: list[str], body: bytes) -> dict[str, Reply]:
-        """RFC 2033 §4.2: one reply to the final dot per accepted recipient, in order."""
-        results: dict[str, Reply] = {}
-        try:
-            resp = await self.client.data(body, timeout=self.settings.data_timeout)
-            first = _reply(resp.code, resp.message, "2.0.0")
-        except aiosmtplib.SMTPDataError as e:
-            first = _reply(e.code, e.message, "4.0.0" if e.code < 500 else "5.0.0")
-        results[accepted[0]] = first
-        for rcpt in accepted[1:]:
-            assert self.client.protocol is not None
-            resp = await self.client.protocol.read_response(timeout=self.settings.data_timeout)
-            results[rcpt] = _reply(resp.code, resp.message, "2.0.0" if resp.code < 300 else "4.0.0")
-        return results
+
+class PrimaryConnection(Protocol):
+    """What the queue runner needs from a connection to the primary (SMTP or LMTP)."""
+
+    @property
+    def usable(self) -> bool: ...
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(
+        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
+    ) -> dict[str, Reply]: ...

@@ -41,6 +41,7 @@ class Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self.write_timeout = 300.0  # seconds a peer may leave our replies unread
         self.on_open: Callable[[Connection], None] | None = None
 
     # -- asyncio callbacks ------------------------------------------------------
@@ -162,7 +163,15 @@ class Connection(asyncio.Protocol):
             self.transport.write(b"".join(self._out))
         self._out.clear()
         if self._drain is not None and not self._drain.done():
-            await self._drain
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    await self._drain
+            except TimeoutError:
+                # The peer pipelines commands but never reads the replies: nothing
+                # more can be said to it, and the session must not wait forever.
+                if self.transport is not None:
+                    self.transport.abort()
+                raise ConnectionClosed from None
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
         assert self.transport is not None
@@ -221,6 +230,7 @@ class SMTPServer:
 
     def _new_connection(self) -> Connection:
         conn = Connection()
+        conn.write_timeout = self.settings.command_timeout
         conn.on_open = self._serve
         return conn
 

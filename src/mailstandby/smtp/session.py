@@ -174,7 +174,7 @@ class Session:
             self.reject(r)
 
     def reply(self, r: Reply) -> None:
-        enhanced = self.esmtp and r.code not in (220, 354)
+        enhanced = self.esmtp  # RFC 2034; the banner and 354 carry no enhanced status
         self.io.write(r.wire(enhanced=enhanced))
 
     def reject(self, r: Rejected) -> None:
@@ -299,6 +299,7 @@ class Session:
             len(message),
             (time.monotonic() - started) * 1000,
         )
+        self.errors = self.junk = 0  # Postfix smtpd: forgive earlier errors once a message is accepted
         self.reply(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
 
     def trace_header(self, queue_id: str, envelope: Envelope) -> bytes:
@@ -307,7 +308,10 @@ class Session:
         if self.io.tls_active:
             proto += "S"
         recipient = f"\r\n\tfor <{envelope.recipients[0]}>" if len(envelope.recipients) == 1 else ""
-        helo = self.helo.replace("(", "").replace(")", "")[:255]
+        # the client's name goes into a header we add: printable only, ASCII unless SMTPUTF8 (RFC 6531 §3.7.3)
+        helo = "".join(
+            c if c.isprintable() and (c.isascii() or envelope.smtputf8) else "?" for c in self.helo if c not in "()"
+        )[:255]
         now = format_datetime(datetime.now(UTC).astimezone())
         text = (
             f"Received: from {helo} ([{self.io.peer[0]}])\r\n\tby {self.hostname} (mailstandby)"

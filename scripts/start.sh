@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Starts mailstandby on its embedded default: SQLite under ./mailstandby-data,
+# loopback ports, the sample configuration (./mailstandby.toml is created from
+# it on first run, so you can edit it). Ctrl-C stops it gracefully.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/mailstandby ]; then
+    echo "==> creating .venv and installing mailstandby"
+    [ -x .venv/bin/python ] || "$PY" -m venv .venv
+    .venv/bin/python -m pip install -q -e .
+fi
+[ -f mailstandby.toml ] || .venv/bin/mailstandby init mailstandby.toml
+.venv/bin/mailstandby check-config -c mailstandby.toml
+cat <<'TEXT'
+==> mailstandby is starting with ./mailstandby.toml (data in ./mailstandby-data)
+    Try it:  swaks --server 127.0.0.1:2525 --to alice@example.test --from you@example.org
+    Queue:   .venv/bin/mailstandby queue -c mailstandby.toml
+TEXT
+exec .venv/bin/mailstandby serve -c mailstandby.toml

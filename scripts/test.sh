@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything the tests need, then runs the whole test suite.
+#   - Debian packages for the real peers (Postfix, Dovecot, swaks), when missing
+#   - a virtualenv in .venv with mailstandby and its test dependencies
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k smuggling`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd swaks)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "==> installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    # the distribution's postfix/dovecot services stay off: the tests run private instances
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    "$PY" -m venv .venv
+fi
+echo "==> installing mailstandby and test dependencies into .venv"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+echo "==> ruff"
+.venv/bin/ruff check src tests bench
+echo "==> pytest"
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,158 @@
+"""Runs mailstandby as a real subprocess for wire tests: start, SIGTERM, kill -9, restart.
+
+The listener port is chosen by the kernel (`127.0.0.1:0`) and read back from
+`DATA_DIR/run/listeners.json`, which the server writes once it listens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def render_config(sections: dict[str, dict[str, Any]], users: list[dict[str, Any]]) -> str:
+    out = []
+    for name, values in sections.items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        out.append("")
+    for user in users:
+        out.append("[[directory.users]]")
+        out += [f"{k} = {toml_value(v)}" for k, v in user.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+class Standby:
+    def __init__(self, root: Path, *, primary_port: int, protocol: str = "smtp", **overrides: dict[str, Any]) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.config_path = root / "mailstandby.toml"
+        self.log_path = root / "mailstandby.log"
+        sections: dict[str, dict[str, Any]] = {
+            "node": {"hostname": "standby.corp.test", "data_dir": "data", "shutdown_grace": 5.0},
+            "smtp": {"listen": ["127.0.0.1:0"]},
+            "directory": {"domains": ["corp.test"]},
+            "primary": {
+                "host": "127.0.0.1",
+                "port": primary_port,
+                "protocol": protocol,
+                "connect_timeout": 5.0,
+                "command_timeout": 30.0,
+                "data_timeout": 60.0,
+            },
+            "queue": {"retry_initial": 0.5, "retry_max": 2.0, "concurrency": 4},
+        }
+        for name, values in overrides.items():
+            sections.setdefault(name, {}).update(values)
+        users = [
+            {"address": "alice@corp.test", "aliases": ["a.liddell@corp.test"]},
+            {"address": "bob@corp.test"},
+            {"address": "carol@corp.test"},
+            {"address": "ghost@corp.test"},  # known here, unknown to the primary
+        ]
+        root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(render_config(sections, users))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self, timeout: float = 20) -> None:
+        listeners = self.data_dir / "run" / "listeners.json"
+        listeners.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailstandby", "serve", "-c", str(self.config_path)],
+                stdout=log,
+                stderr=log,
+                cwd=self.root,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mailstandby exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                info = json.loads(listeners.read_text())
+            except (OSError, ValueError):
+                time.sleep(0.05)
+                continue
+            if info.get("pid") == self.proc.pid:
+                self.port = int(info["smtp"][0].rsplit(":", 1)[1])
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"mailstandby did not start listening:\n{self.log()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """kill -9 (the whole process group); a no-op when not running."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """Per-recipient queue states, read straight from the store."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
+        try:
+            db.row_factory = sqlite3.Row
+            rows = db.execute(
+                "SELECT d.message_id, m.sender, d.rcpt, d.state, d.attempts, d.last_reply, m.origin"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY m.received_at"
+            ).fetchall()
+            return [dict(r) for r in rows]
+        finally:
+            db.close()
+
+    def queued(self) -> list[dict[str, Any]]:
+        return [d for d in self.deliveries() if d["state"] == "queued"]
+
+    def wait_until(self, predicate: Any, timeout: float = 30, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}\n{self.log()}")
+
+    def __enter__(self) -> Standby:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
