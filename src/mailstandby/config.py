@@ -11,9 +11,9 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -33,6 +33,9 @@ def _check_listen(value: str) -> str:
         if host != "localhost":
             raise ValueError("HOST must be an IP address or localhost") from None
     return value
+
+
+Listen = Annotated[str, AfterValidator(_check_listen)]
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -64,7 +67,7 @@ class TLSSettings(Section):
 
 
 class SMTPSettings(Section):
-    listen: list[str] = Field(["127.0.0.1:2525"], description="Addresses of the inbound MX listener (HOST:PORT).")
+    listen: list[Listen] = Field(["127.0.0.1:2525"], description="Addresses of the inbound MX listener (HOST:PORT).")
     max_message_size: int = Field(
         35 * MiB,
         ge=1 * KiB,
@@ -85,11 +88,6 @@ class SMTPSettings(Section):
         64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
     )
     tls: TLSSettings = Field(default_factory=TLSSettings, description="Certificate for STARTTLS.")
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: list[str]) -> list[str]:
-        return [_check_listen(x) for x in value]
 
 
 class UserEntry(Section):
@@ -158,7 +156,12 @@ class Config(Section):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
 
-    source: Path | None = Field(None, exclude=True, description="The file this came from.")
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was read from."""
+        return self._source
 
 
 class ConfigError(Exception):
@@ -175,6 +178,10 @@ def _key(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _scalar(value: object) -> bool:
+    return isinstance(value, str | int | float | bool) and len(repr(value)) < 80
 
 
 def load(path: Path) -> Config:
@@ -194,7 +201,9 @@ def load(path: Path) -> Config:
         problems = []
         for err in e.errors():
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{_key(err['loc']) or '(top)'}: {msg.removeprefix('Value error, ')}")
+            shown = err["type"] != "extra_forbidden" and _scalar(err["input"]) and repr(err["input"]) not in msg
+            value = f" (got {err['input']!r})" if shown else ""
+            problems.append(f"{_key(err['loc']) or '(top)'}: {msg.removeprefix('Value error, ')}{value}")
         raise ConfigError(path, problems) from None
     return resolve_paths(cfg, path)
 
@@ -212,4 +221,6 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
     )
     smtp = cfg.smtp.model_copy(update={"tls": tls})
     directory = cfg.directory.model_copy(update={"csv": rel(cfg.directory.csv) or cfg.directory.csv})
-    return cfg.model_copy(update={"node": node, "smtp": smtp, "directory": directory, "source": path})
+    resolved = cfg.model_copy(update={"node": node, "smtp": smtp, "directory": directory})
+    resolved._source = path
+    return resolved

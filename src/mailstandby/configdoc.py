@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -27,7 +29,8 @@ def _default(field: object) -> str:
 
 
 def _type(annotation: object) -> str:
-    text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("<class '", "")
+    text = re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", str(annotation))
+    text = text.replace("typing.", "").replace("pathlib.", "").replace("<class '", "")
     return text.replace("'>", "").replace("mailstandby.config.", "").replace(" | ", " or ")
 
 

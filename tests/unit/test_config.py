@@ -117,9 +117,9 @@ def test_relative_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ("[smtp]\nmax_line_length = 100\n", "smtp.max_line_length", "512"),
         ("[smtp]\ncommand_timeout = -1\n", "smtp.command_timeout", "greater than 0"),
         ('[smtp]\nlisten = "127.0.0.1:25"\n', "smtp.listen", "list"),
-        ('[smtp]\nlisten = ["nohost"]\n', "smtp.listen", "HOST:PORT"),
-        ('[smtp]\nlisten = ["127.0.0.1:99999"]\n', "smtp.listen", "HOST:PORT"),
-        ('[smtp]\nlisten = ["mail.example.test:25"]\n', "smtp.listen", "IP address"),
+        ('[smtp]\nlisten = ["nohost"]\n', "smtp.listen[0]", "HOST:PORT"),
+        ('[smtp]\nlisten = ["127.0.0.1:99999"]\n', "smtp.listen[0]", "HOST:PORT"),
+        ('[smtp]\nlisten = ["mail.example.test:25"]\n', "smtp.listen[0]", "IP address"),
         ("[smtp.tls]\npassword = 'x'\n", "smtp.tls.password", "unknown key"),
         ('[[directory.users]]\naddress = "nobody"\n', "directory.users[0].address", "not an address"),
         (
@@ -145,11 +145,8 @@ def test_one_problem_names_the_key(tmp_path: Path, text: str, key: str, fragment
 def test_source_is_not_settable_from_the_file(tmp_path: Path) -> None:
     # `source` records where the config came from; a file must not override it
     path = write(tmp_path, "source = '/etc/other.toml'\n")
-    try:
-        cfg = load(path)
-    except ConfigError:
-        return
-    assert cfg.source == path
+    assert problems(path) == ["source: unknown key"]
+    assert load(write(tmp_path, "")).source == path
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -170,7 +167,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     )
     found = problems(path)
     keys = sorted(p.partition(": ")[0] for p in found)
-    assert keys == ["directory.users[1].address", "smtp.bogus", "smtp.listen", "smtp.max_recipients"]
+    assert keys == ["directory.users[1].address", "smtp.bogus", "smtp.listen[0]", "smtp.max_recipients"]
 
 
 def test_two_bad_keys_in_one_section(tmp_path: Path) -> None:
@@ -225,7 +222,7 @@ def test_check_config_bad_file_exits_2_and_lists_every_problem(tmp_path: Path) -
     lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
     assert sorted(lines) == sorted(
         [
-            f"{path}: smtp.max_recipients: Input should be a valid integer, unable to parse string as an integer",
+            f"{path}: smtp.max_recipients: Input should be a valid integer, unable to parse string as an integer (got 'many')",
             f"{path}: smtp.bogus: unknown key",
             f"{path}: directory.users[0].address: 'nobody' is not an address (local@domain)",
         ]

@@ -22,6 +22,10 @@ C252_CANNOT_VRFY = Reply(
 )  # RFC 5321 §3.5.3
 C220_READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")  # RFC 3207 §4
 
+C221_FORBIDDEN_COMMAND = Reply(
+    221, "2.7.0", "Error: I can break rules, too. Goodbye."
+)  # Postfix smtpd_forbidden_commands
+
 # 3xx
 C354_START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
@@ -49,6 +53,7 @@ C503_NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 C503_NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
 C503_NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
 C503_NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
+C503_MAIL_IN_PROGRESS = Reply(503, "5.5.1", "Error: MAIL transaction in progress")
 C503_TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
 C550_UNKNOWN_USER = Reply(550, "5.1.1", "Recipient address rejected: User unknown")  # RFC 3463 X.1.1
 C550_BARE_NEWLINE = Reply(
@@ -62,3 +67,18 @@ C554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")  # RFC 3463 X.7.1
 C554_SYNC = Reply(554, "5.5.0", "Error: SMTP protocol synchronization")  # Postfix smtpd_forbid_unauth_pipelining
 C555_PARAM = Reply(555, "5.5.4", "Unsupported option")  # RFC 5321 §4.1.1.11
 C530_MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207
+
+
+def greeting(hostname: str) -> Reply:
+    """RFC 5321 §4.2: the 220 banner (no enhanced code before EHLO)."""
+    return Reply(220, "", f"{hostname} ESMTP mailstandby")
+
+
+def ehlo(hostname: str, keywords: list[str]) -> Reply:
+    """RFC 5321 §4.1.1.1: the EHLO reply, one keyword per line."""
+    return Reply(250, "", "\n".join([hostname, *keywords]))
+
+
+def queued(queue_id: str) -> Reply:
+    """The reply to end-of-data once the message is on stable storage."""
+    return Reply(250, "2.0.0", f"Ok: queued as {queue_id}")

@@ -129,7 +129,13 @@ class Connection(asyncio.Protocol):
             await self._wait(timeout)
 
     async def read_data(self, limit: int, timeout: float) -> bytes:
-        """Message data up to and including the CRLF before the final dot."""
+        """Message data up to and including the CRLF before the final dot.
+
+        `limit` applies to the message; the data may exceed it by its dot-stuffing,
+        so up to `slack` more is read before the rest is dropped. The caller checks
+        the exact size once the data is unstuffed.
+        """
+        slack = limit // 32 + 1024
         start = 0
         dropped = 0  # bytes discarded once the limit was passed
         while True:
@@ -139,10 +145,10 @@ class Connection(asyncio.Protocol):
             i = self._buf.find(END_OF_DATA, start)
             if i >= 0:
                 data = self._consume(i + 5)[:-3]
-                if dropped or len(data) > limit + 2:
+                if dropped or len(data) > limit + slack:
                     raise DataTooBig
                 return data
-            if len(self._buf) > limit + 8:
+            if len(self._buf) > limit + slack + 8:
                 keep = 4  # a terminator may straddle the cut
                 dropped += len(self._buf) - keep
                 del self._buf[:-keep]
@@ -173,7 +179,7 @@ class Connection(asyncio.Protocol):
                     self.transport.abort()
                 raise ConnectionClosed from None
 
-    async def start_tls(self, context: ssl.SSLContext) -> None:
+    async def start_tls(self, context: ssl.SSLContext, timeout: float = 60.0) -> None:
         assert self.transport is not None
         await self.flush()
         if self._buf:
@@ -182,7 +188,7 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         # No await between clearing the buffer and handing the transport to TLS:
         # no plaintext byte can reach the session after this point.
-        new = await loop.start_tls(self.transport, self, context, server_side=True, ssl_handshake_timeout=30)
+        new = await loop.start_tls(self.transport, self, context, server_side=True, ssl_handshake_timeout=timeout)
         if new is None:
             raise ConnectionClosed
         self.transport = new

@@ -60,7 +60,7 @@ class SessionIO(Protocol):
     def write(self, data: bytes) -> None: ...
     async def flush(self) -> None: ...
     def has_buffered_input(self) -> bool: ...
-    async def start_tls(self, context: ssl.SSLContext) -> None: ...
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None: ...
 
 
 class Intake(Protocol):
@@ -130,7 +130,7 @@ class Session:
 
     # -- the loop --------------------------------------------------------------
     async def run(self) -> None:
-        self.reply(Reply(220, "", f"{self.hostname} ESMTP mailstandby"))
+        self.reply(codes.greeting(self.hostname))
         while not self.closing:
             try:
                 await self.step()
@@ -159,7 +159,7 @@ class Session:
             allowed, handler = COMMANDS.get(cmd.verb, (frozenset(), None))
             if handler is None:
                 if cmd.verb in _FORBIDDEN:
-                    raise CloseSession(Reply(221, "2.7.0", "Error: I can break rules, too. Goodbye."))
+                    raise CloseSession(codes.C221_FORBIDDEN_COMMAND)
                 raise Rejected(codes.C502_NOT_IMPLEMENTED if cmd.verb in _KNOWN else codes.C500_UNKNOWN)
             if self.state not in allowed:
                 raise Rejected(codes.C503_NEED_HELO if self.state is State.CONNECTED else codes.C503_NEED_MAIL)
@@ -193,11 +193,11 @@ class Session:
             max_size=self.settings.max_message_size,
             starttls=self.tls_context is not None and not self.io.tls_active,
         )
-        self.reply(Reply(250, "", "\n".join([self.hostname, *keywords])))
+        self.reply(codes.ehlo(self.hostname, keywords))
 
     async def helo(self, cmd: Command) -> None:
         self._greet(cmd, esmtp=False)
-        self.reply(Reply(250, "", self.hostname))
+        self.reply(codes.ehlo(self.hostname, []))
 
     def _greet(self, cmd: Command, *, esmtp: bool) -> None:
         if not cmd.arg or " " in cmd.arg:
@@ -215,9 +215,11 @@ class Session:
         if self.tls_context is None:
             raise Rejected(codes.C454_TLS_UNAVAILABLE)
         if self.state in (State.MAIL, State.RCPT):
-            raise Rejected(Reply(503, "5.5.1", "Error: MAIL transaction in progress"))
+            raise Rejected(codes.C503_MAIL_IN_PROGRESS)
         self.reply(codes.C220_READY_TLS)
-        await self.io.start_tls(self.tls_context)  # drops plaintext pipelined behind STARTTLS
+        await self.io.start_tls(
+            self.tls_context, self.settings.command_timeout
+        )  # drops plaintext pipelined behind STARTTLS
         # RFC 3207 §4.2: forget everything learned before TLS
         self.state, self.helo, self.esmtp, self.tx = State.CONNECTED, "", False, None
 
@@ -287,6 +289,8 @@ class Session:
         except DataTooBig:
             raise Rejected(codes.C552_TOO_BIG) from None
         message = unstuff(raw)  # may raise 550 5.5.2 (bare CR/LF)
+        if len(message) > self.settings.max_message_size:
+            raise Rejected(codes.C552_TOO_BIG)
         queue_id = new_queue_id()
         started = time.monotonic()
         await self.intake.commit(queue_id, envelope, self.trace_header(queue_id, envelope) + message)
@@ -300,7 +304,7 @@ class Session:
             (time.monotonic() - started) * 1000,
         )
         self.errors = self.junk = 0  # Postfix smtpd: forgive earlier errors once a message is accepted
-        self.reply(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+        self.reply(codes.queued(queue_id))
 
     def trace_header(self, queue_id: str, envelope: Envelope) -> bytes:
         """The Received header (RFC 5321 §4.4, protocol names from RFC 3848)."""
