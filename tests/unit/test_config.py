@@ -222,7 +222,8 @@ def test_check_config_bad_file_exits_2_and_lists_every_problem(tmp_path: Path) -
     lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
     assert sorted(lines) == sorted(
         [
-            f"{path}: smtp.max_recipients: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+            f"{path}: smtp.max_recipients: Input should be a valid integer,"
+            " unable to parse string as an integer (got 'many')",
             f"{path}: smtp.bogus: unknown key",
             f"{path}: directory.users[0].address: 'nobody' is not an address (local@domain)",
         ]
