@@ -28,7 +28,8 @@ echo "==> installing mailstandby and test dependencies into .venv"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 
-echo "==> ruff"
+echo "==> ruff, import contracts"
 .venv/bin/ruff check src tests bench
+.venv/bin/lint-imports
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"
