@@ -244,7 +244,6 @@ class Postfix:
         self.port = 0
         self.pgid: int | None = None
         self.postfix = shutil.which("postfix", path=SBIN) or "/usr/sbin/postfix"
-        self.postqueue = shutil.which("postqueue", path=SBIN) or "/usr/sbin/postqueue"
 
     def start(self) -> None:
         pf = pwd.getpwnam("postfix")
