@@ -7,7 +7,7 @@ case-folded form used for directory lookups.
 
 from __future__ import annotations
 
-import os
+import random
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -52,11 +52,21 @@ class Envelope:
     declared_size: int | None = None
 
 
+_PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits per lookup
+
+
 def new_queue_id() -> str:
     """A 16-character, time-ordered, unique id: 48 bits of milliseconds and 32 random bits."""
-    n = (int(time.time() * 1000) << 32) | int.from_bytes(os.urandom(4), "big")
-    chars = []
-    for _ in range(16):
-        chars.append(_B32[n & 31])
-        n >>= 5
-    return "".join(reversed(chars))
+    n = (int(time.time() * 1000) << 32) | random.getrandbits(32)
+    p = _PAIRS
+    return (
+        _B32[(n >> 75) & 31]
+        + p[(n >> 65) & 1023]
+        + p[(n >> 55) & 1023]
+        + p[(n >> 45) & 1023]
+        + p[(n >> 35) & 1023]
+        + p[(n >> 25) & 1023]
+        + p[(n >> 15) & 1023]
+        + p[(n >> 5) & 1023]
+        + _B32[n & 31]
+    )

@@ -7,6 +7,7 @@ permanent. Unknown means temporary: a retry is cheaper than lost mail.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,9 @@ class Reply:
 
     def wire(self, *, enhanced: bool = True) -> bytes:
         """The reply as sent on the wire, CRLF-terminated; multi-line text joined with '-'."""
+        return _wire(self, enhanced)
+
+    def _render(self, enhanced: bool) -> bytes:
         lines = self.text.split("\n")
         prefix = f"{self.status} " if enhanced and self.status else ""
         out = [f"{self.code}{'-' if i < len(lines) - 1 else ' '}{prefix}{line}\r\n" for i, line in enumerate(lines)]
@@ -34,6 +38,11 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.status} {self.text}".replace("  ", " ")
+
+
+@lru_cache(maxsize=512)
+def _wire(reply: Reply, enhanced: bool) -> bytes:
+    return reply._render(enhanced)
 
 
 class Rejected(Exception):

@@ -41,6 +41,9 @@ class Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timed_out = False
         self.write_timeout = 300.0  # seconds a peer may leave our replies unread
         self.on_open: Callable[[Connection], None] | None = None
 
@@ -67,6 +70,9 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
@@ -93,17 +99,30 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
             self._paused = False
         loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout
+        if self._timer is None:  # one timer per connection, re-armed only when it fires
+            self._timer = loop.call_at(self._deadline, self._on_timer)
         self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, self._waiter.cancel)
         try:
             await self._waiter
         except asyncio.CancelledError:
-            if self._waiter.cancelled() and not _current_task_cancelling():
+            if self._timed_out:
+                self._timed_out = False
                 raise TimeoutError from None
             raise
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None or self._waiter.done():
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._timed_out = True
+            self._waiter.cancel()
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
 
     def _consume(self, n: int) -> bytes:
         data = bytes(self._buf[:n])
@@ -197,11 +216,6 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
-
-
-def _current_task_cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class SMTPServer:

@@ -79,6 +79,17 @@ class Intake(Protocol):
         ...
 
 
+def _rfc5322_now() -> str:
+    """The current time as an RFC 5322 date, formatted at most once a second."""
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache[:] = [second, format_datetime(datetime.fromtimestamp(second, UTC).astimezone())]
+    return str(_date_cache[1])
+
+
+_date_cache: list[int | str] = [0, ""]
+
+
 class State(Enum):
     CONNECTED = auto()  # banner sent, no EHLO yet
     GREETED = auto()  # EHLO/HELO done, no transaction
@@ -316,7 +327,7 @@ class Session:
         helo = "".join(
             c if c.isprintable() and (c.isascii() or envelope.smtputf8) else "?" for c in self.helo if c not in "()"
         )[:255]
-        now = format_datetime(datetime.now(UTC).astimezone())
+        now = _rfc5322_now()
         text = (
             f"Received: from {helo} ([{self.io.peer[0]}])\r\n\tby {self.hostname} (mailstandby)"
             f" with {proto} id {queue_id}{recipient};\r\n\t{now}\r\n"
