@@ -36,20 +36,15 @@ class GatewayIntake:
         self.on_accepted = on_accepted
         # Postfix rule: keep queue_minfree and 1.5 x the largest message free
         self.reserve = max(settings.min_free_space, int(1.5 * settings.max_message_size))
-        self._space_checked = 0.0
-        self._space_ok = True
 
-    def check_space(self) -> None:
-        now = time.monotonic()
-        if now - self._space_checked > 1.0:
-            self._space_checked = now
-            try:
-                self._space_ok = self.store.free_space() >= self.reserve
-            except OSError:
-                self._space_ok = False
-            if not self._space_ok:
-                log.warning("free space below the reserve of %d bytes: refusing mail", self.reserve)
-        if not self._space_ok:
+    def check_space(self, size: int = 0) -> None:
+        """Refuse (452 4.3.1) unless the reserve plus `size` bytes are free (Postfix queue_minfree)."""
+        try:
+            ok = self.store.free_space() >= self.reserve + size
+        except OSError:
+            ok = False
+        if not ok:
+            log.warning("free space below the reserve of %d bytes: refusing mail", self.reserve + size)
             raise Rejected(codes.C452_NO_SPACE, user_fault=False)
 
     def check_recipient(self, address: Address) -> None:
@@ -65,8 +60,6 @@ class GatewayIntake:
             log.error("commit of %s failed: %s", queue_id, e)
             if e.too_big:
                 raise Rejected(codes.C552_FILE_TOO_BIG, user_fault=False) from None
-            if e.no_space:
-                self._space_ok, self._space_checked = False, time.monotonic()  # next MAIL: 452
             raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
         except OSError as e:  # not a StoreError: unknown means temporary, never a silent disconnect
             log.error("commit of %s failed: %s", queue_id, e)

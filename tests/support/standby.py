@@ -64,6 +64,7 @@ class Standby:
         }
         for name, values in overrides.items():
             sections.setdefault(name, {}).update(values)
+        self.data_dir = root / sections["node"]["data_dir"]  # an absolute override wins
         users = [
             {"address": "alice@corp.test", "aliases": ["a.liddell@corp.test"]},
             {"address": "bob@corp.test"},

@@ -38,6 +38,7 @@ from mailstandby.store.base import (
     QueuedMessage,
     QueuedRecipient,
     RcptState,
+    StoreError,
 )
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class QueueRunner:
         # next retry instead of hammering a dead host (Postfix "dead destination").
         self.primary_failures = 0
         self.primary_retry_at = 0.0
+        # Outcomes the store could not take yet (e.g. disk full), retried until it can.
+        self.unrecorded: list[Outcome] = []
+        self.record_retry: asyncio.TimerHandle | None = None
+        self.background: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -99,6 +104,10 @@ class QueueRunner:
         for task in self.workers:
             task.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)
+        if self.record_retry is not None:
+            self.record_retry.cancel()
+        if self.unrecorded:
+            await self._record([])  # last chance; what is still unrecorded is retried after restart
 
     def submit(self, message: QueuedMessage) -> None:
         """Schedule a message (newly accepted, or loaded at start-up)."""
@@ -247,13 +256,38 @@ class QueueRunner:
             for r in due:
                 if any(f.rcpt == r.rcpt for f in failures):
                     r.next_attempt = retry_at
-        await self.store.record(outcomes)
+        await self._record(outcomes)
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
         if message.recipients:
             self._schedule(message)
         else:
             self.messages.pop(message.id, None)
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        """Record outcomes; when the store cannot (disk full), keep them and retry later.
+
+        The in-memory schedule goes on as if they were recorded: a recipient the
+        primary accepted must not be sent again because bookkeeping failed. Only a
+        crash before the retry succeeds can repeat such a delivery.
+        """
+        try:
+            await self.store.record(self.unrecorded + outcomes)
+            self.unrecorded.clear()
+        except StoreError as e:
+            if not self.unrecorded:
+                log.error("cannot record delivery outcomes (%s); holding them in memory and retrying", e)
+            self.unrecorded = self.unrecorded + outcomes
+            if self.record_retry is None and not self.stopping:
+                loop = asyncio.get_running_loop()
+                self.record_retry = loop.call_later(self.settings.retry_initial, self._retry_record)
+
+    def _retry_record(self) -> None:
+        self.record_retry = None
+        if self.unrecorded:
+            task = asyncio.get_running_loop().create_task(self._record([]))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
     async def _bounce(self, message: QueuedMessage, failures: list[Failure], body: bytes) -> bool:
         """Queue one DSN for `failures` (before they are recorded: at least once). False on failure."""

@@ -66,8 +66,8 @@ class SessionIO(Protocol):
 class Intake(Protocol):
     """Acceptance policy and durable commit, as the session needs them."""
 
-    def check_space(self) -> None:
-        """Raise Rejected(452 4.3.1) when the store cannot take more mail."""
+    def check_space(self, size: int = 0) -> None:
+        """Raise Rejected(452 4.3.1) when the store cannot take `size` more bytes of mail."""
         ...
 
     def check_recipient(self, address: Address) -> None:
@@ -254,7 +254,7 @@ class Session:
                 raise Rejected(codes.C555_PARAM, detail=f"MAIL parameter {key}")
         if not envelope.smtputf8 and not path.address.isascii():
             raise Rejected(codes.C553_NEED_SMTPUTF8)
-        self.intake.check_space()
+        self.intake.check_space(envelope.declared_size or 0)
         self.tx = Transaction(envelope)
         self.state = State.MAIL
         self.reply(codes.C250_SENDER_OK)
