@@ -21,6 +21,8 @@ from mailstandby.store.base import MailStore, NewMessage, QueuedMessage, StoreEr
 
 log = logging.getLogger(__name__)
 
+FULL_BACKOFF = 5.0  # seconds new mail is refused after the store ran out of space
+
 
 class GatewayIntake:
     def __init__(
@@ -36,11 +38,12 @@ class GatewayIntake:
         self.on_accepted = on_accepted
         # Postfix rule: keep queue_minfree and 1.5 x the largest message free
         self.reserve = max(settings.min_free_space, int(1.5 * settings.max_message_size))
+        self._full_until = 0.0  # after the store reported ENOSPC: refuse for a moment whatever statvfs says
 
     def check_space(self, size: int = 0) -> None:
         """Refuse (452 4.3.1) unless the reserve plus `size` bytes are free (Postfix queue_minfree)."""
         try:
-            ok = self.store.free_space() >= self.reserve + size
+            ok = time.monotonic() >= self._full_until and self.store.free_space() >= self.reserve + size
         except OSError:
             ok = False
         if not ok:
@@ -58,6 +61,8 @@ class GatewayIntake:
             queued = await self.store.accept(NewMessage(queue_id, envelope, message, time.time()))
         except StoreError as e:
             log.error("commit of %s failed: %s", queue_id, e)
+            if e.no_space:
+                self._full_until = time.monotonic() + FULL_BACKOFF
             if e.too_big:
                 raise Rejected(codes.C552_FILE_TOO_BIG, user_fault=False) from None
             raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
