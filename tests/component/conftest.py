@@ -23,9 +23,10 @@ from mailstandby.config import SMTPSettings, StoreSettings
 from mailstandby.directory.base import User
 from mailstandby.directory.static import StaticDirectory
 from mailstandby.intake import GatewayIntake
-from mailstandby.smtp.server import Connection, SMTPServer
+from mailstandby.smtp.server import SMTPServer
 from mailstandby.store.base import QueuedMessage
 from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.transport import Connection
 
 # -- event loops ---------------------------------------------------------------------
 # Production runs on uvloop where available (node.event_loop = "auto"), and

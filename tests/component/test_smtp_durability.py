@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from smtp_harness import TIMEOUT, Gateway, GatewayFactory, message
 
-from mailstandby.smtp.server import Connection
+from mailstandby.transport import Connection
 
 
 def segment_fds(gw: Gateway) -> Callable[[int], bool]:

@@ -17,8 +17,6 @@ from mailstandby.core.model import BodyType
 from mailstandby.core.reply import Rejected
 from mailstandby.smtp import codes
 
-END_OF_DATA = b"\r\n.\r\n"
-
 
 @dataclass(frozen=True, slots=True)
 class Command:

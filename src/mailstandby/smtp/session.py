@@ -34,21 +34,10 @@ from mailstandby.smtp.codec import (
     parse_size,
     unstuff,
 )
+from mailstandby.transport import ConnectionClosed, DataTooBig, LineTooLong
 
 log = logging.getLogger(__name__)
 TRACE = 5
-
-
-class ConnectionClosed(Exception):
-    """The peer went away; there is nobody left to answer."""
-
-
-class LineTooLong(Exception):
-    """A line exceeded the limit; the whole line has been consumed and dropped."""
-
-
-class DataTooBig(Exception):
-    """Message data exceeded the limit; consumed through end-of-data and dropped."""
 
 
 class SessionIO(Protocol):
