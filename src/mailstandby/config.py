@@ -148,6 +148,44 @@ class StoreSettings(Section):
     segment_size: int = Field(64 * MiB, ge=1 * MiB, description="Spool segment size before a new one is started.")
 
 
+class IMAPSettings(Section):
+    listen: list[Listen] = Field([], description="Plain IMAP listeners with STARTTLS (usually port 143); empty: off.")
+    listen_tls: list[Listen] = Field([], description="Implicit-TLS IMAP listeners (usually port 993); empty: off.")
+    allow_plaintext_auth_on_loopback: bool = Field(
+        False, description="Allow LOGIN/AUTHENTICATE without TLS from 127.0.0.0/8 and ::1 (never from elsewhere)."
+    )
+    max_line_length: int = Field(64 * KiB, ge=8 * KiB, description="Longest command line (RFC 7162 §4 asks for 8192).")
+    max_literal_size: int = Field(
+        36 * MiB, ge=64 * KiB, description="Largest literal (APPEND); larger gets NO [TOOBIG] (RFC 7889 APPENDLIMIT)."
+    )
+    max_connections_per_user: int = Field(20, ge=1, description="Concurrent sessions per user and address.")
+    idle_timeout: float = Field(1800.0, ge=60, description="Seconds an authenticated session may stay silent.")
+    login_timeout: float = Field(60.0, gt=0, description="Seconds a client has to log in.")
+    max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before BYE.")
+
+
+class POP3Settings(Section):
+    listen: list[Listen] = Field([], description="Plain POP3 listeners with STLS (usually port 110); empty: off.")
+    listen_tls: list[Listen] = Field([], description="Implicit-TLS POP3 listeners (usually port 995); empty: off.")
+    allow_plaintext_auth_on_loopback: bool = Field(
+        False, description="Allow USER/PASS and AUTH without TLS from 127.0.0.0/8 and ::1 (never from elsewhere)."
+    )
+    timeout: float = Field(
+        600.0, ge=10, description="Seconds without a command before the session is closed (RFC 1939: 10 minutes)."
+    )
+    max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before -ERR and close.")
+
+
+class AuthSettings(Section):
+    failure_delay: float = Field(
+        2.0, ge=0, description="Seconds before answering a failed login (Dovecot auth_failure_delay)."
+    )
+    max_failures: int = Field(
+        10, ge=1, description="Failed logins per client address in `failure_window` before it is throttled."
+    )
+    failure_window: float = Field(300.0, gt=0, description="Seconds over which failed logins are counted.")
+
+
 class Config(Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     smtp: SMTPSettings = Field(default_factory=SMTPSettings)
@@ -155,6 +193,9 @@ class Config(Section):
     primary: PrimarySettings = Field(default_factory=PrimarySettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    imap: IMAPSettings = Field(default_factory=IMAPSettings)
+    pop3: POP3Settings = Field(default_factory=POP3Settings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     _source: Path | None = PrivateAttr(None)
 
