@@ -1,17 +1,107 @@
-"""Who may read a standby mailbox: the contract the IMAP, POP3 and submission servers use.
+"""Who may read a standby mailbox: the contract the IMAP, POP3 and submission servers use,
+and its implementation over argon2 password hashes.
 
 An `Authenticator` checks a user name and password and answers with the
 canonical user (the directory's primary address) or None. It never says why
-a login failed, applies the failure delay itself, and throttles by client
-address; callers only count the attempt. Passwords are never logged.
+a login failed, applies the failure delay itself (Dovecot auth_failure_delay)
+and throttles by client address; callers only count the attempt. Passwords
+are never logged, and a user name that does not exist costs as much time as
+a wrong password (a dummy hash is verified), so logins do not reveal who exists.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections import deque
 from typing import Protocol
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from mailstandby.config import AuthSettings
+from mailstandby.core.model import Address
+from mailstandby.directory.base import Directory
+
+log = logging.getLogger(__name__)
+
+HASHER = PasswordHasher()  # argon2id with the library's current defaults (RFC 9106)
+MAX_PASSWORD = 1024
 
 
 class Authenticator(Protocol):
     async def authenticate(self, username: str, password: str, *, peer: str, protocol: str) -> str | None:
         """The canonical user for these credentials, or None (after the configured delay)."""
         ...
+
+
+class CredentialStore(Protocol):
+    async def password_hash(self, user: str) -> str | None: ...
+
+    async def set_password_hash(self, user: str, hashed: str) -> None: ...
+
+
+def hash_password(password: str) -> str:
+    if not password or len(password) > MAX_PASSWORD:
+        raise ValueError(f"a password must have 1 to {MAX_PASSWORD} characters")
+    return HASHER.hash(password)
+
+
+_dummy: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """A real hash to verify against when the user does not exist (equal timing)."""
+    if not _dummy:
+        _dummy.append(HASHER.hash("mailstandby: no such user"))
+    return _dummy[0]
+
+
+class PasswordAuthenticator:
+    """argon2id hashes from a CredentialStore, users and aliases from the Directory."""
+
+    def __init__(self, directory: Directory, credentials: CredentialStore, settings: AuthSettings) -> None:
+        self.directory = directory
+        self.credentials = credentials
+        self.settings = settings
+        self._failures: dict[str, deque[float]] = {}
+
+    def throttled(self, peer: str) -> bool:
+        window = self._failures.get(peer)
+        if not window:
+            return False
+        cutoff = time.monotonic() - self.settings.failure_window
+        while window and window[0] < cutoff:
+            window.popleft()
+        return len(window) >= self.settings.max_failures
+
+    async def authenticate(self, username: str, password: str, *, peer: str, protocol: str) -> str | None:
+        user = self._canonical(username)
+        ok = False
+        if not self.throttled(peer) and 0 < len(password) <= MAX_PASSWORD:
+            stored = await self.credentials.password_hash(user) if user else None
+            ok = await asyncio.to_thread(_verify, stored or _dummy_hash(), password) and stored is not None
+            if ok and stored is not None and HASHER.check_needs_rehash(stored):
+                await self.credentials.set_password_hash(user, hash_password(password))  # type: ignore[arg-type]
+        if ok:
+            log.info("login ok: user=%s peer=%s protocol=%s", user, peer, protocol)
+            return user
+        self._failures.setdefault(peer, deque()).append(time.monotonic())
+        log.warning("login failed: user=%r peer=%s protocol=%s", username[:256], peer, protocol)
+        await asyncio.sleep(self.settings.failure_delay)
+        return None
+
+    def _canonical(self, username: str) -> str | None:
+        try:
+            found = self.directory.lookup(Address.parse(username))
+        except ValueError:
+            return None
+        return found.address if found is not None else None
+
+
+def _verify(hashed: str, password: str) -> bool:
+    try:
+        return HASHER.verify(hashed, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
