@@ -53,6 +53,7 @@ class SegmentWriter:
     def _open(self, segment: int) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1  # never keep a closed descriptor: its number may be reused by another file
         path = self.path(segment)
         created = not path.exists()
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -63,7 +64,7 @@ class SegmentWriter:
 
     def append(self, records: list[tuple[str, bytes]]) -> list[Location]:
         """Write records (id, body) without syncing; on error the segment is cut back."""
-        if self._size >= self.max_size:
+        if self._fd < 0 or self._size >= self.max_size:  # full, abandoned, or a new one failed to open
             self._open(self.current + 1)
         start = self._size
         parts: list[bytes] = []

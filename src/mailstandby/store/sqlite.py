@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mailstandby.config import StoreSettings
 from mailstandby.core.events import Event
@@ -42,6 +42,8 @@ from mailstandby.store.base import (
 from mailstandby.store.segments import Location, SegmentReader, SegmentWriter, fsync_dir
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
     # 1: messages and their per-recipient queue entries
@@ -72,6 +74,35 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (message_id, rcpt)
     );
     CREATE INDEX deliveries_state ON deliveries (state, message_id);
+    """,
+    # 2: standby mailboxes (store/sqlite_mailbox.py) and standby credentials
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE mailboxes (
+        id            INTEGER PRIMARY KEY,
+        user          TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        uidvalidity   INTEGER NOT NULL,
+        uidnext       INTEGER NOT NULL DEFAULT 1,
+        highestmodseq INTEGER NOT NULL DEFAULT 1,
+        special_use   TEXT,
+        subscribed    INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (user, name)
+    );
+    CREATE TABLE bodies (id INTEGER PRIMARY KEY, data BLOB NOT NULL, refs INTEGER NOT NULL);
+    CREATE TABLE mail (
+        mailbox_id    INTEGER NOT NULL REFERENCES mailboxes (id),
+        uid           INTEGER NOT NULL,
+        body_id       INTEGER NOT NULL REFERENCES bodies (id),
+        flags         TEXT NOT NULL DEFAULT '',
+        internal_date REAL NOT NULL,
+        size          INTEGER NOT NULL,
+        modseq        INTEGER NOT NULL,
+        journaled     INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (mailbox_id, uid)
+    ) WITHOUT ROWID;
+    CREATE INDEX mail_journal ON mail (journaled, internal_date);
+    CREATE TABLE credentials (user TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
 ]
 
@@ -114,6 +145,13 @@ class _Accept(_Op):
 @dataclass(slots=True)
 class _Record(_Op):
     outcomes: list[Outcome] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Call(_Op):
+    """A function run in the writer thread inside the batch transaction, in its own savepoint."""
+
+    fn: Callable[[sqlite3.Connection], Any] | None = None
 
 
 class SQLiteStore:
@@ -181,12 +219,30 @@ class SQLiteStore:
             if loc.size < 256 * 1024:
                 return self._reader.read(loc)
             return await asyncio.to_thread(self._reader.read, loc)
-        except (OSError, ValueError) as e:
+        except OSError as e:
+            if not isinstance(e, FileNotFoundError):  # EMFILE, EIO...: temporary, not damage
+                raise StoreError(f"cannot read message {message_id}: {e}") from e
+            await self._quarantine(message_id, loc, str(e))
+            raise CorruptMessage(f"message {message_id} quarantined: {e}") from None
+        except ValueError as e:
             await self._quarantine(message_id, loc, str(e))
             raise CorruptMessage(f"message {message_id} quarantined: {e}") from None
 
     async def pending(self) -> list[QueuedMessage]:
         return await asyncio.to_thread(self._pending_sync)
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(db)` in the writer thread, group-committed; returns once it is durable.
+
+        `fn` must only use the connection it is given and must not block on anything
+        else; an exception it raises undoes its own writes and is re-raised here.
+        """
+        return await self._submit(_Call(done=_noop, fn=fn))
+
+    def read_connection(self) -> sqlite3.Connection:
+        """The event loop's read connection (sees every committed write)."""
+        assert self._read_db is not None, "store is not open"
+        return self._read_db
 
     def free_space(self) -> int:
         st = os.statvfs(self.data_dir)
@@ -253,6 +309,7 @@ class SQLiteStore:
     def _apply(self, batch: list[_Op]) -> None:
         assert self._db is not None and self._writer is not None
         accepts = [op for op in batch if isinstance(op, _Accept)]
+        segment_before = self._writer.current
         locations = self._write_bodies(accepts)
         now = time.time()
         db = self._db
@@ -267,8 +324,13 @@ class SQLiteStore:
                     self._apply_outcomes(op.outcomes, now)
                     touched.update(o.message_id for o in op.outcomes)
             self._retire(touched)
+            for op in batch:
+                if isinstance(op, _Call):
+                    self._run_call(op)
+            if self._writer.current != segment_before and self._segment_dead(segment_before):
+                self._freed.add(segment_before)  # left behind with nothing live (e.g. all delivered while current)
             db.execute("COMMIT")
-        except (sqlite3.Error, OSError) as e:
+        except Exception as e:  # roll back whatever failed, or every later batch fails too
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self._freed.clear()
@@ -276,6 +338,16 @@ class SQLiteStore:
             for op in batch:
                 op.result = None
                 op.error = op.error or StoreError(f"index commit failed: {e}", no_space=no_space)
+
+    def _run_call(self, op: _Call) -> None:
+        assert self._db is not None and op.fn is not None
+        self._db.execute("SAVEPOINT call")
+        try:
+            op.result = op.fn(self._db)
+        except Exception as e:  # the caller's own error (e.g. MailboxError): undo this call only
+            self._db.execute("ROLLBACK TO call")
+            op.error = e
+        self._db.execute("RELEASE call")
 
     def _write_bodies(self, accepts: list[_Accept]) -> list[Location | None]:
         assert self._writer is not None
@@ -337,7 +409,7 @@ class SQLiteStore:
                     o.state.value,
                     o.attempts,
                     o.next_attempt,
-                    o.reply[:500],
+                    o.reply[:500].encode("utf-8", "replace").decode("utf-8"),  # replies may hold surrogates
                     o.route,
                     now,
                     o.message_id,
