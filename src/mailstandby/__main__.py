@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
+    p = sub.add_parser("passwd", help="set a user's standby password (IMAP/POP3/submission)")
+    p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
+    p.add_argument("user", help="the user's address (or an alias)")
+    p.add_argument("--password-file", type=Path, help="read the password from this file (default: prompt, or stdin)")
     p = sub.add_parser("init", help="write the sample configuration to a file")
     p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
     sub.add_parser("version", help="print the version")
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "queue":
         return _show_queue(cfg)
+    if args.command == "passwd":
+        return _set_password(cfg, args.user, args.password_file)
     from mailstandby.app import run
     from mailstandby.obs import setup_logging
 
@@ -95,6 +101,50 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"mailstandby: cannot start: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _set_password(cfg: Config, username: str, password_file: Path | None) -> int:
+    """Store an argon2id hash of the user's standby password (the server need not be stopped)."""
+    import getpass
+    import time
+
+    from mailstandby.auth import hash_password
+    from mailstandby.core.model import Address
+    from mailstandby.store.sqlite import connect, migrate
+
+    try:
+        user = from_settings(cfg.directory).lookup(Address.parse(username))
+    except ValueError:
+        user = None
+    if user is None:
+        print(f"mailstandby: {username} is not a user in the directory", file=sys.stderr)
+        return 1
+    if password_file is not None:
+        password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"New standby password for {user.address}: ")
+        if getpass.getpass("Again: ") != password:
+            print("mailstandby: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        hashed = hash_password(password)
+    except ValueError as e:
+        print(f"mailstandby: {e}", file=sys.stderr)
+        return 1
+    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = connect(cfg.node.data_dir / "mailstandby.db")
+    try:
+        migrate(db)
+        db.execute(
+            "INSERT OR REPLACE INTO credentials (user, hash, updated_at) VALUES (?, ?, ?)",
+            (user.address, hashed, time.time()),
+        )
+    finally:
+        db.close()
+    print(f"standby password set for {user.address}")
     return 0
 
 

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 
 from mailstandby import __version__
 from mailstandby.config import Config
@@ -24,6 +25,7 @@ from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 from mailstandby.tls import ensure_self_signed, server_context
 
 log = logging.getLogger(__name__)
@@ -36,13 +38,16 @@ class App:
         self.store = SQLiteStore(node.data_dir, config.store)
         self.directory: StaticDirectory = from_settings(config.directory)
         self.router = Router(self.directory)
+        self.mailboxes = SQLiteMailboxStore(self.store)
         self.runner = QueueRunner(
             self.store,
             self.router,
             self._primary_connection,
             config.queue,
             hostname=node.hostname,
+            journal=self.mailboxes if config.journal.enabled else None,
         )
+        self.tasks: list[asyncio.Task[None]] = []
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=self._tls_context())
         self._stopped = asyncio.Event()
@@ -66,6 +71,8 @@ class App:
     async def start(self) -> None:
         await self.store.open()
         await self.runner.start()
+        if self.config.journal.enabled:
+            self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
         await self.smtp.start()
         self._announce()
         # Objects alive after start-up live as long as the process: keep them out of
@@ -73,6 +80,18 @@ class App:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
+
+    async def _prune_journal(self) -> None:
+        """Journal copies are history the primary also has: keep `retention_days` of it."""
+        settings = self.config.journal
+        while True:
+            try:
+                pruned = await self.mailboxes.prune_journal(time.time() - settings.retention_days * 86400)
+                if pruned:
+                    log.info("pruned %d journal copies older than %g days", pruned, settings.retention_days)
+            except Exception:
+                log.exception("journal pruning failed; will try again")
+            await asyncio.sleep(settings.prune_interval)
 
     def _announce(self) -> None:
         listeners = self.addresses()
@@ -96,6 +115,9 @@ class App:
         grace = self.config.node.shutdown_grace
         log.info("shutting down (grace %.0fs)", grace)
         await self.smtp.stop(grace)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.runner.stop(grace)
         await self.store.close()
         self._stopped.set()

@@ -174,6 +174,17 @@ class POP3Settings(Section):
         600.0, ge=10, description="Seconds without a command before the session is closed (RFC 1939: 10 minutes)."
     )
     max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before -ERR and close.")
+    max_connections_per_user: int = Field(
+        10, ge=1, description="Logged-in sessions per user and client address; more get -ERR [IN-USE]."
+    )
+
+
+class JournalSettings(Section):
+    enabled: bool = Field(
+        True, description="File a copy of every message relayed to the primary in the user's standby INBOX."
+    )
+    retention_days: float = Field(30.0, gt=0, description="Days a journal copy is kept before it is pruned.")
+    prune_interval: float = Field(3600.0, gt=0, description="Seconds between prunings of old journal copies.")
 
 
 class AuthSettings(Section):
@@ -196,6 +207,7 @@ class Config(Section):
     imap: IMAPSettings = Field(default_factory=IMAPSettings)
     pop3: POP3Settings = Field(default_factory=POP3Settings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
 
     _source: Path | None = PrivateAttr(None)
 

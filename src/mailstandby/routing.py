@@ -45,6 +45,14 @@ class Router:
         self.directory = directory
         self.mode = Mode.NORMAL
 
+    def user_of(self, rcpt: str) -> str | None:
+        """The primary address of the user `rcpt` belongs to, if it is one of ours."""
+        try:
+            user = self.directory.lookup(Address.parse(rcpt))
+        except ValueError:
+            return None
+        return user.address if user is not None else None
+
     def route(self, rcpt: str) -> Decision:
         try:
             user = self.directory.lookup(Address.parse(rcpt))

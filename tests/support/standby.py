@@ -140,6 +140,21 @@ class Standby:
         finally:
             db.close()
 
+    def mailbox(self, user: str, name: str) -> list[tuple[bytes, int, str]]:
+        """(body, journaled, flags) of each message in a standby mailbox, in UID order."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
+        try:
+            return [
+                (bytes(body), journaled, flags)
+                for body, journaled, flags in db.execute(
+                    "SELECT b.data, m.journaled, m.flags FROM mail m JOIN mailboxes x ON x.id = m.mailbox_id"
+                    " JOIN bodies b ON b.id = m.body_id WHERE x.user = ? AND x.name = ? ORDER BY m.uid",
+                    (user, name),
+                )
+            ]
+        finally:
+            db.close()
+
     def queued(self) -> list[dict[str, Any]]:
         return [d for d in self.deliveries() if d["state"] == "queued"]
 

@@ -170,3 +170,19 @@ def test_sigterm_keeps_queued_mail_for_the_next_start(standby: Standby, primary:
     standby.start()
     [got] = primary.wait_for_messages("carol@corp.test", 1, timeout=60)
     assert f"id {qid}".encode() in got
+
+
+def test_relayed_mail_is_journaled_once_in_the_standby_inbox(standby: Standby, primary: Primary) -> None:
+    """Warm standby: what the primary took is also in the user's standby INBOX, marked journaled."""
+    send(standby, "sender@ext.test", ["a.liddell@corp.test", "alice@corp.test", "bob@corp.test"], BODY)
+    [at_primary] = primary.wait_for_messages("alice@corp.test", 1)
+    primary.wait_for_messages("bob@corp.test", 1)
+    standby.wait_until(lambda: not standby.queued(), what="queue to drain")
+    copies = standby.mailbox("alice@corp.test", "INBOX")
+    assert len(copies) == 1  # alias and address are one user: one copy
+    [(body, journaled, flags)] = copies
+    assert journaled == 1 and flags == ""
+    ours = body.split(b"\r\n\r\n", 1)[0].split(b"\r\nFrom: ")[0]  # our Received header
+    assert ours.startswith(b"Received: ") and ours in at_primary  # the very copy the primary took
+    assert split_message(body)[1] == split_message(at_primary)[1] == split_message(BODY)[1]
+    assert len(standby.mailbox("bob@corp.test", "INBOX")) == 1

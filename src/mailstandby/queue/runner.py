@@ -21,13 +21,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, Protocol
 
 from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.core.reply import Reply
 from mailstandby.queue.dsn import Failure, build_dsn
-from mailstandby.routing import Router
+from mailstandby.routing import Route, Router
 from mailstandby.smtp.relay import PrimaryConnection
 from mailstandby.store.base import (
     CorruptMessage,
@@ -46,6 +47,18 @@ log = logging.getLogger(__name__)
 IDLE_CLOSE = 10.0  # seconds an unused connection to the primary stays open
 
 
+class Journal(Protocol):
+    """Files journal copies in standby mailboxes, atomically with the delivery outcomes."""
+
+    def journal_copies(self, users: list[str], body: bytes, internal_date: float) -> Callable[[Any], Any]:
+        """A function for the store to run in the transaction that records the outcomes."""
+        ...
+
+    def published(self, result: Any) -> None:
+        """Called with that function's result once it is committed (to wake IDLE sessions)."""
+        ...
+
+
 def backoff(settings: QueueSettings, attempts: int) -> float:
     """Delay before the next attempt after `attempts` failed ones (exponential, capped)."""
     return min(settings.retry_max, settings.retry_initial * 2 ** max(0, attempts - 1))
@@ -61,9 +74,11 @@ class QueueRunner:
         *,
         hostname: str,
         clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.router = router
+        self.journal = journal
         self.connect = connect
         self.settings = settings
         self.hostname = hostname
@@ -256,7 +271,7 @@ class QueueRunner:
             for r in due:
                 if any(f.rcpt == r.rcpt for f in failures):
                     r.next_attempt = retry_at
-        await self._record(outcomes)
+        await self._record(outcomes, also=self._journal_copies(message, outcomes, body))
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
         if message.recipients:
@@ -264,7 +279,22 @@ class QueueRunner:
         else:
             self.messages.pop(message.id, None)
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
+    def _journal_copies(
+        self, message: QueuedMessage, outcomes: list[Outcome], body: bytes
+    ) -> Callable[[Any], Any] | None:
+        """Warm standby: our users whose copy the primary just took get one in their standby INBOX,
+        committed with the outcome itself (so exactly once, crash or not)."""
+        if self.journal is None:
+            return None
+        users: list[str] = []
+        for o in outcomes:
+            if o.state is RcptState.DELIVERED and o.route == Route.PRIMARY.value:
+                user = self.router.user_of(o.rcpt)
+                if user is not None and user not in users:
+                    users.append(user)
+        return self.journal.journal_copies(users, body, message.received_at) if users else None
+
+    async def _record(self, outcomes: list[Outcome], *, also: Callable[[Any], Any] | None = None) -> None:
         """Record outcomes; when the store cannot (disk full), keep them and retry later.
 
         The in-memory schedule goes on as if they were recorded: a recipient the
@@ -272,8 +302,10 @@ class QueueRunner:
         crash before the retry succeeds can repeat such a delivery.
         """
         try:
-            await self.store.record(self.unrecorded + outcomes)
+            result = await self.store.record(self.unrecorded + outcomes, also=also)
             self.unrecorded.clear()
+            if also is not None and self.journal is not None:
+                self.journal.published(result)
         except StoreError as e:
             if not self.unrecorded:
                 log.error("cannot record delivery outcomes (%s); holding them in memory and retrying", e)

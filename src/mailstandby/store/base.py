@@ -11,11 +11,14 @@ Invariants every implementation must keep:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from mailstandby.core.model import Envelope
+
+T = TypeVar("T")
 
 
 class RcptState(StrEnum):
@@ -92,8 +95,12 @@ class MailStore(Protocol):
         """Make `message` durable (fsync'd) and return its queue view."""
         ...
 
-    async def record(self, outcomes: list[Outcome]) -> None:
-        """Durably record delivery outcomes; messages with nothing left queued are retired."""
+    async def record(self, outcomes: list[Outcome], *, also: Callable[[Any], T] | None = None) -> T | None:
+        """Durably record delivery outcomes; messages with nothing left queued are retired.
+
+        `also`, when given, is run by the store in the same transaction (e.g. filing
+        journal copies); its result is returned. Its failure undoes only its own work.
+        """
         ...
 
     async def read_body(self, message_id: str) -> bytes:

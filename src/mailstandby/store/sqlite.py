@@ -107,7 +107,7 @@ MIGRATIONS: list[str] = [
 ]
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -145,6 +145,7 @@ class _Accept(_Op):
 @dataclass(slots=True)
 class _Record(_Op):
     outcomes: list[Outcome] = field(default_factory=list)
+    also: Callable[[sqlite3.Connection], Any] | None = None  # run atomically with the outcomes
 
 
 @dataclass(slots=True)
@@ -180,10 +181,10 @@ class SQLiteStore:
         for d in (self.data_dir, self.spool, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         db_path = self.data_dir / "mailstandby.db"
-        self._db = _connect(db_path)
+        self._db = connect(db_path)
         migrate(self._db)
         fsync_dir(self.data_dir)
-        self._read_db = _connect(db_path)
+        self._read_db = connect(db_path)
         self._writer = SegmentWriter(self.spool, self.settings.segment_size)
         self._reader = SegmentReader(self.spool)
         self._remove_dead_segments()
@@ -203,9 +204,14 @@ class SQLiteStore:
     async def accept(self, message: NewMessage) -> QueuedMessage:
         return await self._submit(_Accept(done=_noop, message=message))
 
-    async def record(self, outcomes: list[Outcome]) -> None:
-        if outcomes:
-            await self._submit(_Record(done=_noop, outcomes=outcomes))
+    async def record(
+        self, outcomes: list[Outcome], *, also: Callable[[sqlite3.Connection], T] | None = None
+    ) -> T | None:
+        """Record outcomes; `also(db)` (e.g. filing journal copies) commits in the same transaction,
+        in its own savepoint: if it fails, only its work is undone (and logged)."""
+        if outcomes or also is not None:
+            return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also))
+        return None
 
     async def read_body(self, message_id: str) -> bytes:
         assert self._read_db is not None and self._reader is not None
@@ -323,6 +329,8 @@ class SQLiteStore:
                 if isinstance(op, _Record):
                     self._apply_outcomes(op.outcomes, now)
                     touched.update(o.message_id for o in op.outcomes)
+                    if op.also is not None:
+                        op.result = self._run_also(op.also)
             self._retire(touched)
             for op in batch:
                 if isinstance(op, _Call):
@@ -338,6 +346,19 @@ class SQLiteStore:
             for op in batch:
                 op.result = None
                 op.error = op.error or StoreError(f"index commit failed: {e}", no_space=no_space)
+
+    def _run_also(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """An addition to recorded outcomes: committed with them, or (on error) alone undone and logged."""
+        assert self._db is not None
+        self._db.execute("SAVEPOINT also")
+        try:
+            return fn(self._db)
+        except Exception:
+            self._db.execute("ROLLBACK TO also")
+            log.exception("work recorded with delivery outcomes failed; the outcomes stand")
+            return None
+        finally:
+            self._db.execute("RELEASE also")
 
     def _run_call(self, op: _Call) -> None:
         assert self._db is not None and op.fn is not None
@@ -463,7 +484,7 @@ class SQLiteStore:
     # -- reads -----------------------------------------------------------------
     def _pending_sync(self) -> list[QueuedMessage]:
         assert self._db is not None
-        db = _connect(self.data_dir / "mailstandby.db")
+        db = connect(self.data_dir / "mailstandby.db")
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"

@@ -21,6 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from mailstandby.store.mailbox import (
     DEFAULT_MAILBOXES,
@@ -459,6 +460,68 @@ class SQLiteMailboxStore:
 
         return stop
 
+    # -- journal (warm standby) ---------------------------------------------------------------
+    def journal_copies(
+        self, users: list[str], body: bytes, internal_date: float
+    ) -> Callable[[sqlite3.Connection], Any]:
+        """A writer-thread function filing one journal copy per user in INBOX (creating the user's
+        mailboxes if needed); its result is given to `published()` after the commit."""
+
+        def run(db: sqlite3.Connection) -> list[tuple[Change, int]]:
+            pairs = []
+            body_id = 0
+            for user in users:
+                if db.execute("SELECT 1 FROM mailboxes WHERE user = ? AND name = 'INBOX'", (user,)).fetchone() is None:
+                    for name, special_use in DEFAULT_MAILBOXES.items():
+                        if not db.execute(
+                            "SELECT 1 FROM mailboxes WHERE user = ? AND name = ?", (user, name)
+                        ).fetchone():
+                            _create(db, user, name, special_use.value if special_use else None, True)
+                box = _box(db, user, "INBOX")
+                if body_id:
+                    db.execute("UPDATE bodies SET refs = refs + 1 WHERE id = ?", (body_id,))
+                else:
+                    body_id = int(db.execute("INSERT INTO bodies (data, refs) VALUES (?, 1)", (body,)).lastrowid or 0)
+                uid = box.uidnext
+                modseq = _bump(db, box, uids_added=1)
+                db.execute(
+                    "INSERT INTO mail (mailbox_id, uid, body_id, flags, internal_date, size, modseq, journaled)"
+                    " VALUES (?, ?, ?, '', ?, ?, ?, 1)",
+                    (box.id, uid, body_id, internal_date, len(body), modseq),
+                )
+                meta = MessageMeta(uid, frozenset(), internal_date, len(body), modseq, body_id, True)
+                pairs.append((Change(user, "INBOX", added=(meta,)), box.id))
+            return pairs
+
+        return run
+
+    def published(self, result: Any) -> None:
+        """Tell watchers about what a `journal_copies` function filed (call after the commit)."""
+        self._dispatch(result or [])
+
+    async def prune_journal(self, before: float) -> int:
+        """Expunge journal copies filed before `before` (they are on the primary); returns how many."""
+
+        def run(db: sqlite3.Connection) -> tuple[int, list[tuple[Change, int]]]:
+            rows = db.execute(
+                "SELECT b.id, b.user, b.name, m.uid FROM mail m JOIN mailboxes b ON b.id = m.mailbox_id"
+                " WHERE m.journaled = 1 AND m.internal_date < ? ORDER BY b.id, m.uid",
+                (before,),
+            ).fetchall()
+            by_box: dict[int, list[int]] = {}
+            for box_id, _, _, uid in rows:
+                by_box.setdefault(box_id, []).append(uid)
+            names = {b: (u, n) for b, u, n, _ in rows}
+            pairs = []
+            for box_id, uids in by_box.items():
+                box = _box(db, *names[box_id])
+                pairs += [(c, box_id) for c in _remove(db, names[box_id][0], box, uids)]
+            return len(rows), pairs
+
+        count, pairs = await self.store.call(run)
+        self._dispatch(pairs)
+        return count
+
     # -- credentials (auth.CredentialStore) --------------------------------------------------
     async def password_hash(self, user: str) -> str | None:
         row = self._read().execute("SELECT hash FROM credentials WHERE user = ?", (user,)).fetchone()
@@ -478,9 +541,12 @@ class SQLiteMailboxStore:
         return self.store.read_connection()
 
     def _notify(self, changes: list[Change], ids: dict[str, int]) -> None:
-        for change in changes:
-            box_id = ids.get(change.mailbox)
-            for callback in list(self._watchers.get(box_id, ())) if box_id is not None else ():
+        """Changes of one user's mailboxes, with the ids of those mailboxes by name."""
+        self._dispatch([(c, ids[c.mailbox]) for c in changes if c.mailbox in ids])
+
+    def _dispatch(self, pairs: list[tuple[Change, int]]) -> None:
+        for change, box_id in pairs:
+            for callback in list(self._watchers.get(box_id, ())):
                 try:
                     callback(change)
                 except Exception:
