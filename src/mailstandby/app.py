@@ -16,9 +16,11 @@ import ssl
 import time
 
 from mailstandby import __version__
+from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config
 from mailstandby.directory.static import StaticDirectory, from_settings
 from mailstandby.intake import GatewayIntake
+from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
 from mailstandby.smtp.lmtp import LMTPConnection
@@ -49,7 +51,12 @@ class App:
         )
         self.tasks: list[asyncio.Task[None]] = []
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
-        self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=self._tls_context())
+        tls_context = self._tls_context()
+        self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
+        self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth)
+        self.pop3 = POP3Server(
+            config.pop3, self.mailboxes, self.authenticator, hostname=node.hostname, tls_context=tls_context
+        )
         self._stopped = asyncio.Event()
 
     def _primary_connection(self) -> PrimaryConnection:
@@ -59,14 +66,24 @@ class App:
         return RelayConnection(primary, hostname)
 
     def _tls_context(self) -> ssl.SSLContext:
-        tls = self.config.smtp.tls
+        tls = self.config.tls
         if tls.cert is not None and tls.key is not None:
             return server_context(tls.cert, tls.key)
         cert, key = ensure_self_signed(self.config.node.data_dir / "tls", self.config.node.hostname)
         return server_context(cert, key)
 
     def addresses(self) -> dict[str, list[str]]:
-        return {"smtp": [f"{h}:{p}" for h, p in self.smtp.addresses]}
+        """Every listener by service name: smtp, pop3, pop3s."""
+
+        def fmt(addrs: list[tuple[str, int]]) -> list[str]:
+            return [f"{h}:{p}" for h, p in addrs]
+
+        found = {
+            "smtp": fmt(self.smtp.addresses),
+            "pop3": fmt(self.pop3.addresses),
+            "pop3s": fmt(self.pop3.tls_addresses),
+        }
+        return {name: addrs for name, addrs in found.items() if addrs}
 
     async def start(self) -> None:
         await self.store.open()
@@ -74,6 +91,7 @@ class App:
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
         await self.smtp.start()
+        await self.pop3.start()
         self._announce()
         # Objects alive after start-up live as long as the process: keep them out of
         # the collector's way, and collect young objects less often under load.
@@ -115,6 +133,7 @@ class App:
         grace = self.config.node.shutdown_grace
         log.info("shutting down (grace %.0fs)", grace)
         await self.smtp.stop(grace)
+        await self.pop3.stop(grace)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

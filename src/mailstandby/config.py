@@ -60,6 +60,8 @@ class NodeSettings(Section):
 
 
 class TLSSettings(Section):
+    """The certificate every listener (SMTP, IMAP, POP3) presents."""
+
     cert: Path | None = Field(
         None, description="PEM certificate chain; with `key` unset a self-signed pair is generated under the data dir."
     )
@@ -87,7 +89,6 @@ class SMTPSettings(Section):
     min_free_space: int = Field(
         64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
     )
-    tls: TLSSettings = Field(default_factory=TLSSettings, description="Certificate for STARTTLS.")
 
 
 class UserEntry(Section):
@@ -199,6 +200,7 @@ class AuthSettings(Section):
 
 class Config(Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
+    tls: TLSSettings = Field(default_factory=TLSSettings)
     smtp: SMTPSettings = Field(default_factory=SMTPSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     primary: PrimarySettings = Field(default_factory=PrimarySettings)
@@ -269,11 +271,8 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
         return None if p is None or p.is_absolute() else base / p
 
     node = cfg.node.model_copy(update={"data_dir": rel(cfg.node.data_dir) or cfg.node.data_dir})
-    tls = cfg.smtp.tls.model_copy(
-        update={"cert": rel(cfg.smtp.tls.cert) or cfg.smtp.tls.cert, "key": rel(cfg.smtp.tls.key) or cfg.smtp.tls.key}
-    )
-    smtp = cfg.smtp.model_copy(update={"tls": tls})
+    tls = cfg.tls.model_copy(update={"cert": rel(cfg.tls.cert) or cfg.tls.cert, "key": rel(cfg.tls.key) or cfg.tls.key})
     directory = cfg.directory.model_copy(update={"csv": rel(cfg.directory.csv) or cfg.directory.csv})
-    resolved = cfg.model_copy(update={"node": node, "smtp": smtp, "directory": directory})
+    resolved = cfg.model_copy(update={"node": node, "tls": tls, "directory": directory})
     resolved._source = path
     return resolved

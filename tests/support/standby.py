@@ -75,6 +75,7 @@ class Standby:
         self.config_path.write_text(render_config(sections, users))
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.listeners: dict[str, int] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -101,7 +102,10 @@ class Standby:
                 time.sleep(0.05)
                 continue
             if info.get("pid") == self.proc.pid:
-                self.port = int(info["smtp"][0].rsplit(":", 1)[1])
+                self.listeners = {
+                    name: int(addrs[0].rsplit(":", 1)[1]) for name, addrs in info.items() if name != "pid"
+                }
+                self.port = self.listeners["smtp"]
                 return
             time.sleep(0.05)
         raise AssertionError(f"mailstandby did not start listening:\n{self.log()}")
@@ -114,6 +118,17 @@ class Standby:
             return self.proc.wait(timeout)
         finally:
             self.kill()
+
+    def set_password(self, user: str, password: str) -> None:
+        """`mailstandby passwd` as an administrator would run it."""
+        subprocess.run(
+            [sys.executable, "-m", "mailstandby", "passwd", "-c", str(self.config_path), user],
+            input=password + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def kill(self) -> None:
         """kill -9 (the whole process group); a no-op when not running."""

@@ -21,7 +21,7 @@ listen = ["127.0.0.1:0", "[::1]:2525"]
 max_message_size = 65536
 max_recipients = 5
 
-[smtp.tls]
+[tls]
 cert = "tls/cert.pem"
 key = "/etc/mailstandby/key.pem"
 
@@ -95,8 +95,8 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path, monkeypa
     monkeypatch.chdir(elsewhere)  # the working directory must not matter
     cfg = load(write(conf_dir, GOOD))
     assert cfg.node.data_dir == conf_dir.resolve() / "state"
-    assert cfg.smtp.tls.cert == conf_dir.resolve() / "tls/cert.pem"
-    assert cfg.smtp.tls.key == Path("/etc/mailstandby/key.pem")  # absolute stays
+    assert cfg.tls.cert == conf_dir.resolve() / "tls/cert.pem"
+    assert cfg.tls.key == Path("/etc/mailstandby/key.pem")  # absolute stays
 
 
 def test_relative_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +120,7 @@ def test_relative_config_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         ('[smtp]\nlisten = ["nohost"]\n', "smtp.listen[0]", "HOST:PORT"),
         ('[smtp]\nlisten = ["127.0.0.1:99999"]\n', "smtp.listen[0]", "HOST:PORT"),
         ('[smtp]\nlisten = ["mail.example.test:25"]\n', "smtp.listen[0]", "IP address"),
-        ("[smtp.tls]\npassword = 'x'\n", "smtp.tls.password", "unknown key"),
+        ("[tls]\npassword = 'x'\n", "tls.password", "unknown key"),
         ('[[directory.users]]\naddress = "nobody"\n', "directory.users[0].address", "not an address"),
         (
             '[[directory.users]]\naddress = "a@corp.test"\n[[directory.users]]\naddress = "b@corp.test"\n'

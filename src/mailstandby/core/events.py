@@ -16,3 +16,8 @@ class Event(StrEnum):
     QUEUE_DSN_SENT = "queue.dsn-queued"
     QUEUE_DSN_SUPPRESSED = "queue.dsn-suppressed"
     STORE_QUARANTINED = "store.quarantined"
+    POP3_LOGIN = "pop3.login"
+    POP3_LOGIN_FAILED = "pop3.login-failed"
+    POP3_REJECTED = "pop3.rejected"
+    POP3_SESSION_ABUSE = "pop3.session-abuse"
+    POP3_UPDATE = "pop3.update"

@@ -1,0 +1,1 @@
+"""POP3 access to standby mailboxes: codec (pure) → session (RFC 1939 states) → server (listeners)."""
