@@ -61,7 +61,8 @@ class Journal(Protocol):
 
 def backoff(settings: QueueSettings, attempts: int) -> float:
     """Delay before the next attempt after `attempts` failed ones (exponential, capped)."""
-    return min(settings.retry_max, settings.retry_initial * 2 ** max(0, attempts - 1))
+    exponent = min(max(0, attempts - 1), 62)  # a week-long outage must not overflow a float
+    return min(settings.retry_max, settings.retry_initial * 2**exponent)
 
 
 class QueueRunner:
