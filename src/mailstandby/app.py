@@ -19,13 +19,14 @@ from mailstandby import __version__
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config
 from mailstandby.directory.static import StaticDirectory, from_settings
-from mailstandby.intake import GatewayIntake
+from mailstandby.intake import GatewayIntake, SubmissionIntake
 from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
 from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
+from mailstandby.smtp.session import Login
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 from mailstandby.tls import ensure_self_signed, server_context
@@ -39,7 +40,7 @@ class App:
         node = config.node
         self.store = SQLiteStore(node.data_dir, config.store)
         self.directory: StaticDirectory = from_settings(config.directory)
-        self.router = Router(self.directory)
+        self.router = Router(self.directory, smarthost=bool(config.outbound.host))
         self.mailboxes = SQLiteMailboxStore(self.store)
         self.runner = QueueRunner(
             self.store,
@@ -48,12 +49,23 @@ class App:
             config.queue,
             hostname=node.hostname,
             journal=self.mailboxes if config.journal.enabled else None,
+            connect_outbound=(lambda: RelayConnection(config.outbound, node.hostname))
+            if config.outbound.host
+            else None,
         )
         self.tasks: list[asyncio.Task[None]] = []
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth)
+        self.submission = SMTPServer(
+            config.submission,
+            SubmissionIntake(self.directory, self.store, config.submission, self.runner.submit, self.mailboxes),
+            hostname=node.hostname,
+            tls_context=tls_context,
+            login=Login(self.authenticator, config.submission.allow_plaintext_auth_on_loopback),
+            listen_tls=config.submission.listen_tls,
+        )
         self.pop3 = POP3Server(
             config.pop3, self.mailboxes, self.authenticator, hostname=node.hostname, tls_context=tls_context
         )
@@ -65,6 +77,9 @@ class App:
             return LMTPConnection(primary, hostname)
         return RelayConnection(primary, hostname)
 
+    def _smarthost_connection(self) -> PrimaryConnection:
+        return RelayConnection(self.config.outbound, self.config.node.hostname)
+
     def _tls_context(self) -> ssl.SSLContext:
         tls = self.config.tls
         if tls.cert is not None and tls.key is not None:
@@ -73,13 +88,15 @@ class App:
         return server_context(cert, key)
 
     def addresses(self) -> dict[str, list[str]]:
-        """Every listener by service name: smtp, pop3, pop3s."""
+        """Every listener by service name: smtp, submission(s), pop3(s)."""
 
         def fmt(addrs: list[tuple[str, int]]) -> list[str]:
             return [f"{h}:{p}" for h, p in addrs]
 
         found = {
             "smtp": fmt(self.smtp.addresses),
+            "submission": fmt(self.submission.addresses),
+            "submissions": fmt(self.submission.tls_addresses),
             "pop3": fmt(self.pop3.addresses),
             "pop3s": fmt(self.pop3.tls_addresses),
         }
@@ -91,6 +108,7 @@ class App:
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
         await self.smtp.start()
+        await self.submission.start()
         await self.pop3.start()
         self._announce()
         # Objects alive after start-up live as long as the process: keep them out of
@@ -133,6 +151,7 @@ class App:
         grace = self.config.node.shutdown_grace
         log.info("shutting down (grace %.0fs)", grace)
         await self.smtp.stop(grace)
+        await self.submission.stop(grace)
         await self.pop3.stop(grace)
         for task in self.tasks:
             task.cancel()

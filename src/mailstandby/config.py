@@ -131,6 +131,26 @@ class PrimarySettings(Section):
     )
 
 
+class SubmissionSettings(SMTPSettings):
+    """Mail from users' phones (RFC 6409): AUTH required, sender must be the user's own address."""
+
+    listen: list[Listen] = Field([], description="Submission listeners with STARTTLS (usually port 587); empty: off.")
+    listen_tls: list[Listen] = Field([], description="Implicit-TLS submission listeners (usually port 465).")
+    allow_plaintext_auth_on_loopback: bool = Field(
+        False, description="Allow AUTH without TLS from 127.0.0.0/8 and ::1 (never from elsewhere)."
+    )
+
+
+class OutboundSettings(PrimarySettings):
+    """Where mail for other domains goes (users' replies, DSNs to outside senders)."""
+
+    host: str = Field("", description="Smarthost for outside domains; empty: hand such mail to the primary.")
+    port: int = Field(587, ge=1, le=65535, description="Smarthost port.")
+    tls: Literal["none", "starttls", "required"] = Field("required", description="TLS towards the smarthost.")
+    username: str | None = Field(None, description="SMTP AUTH user at the smarthost, if it needs one.")
+    password_file: Path | None = Field(None, description="File holding that user's password (never in this file).")
+
+
 class QueueSettings(Section):
     concurrency: int = Field(8, ge=1, le=256, description="Parallel connections to the primary.")
     retry_initial: float = Field(60.0, gt=0, description="Seconds before the first retry after a temporary failure.")
@@ -204,10 +224,12 @@ class Config(Section):
     smtp: SMTPSettings = Field(default_factory=SMTPSettings)
     directory: DirectorySettings = Field(default_factory=DirectorySettings)
     primary: PrimarySettings = Field(default_factory=PrimarySettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     imap: IMAPSettings = Field(default_factory=IMAPSettings)
     pop3: POP3Settings = Field(default_factory=POP3Settings)
+    submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
 
@@ -273,6 +295,9 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
     node = cfg.node.model_copy(update={"data_dir": rel(cfg.node.data_dir) or cfg.node.data_dir})
     tls = cfg.tls.model_copy(update={"cert": rel(cfg.tls.cert) or cfg.tls.cert, "key": rel(cfg.tls.key) or cfg.tls.key})
     directory = cfg.directory.model_copy(update={"csv": rel(cfg.directory.csv) or cfg.directory.csv})
-    resolved = cfg.model_copy(update={"node": node, "tls": tls, "directory": directory})
+    outbound = cfg.outbound.model_copy(
+        update={"password_file": rel(cfg.outbound.password_file) or cfg.outbound.password_file}
+    )
+    resolved = cfg.model_copy(update={"node": node, "tls": tls, "directory": directory, "outbound": outbound})
     resolved._source = path
     return resolved

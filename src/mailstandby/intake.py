@@ -18,6 +18,7 @@ from mailstandby.core.reply import Rejected
 from mailstandby.directory.base import Directory
 from mailstandby.smtp import codes
 from mailstandby.store.base import MailStore, NewMessage, QueuedMessage, StoreError
+from mailstandby.store.mailbox import MailboxStore
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,18 @@ class GatewayIntake:
             log.warning("free space below the reserve of %d bytes: refusing mail", self.reserve + size)
             raise Rejected(codes.C452_NO_SPACE, user_fault=False)
 
+    def check_sender(self, sender: str, user: str | None) -> None:
+        """Inbound mail may come from anyone (the primary's own checks follow)."""
+
     def check_recipient(self, address: Address) -> None:
         if not self.directory.serves(address.domain):
             raise Rejected(codes.C554_RELAY_DENIED, detail=f"relay to {address}")
         if self.directory.lookup(address) is None:
             raise Rejected(codes.C550_UNKNOWN_USER, detail=f"unknown {address}")
 
-    async def commit(self, queue_id: str, envelope: Envelope, message: bytes) -> None:
+    async def commit(self, queue_id: str, envelope: Envelope, trace: bytes, message: bytes) -> None:
         try:
-            queued = await self.store.accept(NewMessage(queue_id, envelope, message, time.time()))
+            queued = await self.store.accept(NewMessage(queue_id, envelope, trace + message, time.time()))
         except StoreError as e:
             log.error("commit of %s failed: %s", queue_id, e)
             if e.no_space:
@@ -70,3 +74,46 @@ class GatewayIntake:
             log.error("commit of %s failed: %s", queue_id, e)
             raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
         self.on_accepted(queued)
+
+
+class SubmissionIntake(GatewayIntake):
+    """Mail from authenticated users (RFC 6409): any destination, but only from their own addresses.
+
+    A copy of each accepted message, as the user wrote it (without our trace
+    header), is filed in the user's Sent mailbox.
+    """
+
+    def __init__(
+        self,
+        directory: Directory,
+        store: MailStore,
+        settings: SMTPSettings,
+        on_accepted: Callable[[QueuedMessage], None],
+        mailboxes: MailboxStore,
+    ) -> None:
+        super().__init__(directory, store, settings, on_accepted)
+        self.mailboxes = mailboxes
+
+    def check_sender(self, sender: str, user: str | None) -> None:
+        if user is None:
+            raise Rejected(codes.C530_AUTH_REQUIRED)
+        try:
+            owner = self.directory.lookup(Address.parse(sender))
+        except ValueError:
+            owner = None
+        if owner is None or owner.address != user:
+            raise Rejected(codes.C553_NOT_OWNER, detail=f"{user} as <{sender}>")
+
+    def check_recipient(self, address: Address) -> None:
+        if self.directory.serves(address.domain) and self.directory.lookup(address) is None:
+            raise Rejected(codes.C550_UNKNOWN_USER, detail=f"unknown {address}")
+
+    async def commit(self, queue_id: str, envelope: Envelope, trace: bytes, message: bytes) -> None:
+        await super().commit(queue_id, envelope, trace, message)
+        if envelope.auth_user is None:
+            return
+        try:  # the message is queued: a missing Sent copy is logged, never a reason to refuse
+            await self.mailboxes.ensure_user(envelope.auth_user)
+            await self.mailboxes.append(envelope.auth_user, "Sent", message, frozenset({"\\Seen"}))
+        except Exception:
+            log.exception("could not file the Sent copy of %s for %s", queue_id, envelope.auth_user)

@@ -21,11 +21,13 @@ class Mode(StrEnum):
 
 class Route(StrEnum):
     PRIMARY = "primary"  # relay to the primary mail system
+    OUTBOUND = "outbound"  # the smarthost, for other domains
 
 
 class Reason(StrEnum):
     PRIMARY_HEALTHY = "primary-healthy"
-    OUTBOUND_VIA_PRIMARY = "outbound-via-primary"  # not our user (e.g. a DSN to an outside sender)
+    OUTBOUND_VIA_PRIMARY = "outbound-via-primary"  # not our user, and no smarthost configured
+    OUTBOUND_SMARTHOST = "outbound-smarthost"  # not our user: the configured smarthost
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +36,18 @@ class Decision:
     reason: Reason
 
 
-def choose_route(mode: Mode, user: User | None) -> Decision:
+def choose_route(mode: Mode, user: User | None, *, smarthost: bool = False) -> Decision:
     if user is None:
+        if smarthost:
+            return Decision(Route.OUTBOUND, Reason.OUTBOUND_SMARTHOST)
         return Decision(Route.PRIMARY, Reason.OUTBOUND_VIA_PRIMARY)
     return Decision(Route.PRIMARY, Reason.PRIMARY_HEALTHY)
 
 
 class Router:
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, *, smarthost: bool = False) -> None:
         self.directory = directory
+        self.smarthost = smarthost
         self.mode = Mode.NORMAL
 
     def user_of(self, rcpt: str) -> str | None:
@@ -58,4 +63,4 @@ class Router:
             user = self.directory.lookup(Address.parse(rcpt))
         except ValueError:
             user = None
-        return choose_route(self.mode, user)
+        return choose_route(self.mode, user, smarthost=self.smarthost)

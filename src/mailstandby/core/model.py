@@ -50,6 +50,7 @@ class Envelope:
     body_type: BodyType = BodyType.SEVEN_BIT
     smtputf8: bool = False
     declared_size: int | None = None
+    auth_user: str | None = None  # the authenticated submitter (submission only)
 
 
 _PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits per lookup

@@ -76,7 +76,9 @@ class QueueRunner:
         hostname: str,
         clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
+        connect_outbound: Callable[[], PrimaryConnection] | None = None,
     ) -> None:
+        self.connect_outbound = connect_outbound  # the smarthost for other domains, if any
         self.store = store
         self.router = router
         self.journal = journal
@@ -90,10 +92,10 @@ class QueueRunner:
         self.workers: list[asyncio.Task[None]] = []
         self.in_flight: set[str] = set()
         self.stopping = False
-        # The primary as a destination: after a failed connect, new mail waits for the
-        # next retry instead of hammering a dead host (Postfix "dead destination").
-        self.primary_failures = 0
-        self.primary_retry_at = 0.0
+        # Per destination: after a failed connect, new mail waits for the next retry
+        # instead of hammering a dead host (Postfix "dead destination").
+        self.dead_failures: dict[Route, int] = {}
+        self.dead_until: dict[Route, float] = {}
         # Outcomes the store could not take yet (e.g. disk full), retried until it can.
         self.unrecorded: list[Outcome] = []
         self.record_retry: asyncio.TimerHandle | None = None
@@ -151,14 +153,13 @@ class QueueRunner:
 
     # -- workers ---------------------------------------------------------------------
     async def _worker(self, n: int) -> None:
-        conn: PrimaryConnection | None = None
+        conns: dict[Route, PrimaryConnection] = {}  # one open connection per destination, reused
         try:
             while True:
                 try:
-                    mid = await asyncio.wait_for(self.ready.get(), IDLE_CLOSE if conn else None)
+                    mid = await asyncio.wait_for(self.ready.get(), IDLE_CLOSE if conns else None)
                 except TimeoutError:
-                    await conn.close()  # type: ignore[union-attr]
-                    conn = None
+                    await _close_all(conns)
                     continue
                 if self.stopping:
                     break
@@ -167,16 +168,14 @@ class QueueRunner:
                     continue
                 self.in_flight.add(mid)
                 try:
-                    conn = await self._deliver(message, conn)
+                    await self._deliver(message, conns)
                 except Exception:
                     log.exception("delivery of %s failed unexpectedly; will retry", mid)
                     self._retry_later(message)
                 finally:
                     self.in_flight.discard(mid)
         finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(conn.close())
+            await asyncio.shield(_close_all(conns))
 
     def _retry_later(self, message: QueuedMessage) -> None:
         now = self.clock()
@@ -184,41 +183,50 @@ class QueueRunner:
             r.next_attempt = max(r.next_attempt, now + self.settings.retry_initial)
         self._schedule(message)
 
-    async def _deliver(self, message: QueuedMessage, conn: PrimaryConnection | None) -> PrimaryConnection | None:
+    async def _deliver(self, message: QueuedMessage, conns: dict[Route, PrimaryConnection]) -> None:
+        """One attempt for every due recipient, one transaction per destination."""
         now = self.clock()
-        due = [r for r in message.recipients if r.next_attempt <= now]
-        if not due:
+        groups: dict[Route, list[QueuedRecipient]] = {}
+        for r in message.recipients:
+            if r.next_attempt > now:
+                continue
+            route = self.router.route(r.rcpt).route
+            retry_at = self.dead_until.get(route, 0.0)
+            if route not in conns and now < retry_at:
+                r.next_attempt = retry_at  # that destination is known to be down: wait for its retry
+            else:
+                groups.setdefault(route, []).append(r)
+        if not groups:
             self._schedule(message)
-            return conn
-        if (conn is None or not conn.usable) and now < self.primary_retry_at:
-            for r in due:  # the primary is known to be down: wait for its next retry
-                r.next_attempt = self.primary_retry_at
-            self._schedule(message)
-            return conn
+            return
         try:
             body = await self.store.read_body(message.id)
         except CorruptMessage:
             self.messages.pop(message.id, None)
-            return conn
-        conn, replies = await self._relay(message, [r.rcpt for r in due], body, conn)
-        await self._settle(message, due, replies, body)
-        return conn
+            return
+        replies: dict[str, Reply] = {}
+        for route, rcpts in groups.items():
+            replies |= await self._relay(route, message, [r.rcpt for r in rcpts], body, conns)
+        await self._settle(message, [r for rcpts in groups.values() for r in rcpts], replies, body)
 
     async def _relay(
-        self, message: QueuedMessage, rcpts: list[str], body: bytes, conn: PrimaryConnection | None
-    ) -> tuple[PrimaryConnection | None, dict[str, Reply]]:
-        """Every recipient here routes to the primary today (see routing.py)."""
+        self, route: Route, message: QueuedMessage, rcpts: list[str], body: bytes, conns: dict[Route, PrimaryConnection]
+    ) -> dict[str, Reply]:
+        conn = conns.pop(route, None)
         if conn is None or not conn.usable:
-            conn = self.connect()
+            conn = (
+                self.connect() if route is Route.PRIMARY or self.connect_outbound is None else self.connect_outbound()
+            )
             try:
                 await conn.open()
             except Exception as e:  # refused, timeout, bad banner, TLS: all temporary
                 await conn.close()
-                self.primary_failures += 1
-                self.primary_retry_at = self.clock() + backoff(self.settings, self.primary_failures)
+                self.dead_failures[route] = failures = self.dead_failures.get(route, 0) + 1
+                self.dead_until[route] = self.clock() + backoff(self.settings, failures)
                 why = f"{type(e).__name__}: {e}"
-                return None, dict.fromkeys(rcpts, Reply(451, "4.4.1", f"cannot reach the primary: {why}"[:300]))
-            self.primary_failures, self.primary_retry_at = 0, 0.0
+                return dict.fromkeys(rcpts, Reply(451, "4.4.1", f"cannot reach the {route.value}: {why}"[:300]))
+            self.dead_failures.pop(route, None)
+            self.dead_until.pop(route, None)
         replies = await conn.send(
             message.sender,
             rcpts,
@@ -226,7 +234,9 @@ class QueueRunner:
             smtputf8=message.smtputf8,
             eight_bit=message.body_type == BodyType.EIGHT_BIT.value,
         )
-        return (conn if conn.usable else None), replies
+        if conn.usable:
+            conns[route] = conn
+        return replies
 
     async def _settle(
         self, message: QueuedMessage, due: list[QueuedRecipient], replies: dict[str, Reply], body: bytes
@@ -345,3 +355,10 @@ class QueueRunner:
         log.info("%s: id=%s dsn=%s to=<%s>", Event.QUEUE_DSN_SENT, message.id, queued.id, message.sender)
         self.submit(queued)
         return True
+
+
+async def _close_all(conns: dict[Route, PrimaryConnection]) -> None:
+    for conn in list(conns.values()):
+        with contextlib.suppress(Exception):
+            await conn.close()
+    conns.clear()

@@ -26,6 +26,8 @@ C221_FORBIDDEN_COMMAND = Reply(
     221, "2.7.0", "Error: I can break rules, too. Goodbye."
 )  # Postfix smtpd_forbidden_commands
 
+C235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
+
 # 3xx
 C354_START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
@@ -39,6 +41,8 @@ C452_NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")  # RFC 3463 X
 C452_TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")  # RFC 5321 §4.5.3.1.10
 C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207
 
+C454_AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure")  # RFC 4954 §6
+
 # 5xx: permanent
 C500_UNKNOWN = Reply(500, "5.5.2", "Error: command not recognized")
 C500_LINE_TOO_LONG = Reply(500, "5.5.6", "Error: line too long")  # RFC 5321 §4.5.3.1.4
@@ -48,6 +52,16 @@ C501_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
 C501_BAD_ADDRESS = Reply(501, "5.1.7", "Bad address syntax")  # RFC 3463 X.1.7 (sender) / X.1.3
 C501_BAD_RCPT_ADDRESS = Reply(501, "5.1.3", "Bad recipient address syntax")
 C501_NEED_HELO_ARG = Reply(501, "5.5.4", "Syntax: EHLO hostname")
+C501_AUTH_CANCELLED = Reply(501, "5.7.0", "Authentication cancelled")  # RFC 4954 §4
+C501_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode response")  # RFC 4954 §4
+C503_ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Error: already authenticated")  # Postfix smtpd_sasl_proto.c
+C504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")  # RFC 4954 §6
+C530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+C535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
+C538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+C553_NOT_OWNER = Reply(
+    553, "5.7.1", "Sender address rejected: not owned by user"
+)  # Postfix reject_sender_login_mismatch
 C502_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
 C503_NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 C503_NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
@@ -77,6 +91,11 @@ def greeting(hostname: str) -> Reply:
 def ehlo(hostname: str, keywords: list[str]) -> Reply:
     """RFC 5321 §4.1.1.1: the EHLO reply, one keyword per line."""
     return Reply(250, "", "\n".join([hostname, *keywords]))
+
+
+def challenge(text: str) -> Reply:
+    """RFC 4954 §4: a server challenge (base64 text, may be empty)."""
+    return Reply(334, "", text)
 
 
 def queued(queue_id: str) -> Reply:

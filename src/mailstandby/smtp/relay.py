@@ -48,7 +48,12 @@ class RelayConnection:
             if not settings.tls_verify:
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
+        username = getattr(settings, "username", None)  # a smarthost may want SMTP AUTH
+        password_file = getattr(settings, "password_file", None)
+        password = password_file.read_text(encoding="utf-8").strip() if username and password_file else None
         self.client = aiosmtplib.SMTP(
+            username=username,
+            password=password,
             hostname=settings.host,
             port=settings.port,
             local_hostname=self.hostname,

@@ -10,6 +10,7 @@ the SMTP port) ends the session with a 421/554/221 reply.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import time
@@ -20,11 +21,12 @@ from email.utils import format_datetime
 from enum import Enum, auto
 from typing import Protocol
 
+from mailstandby.auth import Authenticator
 from mailstandby.config import SMTPSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import Address, Envelope, new_queue_id
 from mailstandby.core.reply import CloseSession, Rejected, Reply
-from mailstandby.smtp import codes
+from mailstandby.smtp import codes, sasl
 from mailstandby.smtp.codec import (
     Command,
     ehlo_keywords,
@@ -59,13 +61,24 @@ class Intake(Protocol):
         """Raise Rejected(452 4.3.1) when the store cannot take `size` more bytes of mail."""
         ...
 
+    def check_sender(self, sender: str, user: str | None) -> None:
+        """Raise Rejected when `user` (None: not authenticated) may not send as `sender`."""
+        ...
+
     def check_recipient(self, address: Address) -> None:
         """Raise Rejected (550 5.1.1 unknown user, 554 5.7.1 relay denied) or return."""
         ...
 
-    async def commit(self, queue_id: str, envelope: Envelope, message: bytes) -> None:
-        """Durably store the message; raise Rejected(451/452/552) on failure."""
+    async def commit(self, queue_id: str, envelope: Envelope, trace: bytes, message: bytes) -> None:
+        """Durably store `trace + message`; raise Rejected(451/452/552) on failure."""
         ...
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _rfc5322_now() -> str:
@@ -77,6 +90,14 @@ def _rfc5322_now() -> str:
 
 
 _date_cache: list[int | str] = [0, ""]
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """How a submission session authenticates users (RFC 4954)."""
+
+    authenticator: Authenticator
+    allow_plaintext_on_loopback: bool = False
 
 
 class State(Enum):
@@ -111,8 +132,11 @@ class Session:
         hostname: str,
         tls_context: ssl.SSLContext | None,
         sid: str = "",
+        login: Login | None = None,
     ) -> None:
         self.io = io
+        self.login = login  # set on submission listeners: AUTH offered, and required for MAIL
+        self.user: str | None = None
         self.intake = intake
         self.settings = settings
         self.hostname = hostname
@@ -193,7 +217,50 @@ class Session:
             max_size=self.settings.max_message_size,
             starttls=self.tls_context is not None and not self.io.tls_active,
         )
+        if self.login is not None and self.user is None and self._auth_allowed():
+            keywords.append("AUTH PLAIN LOGIN")
         self.reply(codes.ehlo(self.hostname, keywords))
+
+    def _auth_allowed(self) -> bool:
+        """No password in clear (RFC 4954 §4): TLS, or loopback when configured."""
+        assert self.login is not None
+        return self.io.tls_active or (self.login.allow_plaintext_on_loopback and is_loopback(self.io.peer[0]))
+
+    async def auth(self, cmd: Command) -> None:
+        """RFC 4954: AUTH PLAIN [initial-response] | AUTH LOGIN; passwords never logged."""
+        if self.login is None:
+            raise Rejected(codes.C502_NOT_IMPLEMENTED)
+        if self.user is not None:
+            raise Rejected(codes.C503_ALREADY_AUTHENTICATED)
+        if self.tx is not None:
+            raise Rejected(codes.C503_MAIL_IN_PROGRESS)
+        mechanism, _, initial = cmd.arg.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            raise Rejected(codes.C504_AUTH_MECHANISM)
+        if not self._auth_allowed():
+            raise Rejected(codes.C538_ENCRYPTION_REQUIRED)
+        if mechanism == "PLAIN":
+            response = sasl.b64decode(initial) if initial and initial != "=" else b""
+            if not initial:
+                response = sasl.b64decode(await self._challenge(""))
+            username, password = sasl.plain_credentials(response)
+        else:
+            first = initial or await self._challenge("VXNlcm5hbWU6")  # "Username:"
+            username = sasl.text(sasl.b64decode(first))
+            password = sasl.text(sasl.b64decode(await self._challenge("UGFzc3dvcmQ6")))  # "Password:"
+        user = await self.login.authenticator.authenticate(
+            username, password, peer=self.io.peer[0], protocol="submission"
+        )
+        if user is None:
+            raise Rejected(codes.C535_AUTH_FAILED, detail=f"for {username[:100]!r}")
+        self.user = user
+        self.reply(codes.C235_AUTH_OK)
+
+    async def _challenge(self, text: str) -> str:
+        self.reply(codes.challenge(text))
+        line = await self.io.read_line(sasl.MAX_RESPONSE + 2, self.settings.command_timeout)
+        return line.rstrip(b"\r\n").decode("ascii", "replace").strip()
 
     async def helo(self, cmd: Command) -> None:
         self._greet(cmd, esmtp=False)
@@ -221,7 +288,7 @@ class Session:
             self.tls_context, self.settings.command_timeout
         )  # drops plaintext pipelined behind STARTTLS
         # RFC 3207 §4.2: forget everything learned before TLS
-        self.state, self.helo, self.esmtp, self.tx = State.CONNECTED, "", False, None
+        self.state, self.helo, self.esmtp, self.tx, self.user = State.CONNECTED, "", False, None, None
 
     async def mail(self, cmd: Command) -> None:
         if self.tx is not None:
@@ -243,6 +310,10 @@ class Session:
                 raise Rejected(codes.C555_PARAM, detail=f"MAIL parameter {key}")
         if not envelope.smtputf8 and not path.address.isascii():
             raise Rejected(codes.C553_NEED_SMTPUTF8)
+        if self.login is not None and self.user is None:
+            raise Rejected(codes.C530_AUTH_REQUIRED)
+        self.intake.check_sender(path.address, self.user)
+        envelope.auth_user = self.user
         self.intake.check_space(envelope.declared_size or 0)
         self.tx = Transaction(envelope)
         self.state = State.MAIL
@@ -293,7 +364,7 @@ class Session:
             raise Rejected(codes.C552_TOO_BIG)
         queue_id = new_queue_id()
         started = time.monotonic()
-        await self.intake.commit(queue_id, envelope, self.trace_header(queue_id, envelope) + message)
+        await self.intake.commit(queue_id, envelope, self.trace_header(queue_id, envelope), message)
         self.log.info(
             "%s: id=%s from=<%s> nrcpt=%d size=%d commit_ms=%.1f",
             Event.SMTP_ACCEPTED,
@@ -311,6 +382,8 @@ class Session:
         proto = ("UTF8SMTP" if envelope.smtputf8 else "ESMTP") if self.esmtp else "SMTP"
         if self.io.tls_active:
             proto += "S"
+        if self.user is not None:
+            proto += "A"  # RFC 3848: ESMTPA / ESMTPSA
         recipient = f"\r\n\tfor <{envelope.recipients[0]}>" if len(envelope.recipients) == 1 else ""
         # the client's name goes into a header we add: printable only, ASCII unless SMTPUTF8 (RFC 6531 §3.7.3)
         helo = "".join(
@@ -359,5 +432,6 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "VRFY": (ANY, Session.vrfy),
     "HELP": (ANY, Session.help),
     "QUIT": (ANY, Session.quit),
+    "AUTH": (GREETED_UP, Session.auth),
 }
-_KNOWN = {"EXPN", "TURN", "ETRN", "BDAT", "AUTH", "ATRN", "SEND", "SOML", "SAML"}
+_KNOWN = {"EXPN", "TURN", "ETRN", "BDAT", "ATRN", "SEND", "SOML", "SAML"}
