@@ -19,6 +19,7 @@ from mailstandby import __version__
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config
 from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
 from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
@@ -66,6 +67,7 @@ class App:
             login=Login(self.authenticator, config.submission.allow_plaintext_auth_on_loopback),
             listen_tls=config.submission.listen_tls,
         )
+        self.imap = IMAPServer(config.imap, self.mailboxes, self.authenticator, tls_context=tls_context)
         self.pop3 = POP3Server(
             config.pop3, self.mailboxes, self.authenticator, hostname=node.hostname, tls_context=tls_context
         )
@@ -88,7 +90,7 @@ class App:
         return server_context(cert, key)
 
     def addresses(self) -> dict[str, list[str]]:
-        """Every listener by service name: smtp, submission(s), pop3(s)."""
+        """Every listener by service name: smtp, submission(s), imap(s), pop3(s)."""
 
         def fmt(addrs: list[tuple[str, int]]) -> list[str]:
             return [f"{h}:{p}" for h, p in addrs]
@@ -97,6 +99,8 @@ class App:
             "smtp": fmt(self.smtp.addresses),
             "submission": fmt(self.submission.addresses),
             "submissions": fmt(self.submission.tls_addresses),
+            "imap": fmt(self.imap.addresses),
+            "imaps": fmt(self.imap.tls_addresses),
             "pop3": fmt(self.pop3.addresses),
             "pop3s": fmt(self.pop3.tls_addresses),
         }
@@ -109,6 +113,7 @@ class App:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
         await self.smtp.start()
         await self.submission.start()
+        await self.imap.start()
         await self.pop3.start()
         self._announce()
         # Objects alive after start-up live as long as the process: keep them out of
@@ -152,6 +157,7 @@ class App:
         log.info("shutting down (grace %.0fs)", grace)
         await self.smtp.stop(grace)
         await self.submission.stop(grace)
+        await self.imap.stop(grace)
         await self.pop3.stop(grace)
         for task in self.tasks:
             task.cancel()

@@ -26,7 +26,18 @@ class ConnectionClosed(Exception):
 
 
 class LineTooLong(Exception):
-    """A line exceeded the limit; the whole line has been consumed and dropped."""
+    """A line exceeded the limit; the whole line has been consumed and dropped.
+
+    `head` keeps its first octets (at most HEAD_KEPT), so that a reply can name
+    the command, e.g. the IMAP tag of a `BAD ... Too long argument`.
+    """
+
+    def __init__(self, head: bytes = b"") -> None:
+        super().__init__("line too long")
+        self.head = head
+
+
+HEAD_KEPT = 64
 
 
 class DataTooBig(Exception):
@@ -108,6 +119,9 @@ class Connection(asyncio.Protocol):
             self._paused = False
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + timeout
+        if self._timer is not None and self._timer.when() > self._deadline:
+            self._timer.cancel()  # a shorter timeout than the armed one (e.g. IMAP login, then IDLE)
+            self._timer = None
         if self._timer is None:  # one timer per connection, re-armed only when it fires
             self._timer = loop.call_at(self._deadline, self._on_timer)
         self._waiter = loop.create_future()
@@ -139,16 +153,17 @@ class Connection(asyncio.Protocol):
 
     async def read_line(self, limit: int, timeout: float) -> bytes:
         start = 0
-        overlong = False
+        head: bytes | None = None  # set once the line is known to be too long
         while True:
             i = self._buf.find(b"\n", start)
             if i >= 0:
                 line = self._consume(i + 1)
-                if overlong or len(line) > limit:
-                    raise LineTooLong
+                if head is not None or len(line) > limit:
+                    raise LineTooLong(line[:HEAD_KEPT] if head is None else head)
                 return line
             if len(self._buf) > limit:
-                overlong = True
+                if head is None:
+                    head = bytes(self._buf[:HEAD_KEPT])
                 del self._buf[:]
             start = len(self._buf)
             if self._eof:

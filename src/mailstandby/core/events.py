@@ -21,3 +21,7 @@ class Event(StrEnum):
     POP3_REJECTED = "pop3.rejected"
     POP3_SESSION_ABUSE = "pop3.session-abuse"
     POP3_UPDATE = "pop3.update"
+    IMAP_LOGIN = "imap.login"
+    IMAP_LOGIN_FAILED = "imap.login-failed"
+    IMAP_REJECTED = "imap.rejected"
+    IMAP_SESSION_ABUSE = "imap.session-abuse"

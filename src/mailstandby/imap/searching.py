@@ -1,0 +1,156 @@
+"""Evaluate a SEARCH key AST (`imap.search`) against one message (RFC 3501 §6.4.4).
+
+Simplifications (documented, Dovecot is stricter):
+- HEADER/FROM/SUBJECT/…: case-insensitive substring of the RFC 2047-decoded
+  field value; an empty string matches any message that has the field.
+- BODY/TEXT: case-insensitive substring of the decoded text of text/* parts
+  (transfer encoding and charset undone by the stdlib parser); TEXT also
+  searches the decoded header.
+- Dates: INTERNALDATE's and the Date: field's calendar day in UTC; a missing or
+  broken Date: falls back to the internal date, as Dovecot does.
+- \\Recent is never set (every session reports RECENT 0).
+The message is read only when a key needs it (`needs_message`).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+
+from mailstandby.imap.search import (
+    All,
+    And,
+    Body,
+    DateKey,
+    HasFlag,
+    Header,
+    ModSeq,
+    Not,
+    Or,
+    SearchKey,
+    Seq,
+    Size,
+)
+from mailstandby.store.mailbox import MessageMeta
+
+
+def needs_message(key: SearchKey) -> bool:
+    if isinstance(key, Header | Body):
+        return True
+    if isinstance(key, DateKey):
+        return key.field == "sent"
+    if isinstance(key, Not):
+        return needs_message(key.key)
+    if isinstance(key, Or):
+        return needs_message(key.left) or needs_message(key.right)
+    if isinstance(key, And):
+        return any(needs_message(k) for k in key.keys)
+    return False
+
+
+@dataclass
+class Candidate:
+    """One message under test: its metadata, numbers, and (lazily) its parsed content."""
+
+    meta: MessageMeta
+    seq: int
+    raw: bytes | None = None
+    _parsed: EmailMessage | None = field(default=None, repr=False)
+
+    @property
+    def parsed(self) -> EmailMessage:
+        if self._parsed is None:
+            msg = email.message_from_bytes(self.raw or b"", policy=email.policy.compat32)
+            self._parsed = msg  # type: ignore[assignment]
+        assert self._parsed is not None
+        return self._parsed
+
+
+def _decode(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except Exception:  # malformed encoded words: search the raw text
+        return value
+
+
+def _header_values(c: Candidate, name: str) -> list[str]:
+    return [_decode(str(v)) for v in c.parsed.get_all(name, [])]
+
+
+def _text_parts(c: Candidate) -> str:
+    out = []
+    for part in c.parsed.walk():
+        if part.get_content_maintype() != "text":
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                out.append(payload.decode(charset, "replace"))
+            except LookupError:
+                out.append(payload.decode("utf-8", "replace"))
+    return "\n".join(out)
+
+
+def _day(c: Candidate, which: str) -> date:
+    if which == "sent":
+        value = c.parsed.get("Date")
+        if value is not None:
+            try:
+                return parsedate_to_datetime(str(value)).date()
+            except (TypeError, ValueError, IndexError):
+                pass
+    return datetime.fromtimestamp(c.meta.internal_date, UTC).date()
+
+
+def _compare(day: date, op: str, target: date) -> bool:
+    return day < target if op == "before" else day == target if op == "on" else day >= target
+
+
+class Matcher:
+    """`matches(key, candidate)` with the session's sequence numbers and UIDs bound in."""
+
+    def __init__(self, in_set: Callable[[Seq, Candidate], bool]) -> None:
+        self.in_set = in_set
+
+    def matches(self, key: SearchKey, c: Candidate) -> bool:
+        if isinstance(key, All):
+            return True
+        if isinstance(key, HasFlag):
+            return key.flag in c.meta.flags
+        if isinstance(key, Header):
+            return self._header(key, c)
+        if isinstance(key, Body):
+            return self._body(key, c)
+        if isinstance(key, DateKey):
+            return _compare(_day(c, key.field), key.op, key.day)
+        if isinstance(key, Size):
+            return c.meta.size > key.octets if key.op == "larger" else c.meta.size < key.octets
+        if isinstance(key, Seq):
+            return self.in_set(key, c)
+        if isinstance(key, ModSeq):
+            return c.meta.modseq >= key.modseq
+        if isinstance(key, Not):
+            return not self.matches(key.key, c)
+        if isinstance(key, Or):
+            return self.matches(key.left, c) or self.matches(key.right, c)
+        return all(self.matches(k, c) for k in key.keys)
+
+    def _header(self, key: Header, c: Candidate) -> bool:
+        values = _header_values(c, key.field)
+        needle = key.value.casefold()
+        return any(needle in v.casefold() for v in values)
+
+    def _body(self, key: Body, c: Candidate) -> bool:
+        needle = key.value.casefold()
+        text = _text_parts(c)
+        if key.whole:
+            header = "\n".join(f"{k}: {_decode(str(v))}" for k, v in c.parsed.items())
+            text = header + "\n" + text
+        return needle in text.casefold()
