@@ -118,3 +118,28 @@ def test_mbsync_copies_the_whole_mailbox(standby: Standby, primary: Primary, tmp
     assert result.returncode == 0, result.stdout + result.stderr
     files = list((maildir / "INBOX" / "new").iterdir()) + list((maildir / "INBOX" / "cur").iterdir())
     assert sorted(b"Subject: m" in f.read_bytes() for f in files) == [True, True, True]
+
+
+def test_fetchmail_over_imap_with_tls(standby: Standby, primary: Primary, tmp_path: Path) -> None:
+    deliver(standby, primary, ["i1", "i2"])
+    out = tmp_path / "fetched.mbox"
+    rc = tmp_path / "fetchmailrc"
+    cert = standby.data_dir / "tls" / "selfsigned.crt"
+    rc.write_text(
+        f"poll 127.0.0.1 protocol IMAP port {standby.listeners['imaps']}\n"
+        f'  user "alice@corp.test" password "{PASSWORD}" fetchall keep ssl\n'
+        f"  sslcertck sslcertfile {cert} sslcommonname standby.corp.test\n"
+        f"  mda \"/bin/sh -c 'cat >> {out}'\"\n"
+    )
+    rc.chmod(0o600)
+    result = subprocess.run(
+        ["fetchmail", "-f", str(rc), "--nosyslog", "--nodetach", "-v"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = out.read_text()
+    assert "Subject: i1" in text and "Subject: i2" in text
+    assert len(standby.mailbox("alice@corp.test", "INBOX")) == 2  # `keep`
