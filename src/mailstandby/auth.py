@@ -41,6 +41,10 @@ class CredentialStore(Protocol):
 
     async def set_password_hash(self, user: str, hashed: str) -> None: ...
 
+    async def audit(self, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "") -> None:
+        """Record who did what, from where, and how it ended (never a password)."""
+        ...
+
 
 def hash_password(password: str) -> str:
     if not password or len(password) > MAX_PASSWORD:
@@ -86,11 +90,20 @@ class PasswordAuthenticator:
                 await self.credentials.set_password_hash(user, hash_password(password))  # type: ignore[arg-type]
         if ok:
             log.info("login ok: user=%s peer=%s protocol=%s", user, peer, protocol)
+            await self._audit(user or username, "ok", peer, protocol)
             return user
+        throttled = self.throttled(peer)
         self._failures.setdefault(peer, deque()).append(time.monotonic())
         log.warning("login failed: user=%r peer=%s protocol=%s", username[:256], peer, protocol)
+        await self._audit(username, "throttled" if throttled else "failed", peer, protocol)
         await asyncio.sleep(self.settings.failure_delay)
         return None
+
+    async def _audit(self, who: str, outcome: str, peer: str, protocol: str) -> None:
+        try:
+            await self.credentials.audit(who, f"login.{protocol}", outcome, peer=peer)
+        except Exception:  # the audit trail must not decide whether a login works
+            log.exception("could not record a login in the audit trail")
 
     def _canonical(self, username: str) -> str | None:
         try:

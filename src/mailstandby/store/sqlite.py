@@ -104,6 +104,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX mail_journal ON mail (journaled, internal_date);
     CREATE TABLE credentials (user TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
+    # 3: the audit trail (logins now; administrator actions later)
+    """
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      REAL NOT NULL,
+        actor   TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        peer    TEXT NOT NULL DEFAULT '',
+        detail  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_at ON audit (at);
+    """,
 ]
 
 

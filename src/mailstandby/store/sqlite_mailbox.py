@@ -536,6 +536,17 @@ class SQLiteMailboxStore:
 
         await self.store.call(run)
 
+    async def audit(self, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "") -> None:
+        """Append to the audit trail (group-committed with whatever else is being written)."""
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), actor[:256], action, outcome, peer, detail[:1000]),
+            )
+
+        await self.store.call(run)
+
     # -- helpers -----------------------------------------------------------------------------
     def _read(self) -> sqlite3.Connection:
         return self.store.read_connection()
