@@ -17,7 +17,7 @@ import time
 
 from mailstandby import __version__
 from mailstandby.auth import PasswordAuthenticator
-from mailstandby.config import Config
+from mailstandby.config import Config, disk_reserve
 from mailstandby.directory.static import StaticDirectory, from_settings
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
@@ -42,7 +42,8 @@ class App:
         self.store = SQLiteStore(node.data_dir, config.store)
         self.directory: StaticDirectory = from_settings(config.directory)
         self.router = Router(self.directory, smarthost=bool(config.outbound.host))
-        self.mailboxes = SQLiteMailboxStore(self.store)
+        # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
+        self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
         self.runner = QueueRunner(
             self.store,
             self.router,

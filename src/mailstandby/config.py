@@ -91,6 +91,11 @@ class SMTPSettings(Section):
     )
 
 
+def disk_reserve(settings: SMTPSettings) -> int:
+    """Free bytes to keep for accepting mail: Postfix's rule, queue_minfree and 1.5 x the largest message."""
+    return max(settings.min_free_space, int(1.5 * settings.max_message_size))
+
+
 class UserEntry(Section):
     address: str = Field(description="The user's primary address.")
     aliases: list[str] = Field([], description="Other addresses delivered to the same user.")

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from mailstandby.config import SMTPSettings
+from mailstandby.config import SMTPSettings, disk_reserve
 from mailstandby.core.model import Address, Envelope
 from mailstandby.core.reply import Rejected
 from mailstandby.directory.base import Directory
@@ -37,8 +37,7 @@ class GatewayIntake:
         self.store = store
         self.settings = settings
         self.on_accepted = on_accepted
-        # Postfix rule: keep queue_minfree and 1.5 x the largest message free
-        self.reserve = max(settings.min_free_space, int(1.5 * settings.max_message_size))
+        self.reserve = disk_reserve(settings)
         self._full_until = 0.0  # after the store reported ENOSPC: refuse for a moment whatever statvfs says
 
     def check_space(self, size: int = 0) -> None:

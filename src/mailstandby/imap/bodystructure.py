@@ -16,7 +16,9 @@ Follows Dovecot 2.3 `imap-bodystructure.c`, `imap-envelope.c` and
   folded (Dovecot `imap_append_string_for_humans`), groups appear as
   `(NIL NIL "name" NIL) ... (NIL NIL NIL NIL)`, and unparsable addresses get
   Dovecot's `MISSING_MAILBOX` / `MISSING_DOMAIN` / `SYNTAX_ERROR` fillers;
-- a multipart without parts is written with one empty text/plain part.
+- a multipart without parts is written with one empty text/plain part;
+- a multipart/* part not parsed as one (nested too deep) is written as
+  `"application" "octet-stream"`, its parameters kept (Dovecot 2.3.11+).
 
 All functions return the parenthesised value ready for a FETCH response.
 """
@@ -200,6 +202,8 @@ def _write_single(msg: Message, part: Part, data: ContentData, *, extended: bool
         head, text = b'"message" "rfc822"', False
     elif data.type is None:
         head, text = b'"text" "plain"', True
+    elif data.type.lower() == b"multipart":  # not parsed as one (nested too deep): Dovecot's choice
+        head, text = b'"application" "octet-stream"', False
     else:
         head, text = _str(data.type) + b" " + _str(data.subtype), data.type.lower() == b"text"
     items = [

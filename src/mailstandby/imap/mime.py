@@ -98,7 +98,7 @@ class _Parser:
                 if hit is None:
                     part, pos, in_header = self._after_header(part)
                     continue
-                part, pos, in_header = self._on_boundary(*hit)
+                part, pos, in_header = self._on_boundary(*hit, cut_header=part)
                 continue
             hit = self._scan_body(pos) if self.boundaries else None
             if hit is None:
@@ -134,12 +134,21 @@ class _Parser:
             return self._open(part, part.body_start, is_mime=False), part.body_start, True
         return part, part.body_start, False
 
-    def _on_boundary(self, boundary: _Boundary, body_end: int, line: int) -> tuple[Part, int, bool]:
-        """Close everything inside `boundary.part` at `body_end` and continue after the boundary line."""
+    def _on_boundary(
+        self, boundary: _Boundary, body_end: int, line: int, cut_header: Part | None = None
+    ) -> tuple[Part, int, bool]:
+        """Close everything inside `boundary.part` at `body_end` and continue after the boundary line.
+
+        When the boundary ended the header of a message/rfc822 part's message, Dovecot has
+        already counted the newline before it into that message/rfc822 part: its body runs
+        up to the boundary line (the message's own header still ends at `body_end`).
+        """
         if boundary not in self.boundaries:  # dropped when the part limit was reached: run to EOF
             return self.stack[-1], self.n, False
         while self.stack[-1] is not boundary.part:
-            self.stack.pop().end = body_end
+            done = self.stack.pop()
+            keeps_newline = cut_header is not None and done.rfc822 and cut_header.parent is done
+            done.end = line if keeps_newline else body_end
         index = self.boundaries.index(boundary)
         epilogue = self.buf[line + 2 + len(boundary.token) : line + 4 + len(boundary.token)] == b"--"
         del self.boundaries[index if epilogue else index + 1 :]
@@ -159,7 +168,6 @@ class _Parser:
                 cut = pos
                 if pos > part.start:  # the newline before a boundary belongs to the boundary
                     cut -= 2 if buf[pos - 2 : pos] == b"\r\n" else 1
-                    part.headers[-1].end = min(part.headers[-1].end, cut)
                 self._end_header(part)
                 return self._cut(part, cut, pos, found)
             lf = buf.find(b"\n", pos)
@@ -357,9 +365,13 @@ class Message:
         return self._header_fields(target, fields, exclude=text == "HEADER.FIELDS.NOT")
 
     def _header_fields(self, part: Part, fields: tuple[str, ...], *, exclude: bool) -> bytes:
-        """Dovecot istream-header-filter: whole fields in message order, then the empty line."""
+        """Dovecot istream-header-filter: whole fields in message order (with their newline even
+        when a boundary ended the header), then the empty line, which is added when the header
+        had none (HEADER_FILTER_ADD_MISSING_EOH: at EOF it may only end the last line)."""
         wanted = {f.lower().encode("utf-8") for f in fields}
         out = [self.raw[h.start : h.end] for h in part.headers if (h.name.lower() in wanted) != exclude]
-        if part.eoh:
+        if part.eoh or not self.raw[part.start : part.body_start].endswith(b"\n") or part.body_start < self.n:
+            out.append(b"\r\n")
+        elif out and not out[-1].endswith(b"\n"):
             out.append(b"\r\n")
         return _crlf(b"".join(out))

@@ -6,8 +6,9 @@ Simplifications (documented, Dovecot is stricter):
 - BODY/TEXT: case-insensitive substring of the decoded text of text/* parts
   (transfer encoding and charset undone by the stdlib parser); TEXT also
   searches the decoded header.
-- Dates: INTERNALDATE's and the Date: field's calendar day in UTC; a missing or
-  broken Date: falls back to the internal date, as Dovecot does.
+- Dates: INTERNALDATE's calendar day in UTC and the Date: field's day as written;
+  a missing or broken Date: counts as 1 Jan 1970 (Dovecot's sent date 0), so it
+  matches every SENTBEFORE and no SENTSINCE.
 - \\Recent is never set (every session reports RECENT 0).
 The message is read only when a key needs it (`needs_message`).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -79,8 +81,25 @@ def _decode(value: str) -> str:
         return value
 
 
+def _fields(c: Candidate) -> list[tuple[str, str]]:
+    """(name, value) of every header field; raw 8-bit octets read as UTF-8 (the compat32
+    parser keeps them as surrogate escapes, and its `get` would hide them in an
+    unknown-8bit `Header` whose str() is mojibake)."""
+    return [(k, _utf8(v)) for k, v in c.parsed.raw_items()]
+
+
+def _utf8(value: str) -> str:
+    return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+
+
 def _header_values(c: Candidate, name: str) -> list[str]:
-    return [_decode(str(v)) for v in c.parsed.get_all(name, [])]
+    key = name.lower()
+    return [_squeeze(_decode(v)) for k, v in _fields(c) if k.lower() == key]
+
+
+def _squeeze(value: str) -> str:
+    """Folding and whitespace runs become one space, as Dovecot searches header values."""
+    return _WSP_RUN.sub(" ", value).strip(" ")
 
 
 def _text_parts(c: Candidate) -> str:
@@ -98,6 +117,19 @@ def _text_parts(c: Candidate) -> str:
     return "\n".join(out)
 
 
+def _inner_headers(c: Candidate) -> str:
+    out = []
+    for part in c.parsed.walk():
+        if part.get_content_type() == "message/rfc822" and isinstance(part.get_payload(), list):
+            for inner in part.get_payload():
+                out += [f"{k}: {_squeeze(_decode(_utf8(v)))}" for k, v in inner.raw_items()]
+    return "\n".join(out)
+
+
+_EPOCH_DAY = date(1970, 1, 1)
+_WSP_RUN = re.compile(r"[ \t\r\n]+")
+
+
 def _day(c: Candidate, which: str) -> date:
     if which == "sent":
         value = c.parsed.get("Date")
@@ -106,6 +138,7 @@ def _day(c: Candidate, which: str) -> date:
                 return parsedate_to_datetime(str(value)).date()
             except (TypeError, ValueError, IndexError):
                 pass
+        return _EPOCH_DAY
     return datetime.fromtimestamp(c.meta.internal_date, UTC).date()
 
 
@@ -150,7 +183,7 @@ class Matcher:
     def _body(self, key: Body, c: Candidate) -> bool:
         needle = key.value.casefold()
         text = _text_parts(c)
-        if key.whole:
-            header = "\n".join(f"{k}: {_decode(str(v))}" for k, v in c.parsed.items())
-            text = header + "\n" + text
+        if key.whole:  # TEXT: also the header, and the headers of attached messages
+            header = "\n".join(f"{k}: {_squeeze(_decode(v))}" for k, v in _fields(c))
+            text = header + "\n" + text + "\n" + _inner_headers(c)
         return needle in text.casefold()

@@ -95,7 +95,9 @@ class LMTPConnection:
         self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
     ) -> dict[str, Reply]:
         if self.sent:
-            await self._command("RSET")
+            code, _ = await self._command("RSET")
+            if code != 250:
+                raise ProtocolError(f"RSET answered {code}")
         self.sent += 1
         params = ""
         if smtputf8:
@@ -106,7 +108,7 @@ class LMTPConnection:
             params += " BODY=8BITMIME"
         code, lines = await self._command(f"MAIL FROM:<{sender}>{params}")
         if code != 250:
-            return dict.fromkeys(recipients, _as_reply(code, lines))
+            return dict.fromkeys(recipients, _refusal(code, lines))
         results: dict[str, Reply] = {}
         accepted = []
         for rcpt in recipients:
@@ -114,19 +116,21 @@ class LMTPConnection:
             if code == 250:
                 accepted.append(rcpt)
             else:
-                results[rcpt] = _as_reply(code, lines)
+                results[rcpt] = _refusal(code, lines)
         if not accepted:
             await self._command("RSET")
             self.sent = 0
             return results
         code, lines = await self._command("DATA")
         if code != 354:
-            return results | dict.fromkeys(accepted, _as_reply(code, lines))
+            return results | dict.fromkeys(accepted, _refusal(code, lines))
         assert self.writer is not None
         self.writer.write(_dot_stuff(body) + b".\r\n")
         await self.writer.drain()
         for rcpt in accepted:  # RFC 2033 §4.2: one reply per accepted recipient, in order
             code, lines = await self._read_reply()
+            if 300 <= code < 400:
+                raise ProtocolError(f"reply {code} to the final dot")
             results[rcpt] = _as_reply(code, lines)
         return results
 
@@ -141,7 +145,10 @@ class LMTPConnection:
         assert self.reader is not None
         lines: list[str] = []
         while len(lines) < MAX_REPLY_LINES:
-            raw = await self.reader.readuntil(b"\n")
+            try:
+                raw = await self.reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as e:
+                raise ProtocolError("reply line too long") from e
             if len(raw) > MAX_LINE or len(raw) < 4 or not raw[:3].isdigit() or raw[3:4] not in (b" ", b"-", b"\r"):
                 raise ProtocolError(f"malformed reply line {raw[:40]!r}")
             lines.append(raw[4:].decode("utf-8", "replace").strip())
@@ -151,6 +158,13 @@ class LMTPConnection:
                     raise ProtocolError(f"reply code {code}")
                 return code, lines
         raise ProtocolError("reply with too many lines")
+
+
+def _refusal(code: int, lines: list[str]) -> Reply:
+    """The reply to a command that was not accepted; anything but 4xx/5xx means the session is out of step."""
+    if not 400 <= code < 600:
+        raise ProtocolError(f"unexpected reply {code}")
+    return _as_reply(code, lines)
 
 
 def _as_reply(code: int, lines: list[str]) -> Reply:

@@ -90,13 +90,14 @@ class RelayConnection:
         try:
             return await self._transaction(sender, recipients, body, smtputf8=smtputf8, eight_bit=eight_bit)
         except aiosmtplib.SMTPResponseException as e:
+            if not 400 <= e.code < 600:  # a reply out of turn, or unparseable (-1): the session is out of step
+                self.client.close()
+                return dict.fromkeys(recipients, temporary(f"unexpected reply {e.code}"))
             reply = parse_reply_text(e.code, e.message, "4.4.2" if e.code < 500 else "5.0.0")
-            if reply.code < 400 or reply.code >= 600:
-                reply = temporary(f"unexpected reply {e.code}")
             if reply.code == 421:
                 self.client.close()
             return dict.fromkeys(recipients, reply)
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as e:
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError, ValueError) as e:
             self.client.close()
             return dict.fromkeys(recipients, temporary(type(e).__name__ + ": " + str(e)))
 
@@ -105,7 +106,10 @@ class RelayConnection:
     ) -> dict[str, Reply]:
         c = self.client
         if self.sent:
-            await c.rset()
+            try:
+                await c.rset()
+            except aiosmtplib.SMTPResponseException as e:  # about RSET, not about these recipients
+                raise aiosmtplib.SMTPException(f"RSET answered {e.code}") from e
         self.sent += 1
         options = []
         if smtputf8:
@@ -117,20 +121,25 @@ class RelayConnection:
             options.append("BODY=8BITMIME")
         if c.supports_extension("size"):
             options.append(f"SIZE={len(body)}")
-        await c.mail(sender, options=options)
+        encoding = "utf-8" if smtputf8 else "ascii"  # RFC 6531 addresses
+        await c.mail(sender, options=options, encoding=encoding)
         results: dict[str, Reply] = {}
         accepted: list[str] = []
         for rcpt in recipients:
             try:
-                await c.rcpt(rcpt)
+                await c.rcpt(rcpt, encoding=encoding)
                 accepted.append(rcpt)
             except aiosmtplib.SMTPRecipientRefused as e:
+                if not 400 <= e.code < 600:  # e.g. an early reply meant for another command
+                    raise
                 results[rcpt] = parse_reply_text(e.code, e.message, "5.1.1" if e.code >= 500 else "4.2.0")
         if not accepted:
             return results
         try:
             resp = await c.data(body, timeout=self.settings.data_timeout)
         except aiosmtplib.SMTPDataError as e:
+            if not 400 <= e.code < 600:  # e.g. 250 to DATA: the body was never sent
+                raise
             failed = parse_reply_text(e.code, e.message, "4.0.0" if e.code < 500 else "5.0.0")
             return results | dict.fromkeys(accepted, failed)
         return results | dict.fromkeys(accepted, parse_reply_text(resp.code, resp.message, "2.0.0"))

@@ -190,8 +190,9 @@ def _metas(db: sqlite3.Connection, box: _Box, uids: Iterable[int]) -> list[Messa
 class SQLiteMailboxStore:
     """MailboxStore over the SQLiteStore's database and writer thread."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLiteStore, *, journal_reserve: int = 0) -> None:
         self.store = store
+        self.journal_reserve = journal_reserve  # free bytes journal copies must leave (the intake's reserve)
         self._watchers: dict[int, list[Watcher]] = {}  # by mailbox id: a watch follows renames
 
     # -- mailboxes ---------------------------------------------------------------------
@@ -468,7 +469,11 @@ class SQLiteMailboxStore:
         mailboxes if needed); its result is given to `published()` after the commit."""
 
         def run(db: sqlite3.Connection) -> list[tuple[Change, int]]:
-            pairs = []
+            pairs: list[tuple[Change, int]] = []
+            if self.store.free_space() - len(body) < self.journal_reserve:
+                # The primary has the message; disk space is for mail only we hold.
+                log.warning("journal copy skipped for %d user(s): free space below the reserve", len(users))
+                return pairs
             body_id = 0
             for user in users:
                 if db.execute("SELECT 1 FROM mailboxes WHERE user = ? AND name = 'INBOX'", (user,)).fetchone() is None:
