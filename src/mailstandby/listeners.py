@@ -1,0 +1,168 @@
+"""Listening sockets shared by the SMTP, IMAP and POP3 servers.
+
+`Listeners` owns what every protocol server does the same way: plain and
+implicit-TLS sockets (RFC 8314), one task per connection running that
+protocol's session over a `transport.Connection`, one place where a session's
+unexpected end is handled (the detail goes to the log, the peer gets the
+protocol's generic error), and a graceful stop: stop listening, give sessions
+that are in the middle of something (`busy`) up to the grace period, then
+send the protocol's goodbye and close. A subclass says how to build a session
+and what its protocol says at each of those moments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from typing import Any, Protocol
+
+from mailstandby.config import split_listen
+from mailstandby.transport import Connection, ConnectionClosed
+
+log = logging.getLogger(__name__)
+
+
+class ServedSession(Protocol):
+    busy: bool  # in the middle of something the stop should let finish
+    log: logging.LoggerAdapter[Any]
+
+    async def run(self) -> None: ...
+
+
+class Listeners:
+    """Subclasses implement `make_session`, and set `goodbye` and `internal_error` (wire bytes)."""
+
+    goodbye: bytes = b""  # sent to sessions ended by shutdown, and to connections refused by it
+    internal_error: bytes = b""  # sent when a session dies of an unexpected exception
+
+    def __init__(
+        self,
+        listen: list[str],
+        listen_tls: list[str],
+        tls_context: ssl.SSLContext | None,
+        *,
+        write_timeout: float,
+        handshake_timeout: float = 60.0,
+    ) -> None:
+        self.listen = listen
+        self.listen_tls = listen_tls
+        self.tls_context = tls_context
+        self.write_timeout = write_timeout
+        self.handshake_timeout = handshake_timeout  # RELIABILITY T4
+        self.servers: list[asyncio.Server] = []
+        self.tls_servers: list[asyncio.Server] = []
+        self.sessions: dict[Any, asyncio.Task[None]] = {}
+        self.accepting = True
+
+    # -- what a protocol server provides ----------------------------------------------
+    def make_session(self, conn: Connection) -> ServedSession | None:
+        """A session for a new connection, or None after writing a refusal to `conn`."""
+        raise NotImplementedError
+
+    def goodbye_for(self, session: Any) -> bytes:
+        return self.goodbye
+
+    def internal_error_for(self, session: Any) -> bytes:
+        return self.internal_error
+
+    def session_ended(self, session: Any) -> None:
+        """Release what the session held (per-user slots...)."""
+
+    # -- sockets ------------------------------------------------------------------------
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Plain listeners (STARTTLS offered when there is a certificate)."""
+        return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]
+
+    @property
+    def tls_addresses(self) -> list[tuple[str, int]]:
+        """Implicit-TLS listeners."""
+        return [s.getsockname()[:2] for srv in self.tls_servers for s in srv.sockets]
+
+    async def start(self) -> None:
+        if self.listen_tls and self.tls_context is None:
+            raise ValueError("implicit-TLS listeners need a certificate")
+        loop = asyncio.get_running_loop()
+        for listen in self.listen:
+            host, port = split_listen(listen)
+            srv = await loop.create_server(
+                lambda: self._connection(tls=False), host, port, reuse_address=True, backlog=512
+            )
+            self.servers.append(srv)
+        for listen in self.listen_tls:
+            host, port = split_listen(listen)
+            srv = await loop.create_server(
+                lambda: self._connection(tls=True),
+                host,
+                port,
+                reuse_address=True,
+                backlog=512,
+                ssl=self.tls_context,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+            self.tls_servers.append(srv)
+
+    def _connection(self, *, tls: bool) -> Connection:
+        conn = Connection()
+        conn.tls_active = tls  # implicit TLS: connection_made comes after the handshake
+        conn.write_timeout = self.write_timeout
+        conn.on_open = self._serve
+        return conn
+
+    def _serve(self, conn: Connection) -> None:
+        if not self.accepting:
+            assert conn.transport is not None
+            conn.transport.write(self.goodbye)
+            conn.close()
+            return
+        session = self.make_session(conn)
+        if session is None:
+            conn.close()
+            return
+        self.sessions[session] = asyncio.get_running_loop().create_task(self._run(session, conn))
+
+    async def _run(self, session: ServedSession, conn: Connection) -> None:
+        try:
+            await session.run()
+        except ConnectionClosed:
+            pass
+        except ssl.SSLError as e:
+            session.log.info("TLS failure: %s", e.reason)
+        except OSError as e:
+            session.log.info("connection error: %s", e)
+        except asyncio.CancelledError:
+            conn.write(self.goodbye_for(session))
+            await _quiet_flush(conn)
+            raise
+        except Exception:
+            session.log.exception("internal error")  # details stay in the log
+            conn.write(self.internal_error_for(session))
+            await _quiet_flush(conn)
+        finally:
+            self.session_ended(session)
+            conn.close()
+            self.sessions.pop(session, None)
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening; let busy sessions finish up to `grace`; say goodbye to the rest."""
+        self.accepting = False
+        for srv in self.servers + self.tls_servers:
+            srv.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(s.busy for s in self.sessions) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        tasks = list(self.sessions.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for srv in self.servers + self.tls_servers:
+            await srv.wait_closed()
+
+
+async def _quiet_flush(conn: Connection) -> None:
+    with contextlib.suppress(OSError, TimeoutError, ConnectionClosed):
+        await asyncio.wait_for(conn.flush(), 1)
