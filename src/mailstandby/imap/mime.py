@@ -366,12 +366,11 @@ class Message:
 
     def _header_fields(self, part: Part, fields: tuple[str, ...], *, exclude: bool) -> bytes:
         """Dovecot istream-header-filter: whole fields in message order (with their newline even
-        when a boundary ended the header), then the empty line, which is added when the header
-        had none (HEADER_FILTER_ADD_MISSING_EOH: at EOF it may only end the last line)."""
+        when a boundary ended the header), then CRLF for the empty line; HEADER.FIELDS adds it also
+        when the header had none (after a last line cut off at EOF it ends that line), while
+        HEADER.FIELDS.NOT does not (as Dovecot 2.3 answers)."""
         wanted = {f.lower().encode("utf-8") for f in fields}
         out = [self.raw[h.start : h.end] for h in part.headers if (h.name.lower() in wanted) != exclude]
-        if part.eoh or not self.raw[part.start : part.body_start].endswith(b"\n") or part.body_start < self.n:
-            out.append(b"\r\n")
-        elif out and not out[-1].endswith(b"\n"):
+        if part.eoh or not exclude:
             out.append(b"\r\n")
         return _crlf(b"".join(out))

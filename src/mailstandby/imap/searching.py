@@ -2,10 +2,11 @@
 
 Simplifications (documented, Dovecot is stricter):
 - HEADER/FROM/SUBJECT/…: case-insensitive substring of the RFC 2047-decoded
-  field value; an empty string matches any message that has the field.
+  field value (raw 8-bit read as UTF-8, folds and whitespace runs squeezed to one
+  space, as Dovecot); an empty string matches any message that has the field.
 - BODY/TEXT: case-insensitive substring of the decoded text of text/* parts
   (transfer encoding and charset undone by the stdlib parser); TEXT also
-  searches the decoded header.
+  searches the decoded header and the headers of attached message/rfc822 parts.
 - Dates: INTERNALDATE's calendar day in UTC and the Date: field's day as written;
   a missing or broken Date: counts as 1 Jan 1970 (Dovecot's sent date 0), so it
   matches every SENTBEFORE and no SENTSINCE.
