@@ -20,7 +20,7 @@ must never let one user's call touch another user's mailboxes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -191,3 +191,24 @@ class MailboxStore(Protocol):
     def watch(self, user: str, name: str, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call `callback` on every change to the mailbox; returns the function that stops watching."""
         ...
+
+
+def check_flags(flags: Iterable[str]) -> frozenset[str]:
+    """Flags a message may store: system flags must be real ones (`\\Recent` is per session, never
+    stored); keywords are atoms. Raises MailboxError("cannot")."""
+    flags = frozenset(flags)
+    for flag in flags:
+        if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
+            raise MailboxError("cannot", f"not a storable system flag: {flag[:64]!r}")
+        if not flag or any(c <= " " or c == "\x7f" for c in flag):
+            raise MailboxError("cannot", "empty flag or flag with space or control characters")
+    return flags
+
+
+def apply_flags(current: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
+    """The flags after a STORE of `flags` in `mode` (RFC 3501 §6.4.6)."""
+    if mode is FlagMode.SET:
+        return flags
+    if mode is FlagMode.ADD:
+        return current | flags
+    return current - flags

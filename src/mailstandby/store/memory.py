@@ -33,13 +33,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from mailstandby.store.mailbox import (
     DEFAULT_MAILBOXES,
     SEPARATOR,
-    SYSTEM_FLAGS,
     Change,
     FlagMode,
     MailboxError,
@@ -47,6 +46,8 @@ from mailstandby.store.mailbox import (
     MessageMeta,
     Snapshot,
     SpecialUse,
+    apply_flags,
+    check_flags,
     check_mailbox_name,
 )
 
@@ -89,16 +90,6 @@ class _Mailbox:
                 callback(change)
             except Exception:
                 log.exception("mailbox watcher failed (user=%s mailbox=%s)", change.user, change.mailbox)
-
-
-def _check_flags(flags: Iterable[str]) -> frozenset[str]:
-    flags = frozenset(flags)
-    for flag in flags:
-        if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
-            raise MailboxError("cannot", f"not a storable system flag: {flag[:64]!r}")
-        if not flag or any(c <= " " or c == "\x7f" for c in flag):
-            raise MailboxError("cannot", "empty flag or flag with space or control characters")
-    return flags
 
 
 def _is_under(name: str, parent: str) -> bool:
@@ -210,7 +201,7 @@ class MemoryMailboxStore:
         journaled: bool = False,
     ) -> tuple[int, int]:
         box = self._box(user, check_mailbox_name(name))
-        flags = _check_flags(flags)
+        flags = check_flags(flags)
         if self.max_message_size is not None and len(body) > self.max_message_size:
             raise MailboxError("too-big")
         self._check_quota(user, len(body))
@@ -244,13 +235,13 @@ class MemoryMailboxStore:
         """UIDs that do not exist are ignored; a message whose MODSEQ is above
         `unchanged_since` is left alone (RFC 7162 §3.1.3); returns what changed."""
         box = self._box(user, check_mailbox_name(name))
-        flags = _check_flags(flags)
+        flags = check_flags(flags)
         wanted: list[tuple[int, frozenset[str]]] = []
         for uid in sorted(set(uids)):
             meta = box.messages.get(uid)
             if meta is None or (unchanged_since is not None and meta.modseq > unchanged_since):
                 continue
-            new = _apply(meta.flags, flags, mode)
+            new = apply_flags(meta.flags, flags, mode)
             if new != meta.flags:
                 wanted.append((uid, new))
         if not wanted:
@@ -360,11 +351,3 @@ class MemoryMailboxStore:
         used = sum(m.size for box in self._users.get(user, {}).values() for m in box.messages.values())
         if used + extra > self.quota:
             raise MailboxError("over-quota")
-
-
-def _apply(current: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
-    if mode is FlagMode.SET:
-        return flags
-    if mode is FlagMode.ADD:
-        return current | flags
-    return current - flags

@@ -26,7 +26,6 @@ from typing import Any
 from mailstandby.store.mailbox import (
     DEFAULT_MAILBOXES,
     SEPARATOR,
-    SYSTEM_FLAGS,
     Change,
     FlagMode,
     MailboxError,
@@ -34,6 +33,8 @@ from mailstandby.store.mailbox import (
     MessageMeta,
     Snapshot,
     SpecialUse,
+    apply_flags,
+    check_flags,
     check_mailbox_name,
 )
 from mailstandby.store.sqlite import SQLiteStore
@@ -63,24 +64,6 @@ def _flags_text(flags: Iterable[str]) -> str:
 def _meta(row: tuple) -> MessageMeta:  # type: ignore[type-arg]
     uid, flags, date, size, modseq, body_id, journaled = row
     return MessageMeta(uid, frozenset(flags.split()), date, size, modseq, body_id, bool(journaled))
-
-
-def _check_flags(flags: Iterable[str]) -> frozenset[str]:
-    flags = frozenset(flags)
-    for flag in flags:
-        if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
-            raise MailboxError("cannot", f"not a storable system flag: {flag[:64]!r}")
-        if not flag or any(c <= " " or c == "\x7f" for c in flag):
-            raise MailboxError("cannot", "empty flag or flag with space or control characters")
-    return flags
-
-
-def _apply(current: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
-    if mode is FlagMode.SET:
-        return flags
-    if mode is FlagMode.ADD:
-        return current | flags
-    return current - flags
 
 
 # -- writer-thread functions: each runs inside the batch transaction ------------------------
@@ -340,7 +323,7 @@ class SQLiteMailboxStore:
         journaled: bool = False,
     ) -> tuple[int, int]:
         name = check_mailbox_name(name)
-        flags = _check_flags(flags)
+        flags = check_flags(flags)
         date = time.time() if internal_date is None else internal_date
 
         def run(db: sqlite3.Connection) -> tuple[int, int, list[Change], dict[str, int]]:
@@ -371,7 +354,7 @@ class SQLiteMailboxStore:
         unchanged_since: int | None = None,
     ) -> list[MessageMeta]:
         name = check_mailbox_name(name)
-        flags = _check_flags(flags)
+        flags = check_flags(flags)
 
         def run(db: sqlite3.Connection) -> tuple[list[MessageMeta], list[Change], dict[str, int]]:
             box = _box(db, user, name)
@@ -379,7 +362,7 @@ class SQLiteMailboxStore:
             for meta in _metas(db, box, uids):
                 if unchanged_since is not None and meta.modseq > unchanged_since:
                     continue
-                new = _apply(meta.flags, flags, mode)
+                new = apply_flags(meta.flags, flags, mode)
                 if new != meta.flags:
                     wanted.append((meta, new))
             if not wanted:
