@@ -12,6 +12,7 @@ a wrong password (a dummy hash is verified), so logins do not reveal who exists.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -118,3 +119,36 @@ def _verify(hashed: str, password: str) -> bool:
         return HASHER.verify(hashed, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and IPv4-mapped loopback: where plaintext logins may be allowed."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+class SessionSlots:
+    """Logged-in sessions per (user, client address): RELIABILITY A8."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count: dict[tuple[str, str], int] = {}
+
+    def acquire(self, key: tuple[str, str]) -> bool:
+        n = self._count.get(key, 0)
+        if n >= self.limit:
+            return False
+        self._count[key] = n + 1
+        return True
+
+    def release(self, key: tuple[str, str]) -> None:
+        n = self._count.get(key, 0) - 1
+        if n > 0:
+            self._count[key] = n
+        else:
+            self._count.pop(key, None)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import ssl
 
-from mailstandby.auth import Authenticator
+from mailstandby.auth import Authenticator, SessionSlots
 from mailstandby.config import IMAPSettings
 from mailstandby.core.model import new_queue_id
-from mailstandby.imap.session import SHUTDOWN_BYE, Session, SessionSlots
+from mailstandby.imap.session import SHUTDOWN_BYE, Session
 from mailstandby.listeners import Listeners
 from mailstandby.store.mailbox import MailboxStore
 from mailstandby.transport import Connection

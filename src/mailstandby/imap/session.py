@@ -25,14 +25,13 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from enum import Enum, auto
 from typing import Protocol
 
-from mailstandby.auth import Authenticator
+from mailstandby.auth import Authenticator, SessionSlots, is_loopback
 from mailstandby.config import IMAPSettings
 from mailstandby.core.events import Event
 from mailstandby.imap import responses as r
@@ -78,38 +77,6 @@ class State(Enum):
     AUTHENTICATED = auto()
     SELECTED = auto()
     LOGOUT = auto()
-
-
-class SessionSlots:
-    """Logged-in sessions per (user, client address): RELIABILITY A8."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._count: dict[tuple[str, str], int] = {}
-
-    def acquire(self, key: tuple[str, str]) -> bool:
-        n = self._count.get(key, 0)
-        if n >= self.limit:
-            return False
-        self._count[key] = n + 1
-        return True
-
-    def release(self, key: tuple[str, str]) -> None:
-        n = self._count.get(key, 0) - 1
-        if n > 0:
-            self._count[key] = n
-        else:
-            self._count.pop(key, None)
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
 
 
 def parse_plain(data: bytes) -> tuple[str, str] | None:
@@ -426,4 +393,4 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "MOVE": (SELECTED, Session.copy),
 }
 
-__all__ = ["COMMANDS", "SHUTDOWN_BYE", "Session", "SessionSlots"]
+__all__ = ["COMMANDS", "SHUTDOWN_BYE", "Session"]

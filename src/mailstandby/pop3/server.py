@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import ssl
 
-from mailstandby.auth import Authenticator
+from mailstandby.auth import Authenticator, SessionSlots
 from mailstandby.config import POP3Settings
 from mailstandby.core.model import new_queue_id
 from mailstandby.listeners import Listeners
 from mailstandby.pop3 import codes
-from mailstandby.pop3.session import Session, SessionSlots
+from mailstandby.pop3.session import Session
 from mailstandby.store.mailbox import MailboxStore
 from mailstandby.transport import Connection
 

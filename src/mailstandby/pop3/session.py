@@ -28,7 +28,6 @@ Invariants:
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -36,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Protocol
 
-from mailstandby.auth import Authenticator
+from mailstandby.auth import Authenticator, SessionSlots, is_loopback
 from mailstandby.config import POP3Settings
 from mailstandby.core.events import Event
 from mailstandby.core.model import new_queue_id
@@ -69,28 +68,6 @@ class State(Enum):
     UPDATE = auto()
 
 
-class SessionSlots:
-    """Logged-in sessions per (user, client address): RELIABILITY A8."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._count: dict[tuple[str, str], int] = {}
-
-    def acquire(self, key: tuple[str, str]) -> bool:
-        n = self._count.get(key, 0)
-        if n >= self.limit:
-            return False
-        self._count[key] = n + 1
-        return True
-
-    def release(self, key: tuple[str, str]) -> None:
-        n = self._count.get(key, 0) - 1
-        if n > 0:
-            self._count[key] = n
-        else:
-            self._count.pop(key, None)
-
-
 @dataclass(slots=True)
 class Maildrop:
     """The INBOX as it was at login, numbered from 1, with this session's marks."""
@@ -119,16 +96,6 @@ class Maildrop:
 
     def uids(self, numbers: set[int]) -> list[int]:
         return [self.messages[n - 1].uid for n in sorted(numbers)]
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
 
 
 def _printable(text: str, limit: int = 256) -> str:

@@ -10,7 +10,6 @@ the SMTP port) ends the session with a 421/554/221 reply.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import time
@@ -21,7 +20,7 @@ from email.utils import format_datetime
 from enum import Enum, auto
 from typing import Protocol
 
-from mailstandby.auth import Authenticator
+from mailstandby.auth import Authenticator, is_loopback
 from mailstandby.config import SMTPSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import Address, Envelope, new_queue_id
@@ -72,13 +71,6 @@ class Intake(Protocol):
     async def commit(self, queue_id: str, envelope: Envelope, trace: bytes, message: bytes) -> None:
         """Durably store `trace + message`; raise Rejected(451/452/552) on failure."""
         ...
-
-
-def is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 def _rfc5322_now() -> str:
