@@ -194,13 +194,13 @@ class SelectedCommands:
             if meta is None:
                 continue
             msg = None
-            if body:
+            if body and not self.structures.covers(meta.body_id, items):
                 try:
                     msg = Message(await self.store.read_message(meta.body_id))
                 except MailboxError:
                     missing = True  # expunged by another session meanwhile
                     continue
-            data = fetch_items(items, meta, msg, uid=cmd.uid, flags_changed=uid in seen_now)
+            data = fetch_items(items, meta, msg, uid=cmd.uid, flags_changed=uid in seen_now, structures=self.structures)
             self.send(r.fetch(view.seq_of(uid), data))
             await self.pace()
         if missing:

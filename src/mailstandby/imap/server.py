@@ -14,6 +14,7 @@ import ssl
 from mailstandby.auth import Authenticator, SessionSlots
 from mailstandby.config import IMAPSettings
 from mailstandby.core.model import new_queue_id
+from mailstandby.imap.fetching import StructureCache
 from mailstandby.imap.session import SHUTDOWN_BYE, Session
 from mailstandby.listeners import Listeners
 from mailstandby.store.mailbox import MailboxStore
@@ -43,6 +44,7 @@ class IMAPServer(Listeners):
         self.store = store
         self.authenticator = authenticator
         self.slots = SessionSlots(settings.max_connections_per_user)
+        self.structures = StructureCache()  # shared by every session on this store
 
     def make_session(self, conn: Connection) -> Session:
         return Session(
@@ -53,6 +55,7 @@ class IMAPServer(Listeners):
             tls_context=self.tls_context,
             sid=new_queue_id(),
             slots=self.slots,
+            structures=self.structures,
         )
 
     def session_ended(self, session: Session) -> None:

@@ -35,6 +35,7 @@ from mailstandby.auth import Authenticator, SessionSlots, is_loopback
 from mailstandby.config import IMAPSettings
 from mailstandby.core.events import Event
 from mailstandby.imap import responses as r
+from mailstandby.imap.fetching import StructureCache
 from mailstandby.imap.mailboxes import Done, MailboxCommands, Reply
 from mailstandby.imap.parser import (
     Authenticate,
@@ -113,8 +114,10 @@ class Session(MailboxCommands, SelectedCommands):
         tls_context: ssl.SSLContext | None,
         sid: str = "",
         slots: SessionSlots | None = None,
+        structures: StructureCache | None = None,
     ) -> None:
         self.io = io
+        self.structures = structures if structures is not None else StructureCache(1000)
         self.store = store
         self.authenticator = authenticator
         self.settings = settings

@@ -90,6 +90,16 @@ def _next_uidvalidity(db: sqlite3.Connection) -> int:
     return value
 
 
+def _new_body(db: sqlite3.Connection, data: bytes) -> int:
+    """Store a body under an id never used before (not even by a deleted body), so that
+    caches keyed by body id (IMAP ENVELOPE/BODYSTRUCTURE) can never serve a stale entry."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'body_id'").fetchone()
+    last = row[0] if row else db.execute("SELECT coalesce(max(id), 0) FROM bodies").fetchone()[0]
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('body_id', ?)", (last + 1,))
+    db.execute("INSERT INTO bodies (id, data, refs) VALUES (?, ?, 1)", (last + 1, data))
+    return int(last + 1)
+
+
 def _create(db: sqlite3.Connection, user: str, name: str, special_use: str | None, subscribed: bool) -> int:
     cur = db.execute(
         "INSERT INTO mailboxes (user, name, uidvalidity, special_use, subscribed) VALUES (?, ?, ?, ?, ?)",
@@ -328,7 +338,7 @@ class SQLiteMailboxStore:
 
         def run(db: sqlite3.Connection) -> tuple[int, int, list[Change], dict[str, int]]:
             box = _box(db, user, name)
-            body_id = int(db.execute("INSERT INTO bodies (data, refs) VALUES (?, 1)", (body,)).lastrowid or 0)
+            body_id = _new_body(db, body)
             uid = box.uidnext
             modseq = _bump(db, box, uids_added=1)
             db.execute(
@@ -469,7 +479,7 @@ class SQLiteMailboxStore:
                 if body_id:
                     db.execute("UPDATE bodies SET refs = refs + 1 WHERE id = ?", (body_id,))
                 else:
-                    body_id = int(db.execute("INSERT INTO bodies (data, refs) VALUES (?, 1)", (body,)).lastrowid or 0)
+                    body_id = _new_body(db, body)
                 uid = box.uidnext
                 modseq = _bump(db, box, uids_added=1)
                 db.execute(
