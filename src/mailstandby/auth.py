@@ -12,10 +12,13 @@ a wrong password (a dummy hash is verified), so logins do not reveal who exists.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 import logging
+import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Protocol
 
 from argon2 import PasswordHasher
@@ -63,6 +66,34 @@ def _dummy_hash() -> str:
     return _dummy[0]
 
 
+class VerifiedCache:
+    """Credentials verified recently, so a phone's every reconnect does not cost an argon2 run
+    (Dovecot's auth_cache). Keyed by an HMAC of user and password under a per-process secret;
+    each entry remembers the hash it was checked against, so a changed password (e.g. by
+    `mailstandby passwd`, in another process) misses at once."""
+
+    def __init__(self, ttl: float = 600.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._secret = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+
+    def _key(self, user: str | None, password: str) -> bytes:
+        return hmac.new(self._secret, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+
+    def get(self, user: str | None, password: str) -> str | None:
+        """The hash these credentials were verified against, if that was recent."""
+        entry = self._entries.get(self._key(user, password))
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, user: str, password: str, stored_hash: str) -> None:
+        self._entries[self._key(user, password)] = (time.monotonic(), stored_hash)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 class PasswordAuthenticator:
     """argon2id hashes from a CredentialStore, users and aliases from the Directory."""
 
@@ -71,6 +102,7 @@ class PasswordAuthenticator:
         self.credentials = credentials
         self.settings = settings
         self._failures: dict[str, deque[float]] = {}
+        self._verified = VerifiedCache()
 
     def throttled(self, peer: str) -> bool:
         window = self._failures.get(peer)
@@ -86,7 +118,11 @@ class PasswordAuthenticator:
         ok = False
         if not self.throttled(peer) and 0 < len(password) <= MAX_PASSWORD:
             stored = await self.credentials.password_hash(user) if user else None
-            ok = await asyncio.to_thread(_verify, stored or _dummy_hash(), password) and stored is not None
+            ok = stored is not None and self._verified.get(user, password) == stored
+            if not ok:
+                ok = await asyncio.to_thread(_verify, stored or _dummy_hash(), password) and stored is not None
+                if ok:
+                    self._verified.put(user, password, stored)  # type: ignore[arg-type]
             if ok and stored is not None and HASHER.check_needs_rehash(stored):
                 await self.credentials.set_password_hash(user, hash_password(password))  # type: ignore[arg-type]
         if ok:

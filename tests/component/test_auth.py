@@ -91,3 +91,27 @@ def test_hashes_are_argon2id_and_never_the_password() -> None:
     assert hashed.startswith("$argon2id$") and "right horse battery" not in hashed
     with pytest.raises(ValueError):
         hash_password("")
+
+
+async def test_a_verified_login_is_cached_until_the_password_changes(
+    creds: SQLiteMailboxStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailstandby.auth as auth_module
+
+    runs: list[str] = []
+    real_verify = auth_module._verify
+
+    def counting_verify(hashed: str, password: str) -> bool:
+        runs.append(password)
+        return real_verify(hashed, password)
+
+    monkeypatch.setattr(auth_module, "_verify", counting_verify)
+    auth = PasswordAuthenticator(DIRECTORY, creds, AuthSettings(failure_delay=0))
+    for _ in range(3):
+        assert await auth.authenticate("alice@corp.test", "right horse battery", peer="p", protocol="imap")
+    assert len(runs) == 1  # one argon2 run, then the cache
+    assert await auth.authenticate("alice@corp.test", "wrong", peer="p", protocol="imap") is None
+    assert len(runs) == 2  # a wrong password is always checked
+    await creds.set_password_hash("alice@corp.test", hash_password("a new one"))  # `mailstandby passwd`
+    assert await auth.authenticate("alice@corp.test", "right horse battery", peer="p", protocol="imap") is None
+    assert await auth.authenticate("alice@corp.test", "a new one", peer="p", protocol="imap") == "alice@corp.test"

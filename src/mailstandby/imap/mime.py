@@ -316,7 +316,15 @@ class Message:
 
     def __init__(self, raw: bytes, *, max_nested: int = MAX_NESTED, max_parts: int = MAX_PARTS) -> None:
         self.raw = raw
-        self.root = _Parser(raw, max_nested, max_parts).run()
+        self._limits = (max_nested, max_parts)
+        self._root: Part | None = None
+
+    @property
+    def root(self) -> Part:
+        """The part tree, parsed on first use (a whole-message BODY[] needs none)."""
+        if self._root is None:
+            self._root = _Parser(self.raw, *self._limits).run()
+        return self._root
 
     @property
     def virtual_size(self) -> int:
@@ -347,6 +355,8 @@ class Message:
 
     def section(self, part: tuple[int, ...] = (), text: str | None = None, fields: tuple[str, ...] = ()) -> bytes:
         """The octets of BODY[part.text (fields)]; b"" when the part does not exist (as Dovecot)."""
+        if not part and text is None:
+            return _crlf(self.raw)  # the whole message: no parsing needed
         target = self.find(part)
         if target is None:
             return b""
