@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
+import imapclient
 from imap_harness import ALICE, ALICE_PW, TIMEOUT, IMAPRig, call, make_rig, message, rig, store_factory
-
-imapclient = pytest.importorskip("imapclient")
 
 __all__ = ["make_rig", "rig", "store_factory"]  # fixtures
 
