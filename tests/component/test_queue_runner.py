@@ -486,3 +486,20 @@ def test_backoff_is_exponential_and_capped(attempts: int, delay: float) -> None:
 def test_backoff_schedule_with_test_settings() -> None:
     settings = QueueSettings(**QUEUE)
     assert [backoff(settings, n) for n in range(1, 7)] == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2]
+
+
+async def test_an_unexpected_error_while_settling_never_resends_what_the_primary_took(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_settle(*args: object, **kw: object) -> None:
+        raise RuntimeError("bug while settling")
+
+    monkeypatch.setattr(rig.runner, "_settle", broken_settle)
+    m = await rig.send("settle-bug")
+    await rig.fake.wait_for(lambda: len(rig.fake.messages) >= 1)
+    async with asyncio.timeout(10):
+        while rig.runner.messages.get(m.id) is not None:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # ten retry intervals (retry_initial 0.05 s): nothing may be sent again
+    assert len(rig.fake.messages) == 1
+    assert rig.states(m) == {ALICE: ("delivered", 1)}  # and the store knows it

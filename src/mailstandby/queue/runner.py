@@ -207,7 +207,12 @@ class QueueRunner:
         replies: dict[str, Reply] = {}
         for route, rcpts in groups.items():
             replies |= await self._relay(route, message, [r.rcpt for r in rcpts], body, conns)
-        await self._settle(message, [r for rcpts in groups.values() for r in rcpts], replies, body)
+        due = [r for rcpts in groups.values() for r in rcpts]
+        try:
+            await self._settle(message, due, replies, body)
+        except Exception:
+            log.exception("settling %s failed; keeping what the peers accepted, retrying the rest", message.id)
+            await self._settle_minimally(message, due, replies)
 
     async def _relay(
         self, route: Route, message: QueuedMessage, rcpts: list[str], body: bytes, conns: dict[Route, PrimaryConnection]
@@ -285,6 +290,29 @@ class QueueRunner:
         await self._record(outcomes, also=self._journal_copies(message, outcomes, body))
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
+        if message.recipients:
+            self._schedule(message)
+        else:
+            self.messages.pop(message.id, None)
+
+    async def _settle_minimally(
+        self, message: QueuedMessage, due: list[QueuedRecipient], replies: dict[str, Reply]
+    ) -> None:
+        """After an unexpected error while settling: a recipient a peer accepted is never sent
+        again (its outcome is recorded, or held for retry); every other one waits a backoff and
+        counts an attempt, so the message still expires in time."""
+        now = self.clock()
+        outcomes = []
+        for r in due:
+            reply = replies.get(r.rcpt)
+            r.attempts += 1
+            if reply is not None and reply.code < 400:
+                outcomes.append(Outcome(message.id, r.rcpt, RcptState.DELIVERED, r.attempts, 0.0, str(reply)))
+            else:
+                r.next_attempt = now + backoff(self.settings, r.attempts)
+        delivered = {o.rcpt for o in outcomes}
+        message.recipients = [r for r in message.recipients if r.rcpt not in delivered]
+        await self._record(outcomes)
         if message.recipients:
             self._schedule(message)
         else:
