@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from raw_stream import TIMEOUT, RawStream
 
 from mailstandby.config import IMAPSettings, StoreSettings
 from mailstandby.imap.server import IMAPServer
@@ -28,7 +29,6 @@ from mailstandby.store.memory import MemoryMailboxStore
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 
-TIMEOUT = 10.0
 ALICE, ALICE_PW = "alice@corp.test", "correct horse battery"
 BOB, BOB_PW = "bob@corp.test", "bobs own secret"
 
@@ -61,17 +61,8 @@ class FakeAuthenticator:
 _LITERAL = re.compile(rb"\{(\d+)\}\r\n\Z")
 
 
-class RawIMAP:
+class RawIMAP(RawStream):
     """Exact bytes out; response lines (with their literals) in, as sent."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        async with asyncio.timeout(TIMEOUT):
-            await self.writer.drain()
 
     async def line(self) -> bytes:
         """One response line; a line ending in a literal continues through the literal."""
@@ -104,22 +95,6 @@ class RawIMAP:
 
     async def login(self, user: str = ALICE, password: str = ALICE_PW) -> None:
         await self.cmd(f'L1 LOGIN "{user}" "{password}"'.encode())
-
-    async def until_eof(self) -> bytes:
-        async with asyncio.timeout(TIMEOUT):
-            return await self.reader.read()
-
-    async def starttls(self, context: ssl.SSLContext) -> None:
-        async with asyncio.timeout(TIMEOUT):
-            await self.writer.start_tls(context, server_hostname="127.0.0.1")
-
-    async def close(self) -> None:
-        if self.writer.is_closing():
-            return
-        self.writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            async with asyncio.timeout(TIMEOUT):
-                await self.writer.wait_closed()
 
 
 @dataclass

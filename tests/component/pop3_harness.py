@@ -9,7 +9,6 @@ and checks at teardown that no session outlived its client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import poplib
 import ssl
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from raw_stream import TIMEOUT, RawStream
 
 from mailstandby.config import POP3Settings
 from mailstandby.pop3.server import POP3Server
@@ -24,7 +24,6 @@ from mailstandby.store.mailbox import MessageMeta
 from mailstandby.store.memory import MemoryMailboxStore
 
 HOSTNAME = "mx.corp.test"
-TIMEOUT = 10.0
 ALICE, ALICE_PW = "alice@corp.test", "correct horse battery"
 BOB, BOB_PW = "bob@corp.test", "bobs own secret"
 
@@ -53,17 +52,8 @@ class FakeAuthenticator:
         return None
 
 
-class RawPOP3:
+class RawPOP3(RawStream):
     """Exact bytes out; status lines and multi-line responses in, as sent."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        async with asyncio.timeout(TIMEOUT):
-            await self.writer.drain()
 
     async def line(self) -> bytes:
         async with asyncio.timeout(TIMEOUT):
@@ -100,28 +90,12 @@ class RawPOP3:
         await self.command(f"USER {user}".encode(), b"+OK")
         await self.command(f"PASS {password}".encode(), b"+OK Logged in.")
 
-    async def until_eof(self) -> bytes:
-        async with asyncio.timeout(TIMEOUT):
-            return await self.reader.read()
-
     async def quit(self) -> bytes:
         await self.send(b"QUIT\r\n")
         rest = await self.until_eof()
         assert rest.startswith(b"+OK"), rest
         await self.close()
         return rest
-
-    async def starttls(self, context: ssl.SSLContext) -> None:
-        async with asyncio.timeout(TIMEOUT):
-            await self.writer.start_tls(context, server_hostname="127.0.0.1")
-
-    async def close(self) -> None:
-        if self.writer.is_closing():
-            return
-        self.writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            async with asyncio.timeout(TIMEOUT):
-                await self.writer.wait_closed()
 
 
 @dataclass

@@ -8,7 +8,6 @@ SMTPServer + GatewayIntake + SQLiteStore that the fixtures in conftest.py build.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import smtplib
 import ssl
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from raw_stream import TIMEOUT, RawStream
 
 from mailstandby.config import KiB, SMTPSettings
 from mailstandby.directory.static import StaticDirectory
@@ -27,7 +27,6 @@ from mailstandby.store.base import QueuedMessage
 from mailstandby.store.sqlite import SQLiteStore
 
 HOSTNAME = "mx.corp.test"
-TIMEOUT = 10.0  # seconds any single wait in a test may take before it fails
 
 SETTINGS: dict[str, Any] = {
     "listen": ["127.0.0.1:0"],
@@ -67,17 +66,8 @@ class ConnectionGone(AssertionError):
     """The server closed the connection where a reply was expected."""
 
 
-class RawClient:
+class RawClient(RawStream):
     """Writes exact bytes; reads whole (multi-line) replies."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        async with asyncio.timeout(TIMEOUT):
-            await self.writer.drain()
 
     async def reply(self) -> SMTPReply:
         lines: list[str] = []
@@ -123,18 +113,6 @@ class RawClient:
         replies = await self.replies_until_eof()
         assert [r.code for r in replies] == [221], [str(r) for r in replies]
         await self.close()
-
-    async def starttls(self, context: ssl.SSLContext) -> None:
-        async with asyncio.timeout(TIMEOUT):
-            await self.writer.start_tls(context, server_hostname="127.0.0.1")
-
-    async def close(self) -> None:
-        if self.writer.is_closing():
-            return
-        self.writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-            async with asyncio.timeout(TIMEOUT):
-                await self.writer.wait_closed()
 
 
 # -- the gateway under test ------------------------------------------------------------
