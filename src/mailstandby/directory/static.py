@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mailstandby.config import DirectorySettings
@@ -47,6 +47,13 @@ class StaticDirectory:
     def lookup(self, address: Address) -> User | None:
         user = self._by_address.get(address.key)
         return user if user is not None and user.enabled else None
+
+    def users(self) -> Iterator[User]:
+        seen: set[str] = set()
+        for user in self._by_address.values():
+            if user.address not in seen:
+                seen.add(user.address)
+                yield user
 
 
 def from_settings(settings: DirectorySettings) -> StaticDirectory:
