@@ -61,6 +61,9 @@ class Standby:
                 "data_timeout": 60.0,
             },
             "queue": {"retry_initial": 0.5, "retry_max": 2.0, "concurrency": 4},
+            # Tests that are not about failover keep routing where they put it.
+            "failover": {"control": "manual"},
+            "admin": {"listen": ["127.0.0.1:0"]},
         }
         for name, values in overrides.items():
             sections.setdefault(name, {}).update(values)

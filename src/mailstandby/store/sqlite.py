@@ -117,6 +117,36 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit (at);
     """,
+    # 4: failover state (one row), its transitions, the monitor's health changes, administrators
+    """
+    CREATE TABLE failover_state (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        mode   TEXT NOT NULL,
+        users  TEXT,
+        seq    INTEGER NOT NULL,
+        since  REAL NOT NULL,
+        held   INTEGER NOT NULL
+    );
+    CREATE TABLE failover_log (
+        id        INTEGER PRIMARY KEY,
+        at        REAL NOT NULL,
+        actor     TEXT NOT NULL,
+        from_mode TEXT NOT NULL,
+        to_mode   TEXT NOT NULL,
+        users     TEXT,
+        seq       INTEGER NOT NULL,
+        reason    TEXT NOT NULL
+    );
+    CREATE TABLE health_log (
+        id     INTEGER PRIMARY KEY,
+        at     REAL NOT NULL,
+        target TEXT NOT NULL,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX health_log_at ON health_log (at);
+    CREATE TABLE admins (name TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
+    """,
 ]
 
 
