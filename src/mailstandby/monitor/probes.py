@@ -229,7 +229,10 @@ def _find_and_delete(p: EndToEnd, token: str) -> bool:
             typ, data = imap.uid("SEARCH", "HEADER", "X-Mailstandby-Probe", token)
             uids = data[0].split() if typ == "OK" and data and data[0] else []
             if uids:
-                imap.uid("STORE", b",".join(uids).decode(), "+FLAGS.SILENT", "(\\Deleted)")
+                # This round's probe and any left from rounds that timed out (delivered late).
+                typ, data = imap.uid("SEARCH", "HEADER", "X-Mailstandby-Probe", '""')
+                stale = data[0].split() if typ == "OK" and data and data[0] else []
+                imap.uid("STORE", b",".join(sorted(set(uids + stale))).decode(), "+FLAGS.SILENT", "(\\Deleted)")
                 imap.expunge()
                 return True
             if time.monotonic() >= end:

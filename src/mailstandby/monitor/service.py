@@ -127,7 +127,7 @@ class Monitor:
         e2e: probes.Result | None = results.get("end-to-end")
         if e2e is not None:
             self.latency["end-to-end"] = e2e.latency
-            if seen is Observation.OK and e2e.seen is not Observation.OK:
+            if seen is Observation.OK:  # the MTA answers; whether mail gets through is the last word
                 seen, detail = e2e.seen, e2e.detail
         await self._update(SYSTEM, seen, now, detail)
         for address, result in results.get("rcpt", {}).items():

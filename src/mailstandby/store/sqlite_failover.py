@@ -109,6 +109,17 @@ class SQLiteFailoverStore:
 
         await self.store.call(run)
 
+    async def audit(self, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "") -> None:
+        """Append to the audit trail."""
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), actor[:256], action, outcome, peer, detail[:1000]),
+            )
+
+        await self.store.call(run)
+
     async def audit_log(self, limit: int = 100, action: str = "") -> list[dict[str, Any]]:
         def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = db.execute(
