@@ -312,3 +312,51 @@ def test_the_end_to_end_probe_sees_a_dead_mailbox_server_behind_a_live_mta(tmp_p
             assert standby.transitions()[0]["reason"].startswith("primary-down")
             primary.start_imap()
             wait_mode(standby, "normal", 60)
+
+
+def test_every_message_is_delivered_exactly_once_across_transitions(tmp_path: Path, primary: Primary) -> None:
+    """A steady stream to alice while the primary dies, returns, and an administrator fails over and back:
+    every acknowledged message ends up in exactly one place, the primary or the standby."""
+    with automatic(tmp_path, primary) as standby:
+        standby.add_admin("admin", ADMIN_PW)
+        sent: list[str] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            n = 0
+            while not stop.is_set():
+                subject = f"steady {n}"
+                try:
+                    send(standby, ["alice@corp.test"], subject)
+                    sent.append(subject)  # acknowledged with 250: ours to deliver, once
+                except (smtplib.SMTPException, OSError):
+                    pass
+                n += 1
+                time.sleep(0.01)
+
+        sender = threading.Thread(target=load, daemon=True)
+        sender.start()
+        try:
+            time.sleep(1)
+            primary.stop_smtp()
+            wait_mode(standby, "failed-over", SLACK)
+            time.sleep(1)
+            primary.start_smtp()
+            wait_mode(standby, "normal", SLACK + FAST["min_dwell"])
+            time.sleep(1)
+            assert standby.cli("failover", "--reason", "drill", password=ADMIN_PW).returncode == 0
+            time.sleep(1)
+            assert standby.cli("failback", "--reason", "drill over", password=ADMIN_PW).returncode == 0
+            wait_mode(standby, "normal", SLACK)
+            time.sleep(1)
+        finally:
+            stop.set()
+            sender.join(30)
+        standby.wait_until(lambda: not standby.queued(), 60, "the queue to drain")
+        in_standby = subjects_in_standby(standby, "alice@corp.test")
+        primary.wait_for_messages("alice@corp.test", len(sent) - len(in_standby), timeout=60)
+        at_primary = subjects_at_primary(primary, "alice@corp.test")
+    assert len(sent) > 50 and in_standby and at_primary  # the load really crossed every transition
+    assert sorted(at_primary + in_standby) == sorted(sent)
+    modes = [t["to_mode"] for t in standby.transitions() if t["from_mode"] != t["to_mode"]]
+    assert modes == ["failed-over", "failing-back", "normal"] * 2  # (the rest: the monitor taking control back)
