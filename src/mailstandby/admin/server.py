@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from mailstandby.config import AdminSettings, split_listen
 
 log = logging.getLogger(__name__)
+logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start/stop chatter; errors still show
 
 
 class _Server(uvicorn.Server):
