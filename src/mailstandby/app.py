@@ -27,6 +27,8 @@ from mailstandby.directory.static import StaticDirectory, from_settings
 from mailstandby.failover.coordinator import Coordinator
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
+from mailstandby.milter.server import MilterServer
+from mailstandby.milter.sink import StandbySink
 from mailstandby.monitor.service import Monitor
 from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
@@ -81,6 +83,13 @@ class App:
         self.imap = IMAPServer(config.imap, self.mailboxes, self.authenticator, tls_context=tls_context)
         self.pop3 = POP3Server(
             config.pop3, self.mailboxes, self.authenticator, hostname=node.hostname, tls_context=tls_context
+        )
+        self.milter = MilterServer(
+            config.milter,
+            self.router,
+            StandbySink(self.store, self.mailboxes, self.runner.submit),
+            hostname=node.hostname,
+            max_size=config.smtp.max_message_size,
         )
         self._stopped = asyncio.Event()
 
@@ -144,7 +153,7 @@ class App:
         return server_context(*self._certificate())
 
     def addresses(self) -> dict[str, list[str]]:
-        """Every listener by service name: smtp, submission(s), imap(s), pop3(s)."""
+        """Every listener by service name: smtp, submission(s), imap(s), pop3(s), admin, milter."""
 
         def fmt(addrs: list[tuple[str, int]]) -> list[str]:
             return [f"{h}:{p}" for h, p in addrs]
@@ -158,6 +167,7 @@ class App:
             "pop3": fmt(self.pop3.addresses),
             "pop3s": fmt(self.pop3.tls_addresses),
             "admin": fmt(self.admin.addresses),
+            "milter": fmt(self.milter.addresses),
         }
         return {name: addrs for name, addrs in found.items() if addrs}
 
@@ -173,6 +183,7 @@ class App:
         await self.imap.start()
         await self.pop3.start()
         await self.admin.start()
+        await self.milter.start()
         self._announce()
         # Objects alive after start-up live as long as the process: keep them out of
         # the collector's way, and collect young objects less often under load.
@@ -213,6 +224,7 @@ class App:
     async def stop(self) -> None:
         grace = self.config.node.shutdown_grace
         log.info("shutting down (grace %.0fs)", grace)
+        await self.milter.stop(grace)
         await self.smtp.stop(grace)
         await self.submission.stop(grace)
         await self.imap.stop(grace)

@@ -307,6 +307,38 @@ class AdminSettings(Section):
         return self
 
 
+class MilterSettings(Section):
+    """The milter event sink for the primary's own MTA (Postfix `smtpd_milters`, Sendmail `INPUT_MAIL_FILTER`)."""
+
+    listen: list[Listen] = Field([], description="Milter listeners (HOST:PORT, Postfix `inet:HOST:PORT`); empty: off.")
+    mode: Literal["journal", "redirect", "both"] = Field(
+        "journal",
+        description="`journal`: copy every message for our users into their standby INBOX; `redirect`: during an "
+        "outage take over mail for failed-over users; `both`.",
+    )
+    timeout: float = Field(
+        3600.0,
+        gt=0,
+        description="Seconds to wait for the MTA's next packet (it stays connected for a whole SMTP session).",
+    )
+    max_message_size: int = Field(
+        0, ge=0, description="Largest message copied or taken over; larger passes through untouched. 0: smtp's limit."
+    )
+    hands_off_macros: list[str] = Field(
+        ["{quarantine}"],
+        description="Macros that, when the MTA sends one with a value, mean an earlier filter quarantined the "
+        "message: it is neither copied nor taken over.",
+    )
+
+    @property
+    def journal(self) -> bool:
+        return self.mode in ("journal", "both")
+
+    @property
+    def redirect(self) -> bool:
+        return self.mode in ("redirect", "both")
+
+
 class Config(Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
@@ -324,6 +356,7 @@ class Config(Section):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    milter: MilterSettings = Field(default_factory=MilterSettings)
 
     _source: Path | None = PrivateAttr(None)
 

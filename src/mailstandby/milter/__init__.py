@@ -1,0 +1,1 @@
+"""Event sink for the primary MTA (Sendmail milter protocol): journal copies and takeover during an outage."""
