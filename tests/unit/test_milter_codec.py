@@ -136,6 +136,6 @@ def test_replies() -> None:
     assert codec.delrcpt("<bob@corp.test>") == struct.pack(">I", 17) + b"-<bob@corp.test>\0"
     neg = codec.optneg_reply(6, Actions.DELRCPT, Proto.NR_HDR | Proto.NODATA)
     assert neg == struct.pack(">IcIII", 13, b"O", 6, 0x08, 0x80 | 0x200)
-    assert codec.reply_code(451, "4.3.0", "100% busy") == struct.pack(">I", 25) + b"y451 4.3.0 100%% busy\0"
+    assert codec.reply_code(451, "4.3.0", "100% busy") == struct.pack(">I", 22) + b"y451 4.3.0 100%% busy\0"
     with pytest.raises(ValueError):
         codec.reply_code(250, "2.0.0", "not an error")
