@@ -1,0 +1,176 @@
+"""The primary's own Postfix hands every message to mailstandby's milter (smtpd_milters, protocol 6).
+
+Journal: each message for our users is copied into their standby INBOX (journaled) before Postfix
+gets its answer, and Postfix still delivers it to Dovecot. Redirect, during an outage: mail for
+failed-over users is taken over (queued durably, filed in the standby mailbox) and Postfix discards
+it or drops those recipients, so it is delivered exactly once. A milter that does not answer never
+costs mail: with `milter_default_action = tempfail` Postfix refuses the message temporarily (the
+sender keeps it and retries), with `accept` it delivers without a copy.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+
+import pytest
+from tests.support.primary import Primary
+from tests.support.standby import Standby
+
+ADMIN_PW = "correct horse battery staple"
+
+
+def message(to: list[str], subject: str, body: str = "") -> bytes:
+    m = EmailMessage()
+    m["From"] = "sender@ext.test"
+    m["To"] = ", ".join(to)
+    m["Subject"] = subject
+    m["Message-ID"] = f"<{uuid.uuid4().hex}@ext.test>"
+    m["Date"] = "Sun, 29 Nov 2026 08:00:00 +0000"
+    m["X-Folded"] = "a header value long enough that it is folded over more than one line " * 2
+    m.set_content(body or f"{subject}\n")
+    return m.as_bytes(policy=SMTP)
+
+
+def send(primary: Primary, to: list[str], raw: bytes) -> None:
+    with smtplib.SMTP(primary.host, primary.smtp_port, timeout=60) as s:
+        s.sendmail("sender@ext.test", to, raw)
+
+
+def copies(standby: Standby, user: str, journaled: int) -> list[bytes]:
+    return [body for body, j, _ in standby.mailbox(user, "INBOX") if j == journaled]
+
+
+@pytest.fixture
+def standby(tmp_path: Path, primary: Primary, request: pytest.FixtureRequest) -> Iterator[Standby]:
+    mode = getattr(request, "param", "journal")
+    # journal = off for the relay queue: the copies in these tests can only come from the milter
+    s = Standby(
+        tmp_path / "standby",
+        primary_port=primary.smtp_port,
+        milter={"listen": ["127.0.0.1:0"], "mode": mode},
+        journal={"enabled": False},
+    )
+    with s:
+        primary.set_milters(f"inet:127.0.0.1:{s.listeners['milter']}")
+        yield s
+
+
+def test_journal_copies_land_in_the_standby_before_postfix_answers(primary: Primary, standby: Standby) -> None:
+    big = "".join(f"line {n:06d} of a body longer than one milter chunk\n" for n in range(3000))
+    raw = message(["alice@corp.test", "bob@corp.test"], "journal me", big)
+    send(primary, ["alice@corp.test", "bob@corp.test"], raw)
+
+    # Postfix's 250 came after the milter's answer, which came after the copies were filed.
+    for user in ("alice@corp.test", "bob@corp.test"):
+        (copy,) = copies(standby, user, journaled=1)
+        assert copy.startswith(b"Received: from ") and b"(mailstandby) with milter" in copy
+        assert copy.endswith(raw), "the copy is the message as sent, behind our trace header"
+        assert copies(standby, user, journaled=0) == []
+    assert copies(standby, "carol@corp.test", journaled=1) == []
+    assert len(primary.wait_for_messages("alice@corp.test", 1)) == 1
+    assert len(primary.wait_for_messages("bob@corp.test", 1)) == 1
+    assert standby.deliveries() == []  # nothing went through the queue
+
+
+def test_several_messages_in_one_smtp_session_and_an_aborted_one(primary: Primary, standby: Standby) -> None:
+    with smtplib.SMTP(primary.host, primary.smtp_port, timeout=60) as s:
+        s.sendmail("sender@ext.test", ["alice@corp.test"], message(["alice@corp.test"], "first"))
+        s.mail("sender@ext.test")
+        s.rcpt("alice@corp.test")
+        s.rset()  # Postfix sends ABORT: nothing of this one may be kept
+        s.sendmail("sender@ext.test", ["alice@corp.test"], message(["alice@corp.test"], "second"))
+    subjects = [
+        next(ln for ln in c.splitlines() if ln.startswith(b"Subject:")) for c in copies(standby, "alice@corp.test", 1)
+    ]
+    assert subjects == [b"Subject: first", b"Subject: second"]
+    assert len(primary.wait_for_messages("alice@corp.test", 2)) == 2
+
+
+@pytest.mark.parametrize("standby", ["both"], indirect=True)
+def test_during_an_outage_postfix_hands_the_mail_over_and_does_not_deliver_it(
+    primary: Primary, standby: Standby
+) -> None:
+    standby.add_admin("admin", ADMIN_PW)
+    done = standby.cli("failover", "--reason", "mailbox server down", password=ADMIN_PW)
+    assert done.returncode == 0, done.stderr
+    raw = message(["alice@corp.test"], "during the outage")
+    send(primary, ["alice@corp.test"], raw)
+
+    # Durable in our queue before Postfix discarded it; the queue files it in the standby mailbox.
+    standby.wait_until(lambda: copies(standby, "alice@corp.test", journaled=0), 30, "the standby delivery")
+    standby.wait_until(lambda: standby.queued() == [], 30, "an empty queue")
+    (delivered,) = copies(standby, "alice@corp.test", journaled=0)
+    assert delivered.endswith(raw)
+    assert copies(standby, "alice@corp.test", journaled=1) == [], "taken over, not journaled"
+    assert [d["state"] for d in standby.deliveries()] == ["delivered"]
+    assert primary.queue_size() == 0
+    assert primary.fetch_all("alice@corp.test") == [], "Postfix discarded its copy"
+    assert "discard" in primary.maillog()
+
+
+@pytest.mark.parametrize("standby", ["both"], indirect=True)
+def test_mixed_recipients_postfix_drops_the_failed_over_ones_and_delivers_the_rest(
+    primary: Primary, standby: Standby
+) -> None:
+    standby.add_admin("admin", ADMIN_PW)
+    done = standby.cli("failover", "--reason", "bob's mailbox is down", "--user", "bob@corp.test", password=ADMIN_PW)
+    assert done.returncode == 0, done.stderr
+    raw = message(["alice@corp.test", "bob@corp.test"], "mixed")
+    send(primary, ["alice@corp.test", "bob@corp.test"], raw)
+
+    standby.wait_until(lambda: copies(standby, "bob@corp.test", journaled=0), 30, "bob's standby delivery")
+    assert len(primary.wait_for_messages("alice@corp.test", 1)) == 1
+    standby.wait_until(lambda: standby.queued() == [], 30, "an empty queue")
+    assert [d["rcpt"] for d in standby.deliveries()] == ["bob@corp.test"]
+    assert len(copies(standby, "bob@corp.test", journaled=0)) == 1
+    assert copies(standby, "bob@corp.test", journaled=1) == []
+    assert len(copies(standby, "alice@corp.test", journaled=1)) == 1, "alice still gets her journal copy"
+    assert primary.queue_size() == 0
+    assert primary.fetch_all("bob@corp.test") == [], "Postfix removed bob and delivered only alice"
+
+
+def test_milter_down_with_tempfail_postfix_refuses_temporarily_and_loses_nothing(
+    primary: Primary, standby: Standby
+) -> None:
+    standby.kill()
+    raw = message(["alice@corp.test"], "while the milter is down")
+    with pytest.raises(smtplib.SMTPException) as refused:
+        send(primary, ["alice@corp.test"], raw)
+    assert _code(refused.value) // 100 == 4, "a temporary refusal: the sender keeps the message"
+    assert primary.queue_size() == 0 and primary.fetch_all("alice@corp.test") == []
+
+    standby.start()  # back (on a new port): the sender's retry goes through, with its copy
+    primary.set_milters(f"inet:127.0.0.1:{standby.listeners['milter']}")
+    send(primary, ["alice@corp.test"], raw)
+    assert len(copies(standby, "alice@corp.test", journaled=1)) == 1
+    assert len(primary.wait_for_messages("alice@corp.test", 1)) == 1
+
+
+def test_milter_killed_in_the_middle_of_a_message_tempfails_it(primary: Primary, standby: Standby) -> None:
+    with smtplib.SMTP(primary.host, primary.smtp_port, timeout=60) as s:
+        s.ehlo()
+        assert s.mail("sender@ext.test")[0] == 250
+        assert s.rcpt("alice@corp.test")[0] == 250
+        standby.kill()
+        code, _ = s.data(message(["alice@corp.test"], "cut off"))
+    assert code // 100 == 4
+    assert primary.queue_size() == 0 and primary.fetch_all("alice@corp.test") == []
+
+
+def test_milter_down_with_accept_postfix_delivers_without_a_copy(primary: Primary, standby: Standby) -> None:
+    primary.set_milters(f"inet:127.0.0.1:{standby.listeners['milter']}", default_action="accept")
+    standby.kill()
+    send(primary, ["alice@corp.test"], message(["alice@corp.test"], "no copy"))
+    assert len(primary.wait_for_messages("alice@corp.test", 1)) == 1
+    assert standby.mailbox("alice@corp.test", "INBOX") == []
+
+
+def _code(e: smtplib.SMTPException) -> int:
+    if isinstance(e, smtplib.SMTPRecipientsRefused):
+        return next(iter(e.recipients.values()))[0]
+    return int(getattr(e, "smtp_code", 0))
