@@ -33,7 +33,7 @@ from mailstandby.config import MilterSettings
 from mailstandby.core.model import BodyType, Envelope
 from mailstandby.milter import codec
 from mailstandby.milter.codec import Actions, Proto
-from mailstandby.milter.policy import Action, Decision, Recipient, decide
+from mailstandby.milter.policy import Action, Decision, Reason, Recipient, decide
 from mailstandby.routing import Decision as RouteDecision
 from mailstandby.routing import Route
 from mailstandby.transport import Connection
@@ -250,7 +250,8 @@ class Session:
     async def _finish(self, msg: _Message) -> bytes:
         decision = self._decide(msg)
         queue_id = self.conn_macros.get("i") or msg.macros.get("i", "")
-        self.log.info(
+        self.log.log(
+            logging.WARNING if decision.reason is Reason.TOO_BIG else logging.INFO,
             "milter.%s: mta-id=%s from=<%s> rcpts=%d take=%d journal=%d size=%d reason=%s",
             decision.action,
             queue_id or "-",
