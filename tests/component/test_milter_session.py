@@ -183,6 +183,7 @@ async def test_redirect_takes_over_all_standby_recipients_and_discards(mta: Fact
     await client.negotiate()
     assert await client.message(["alice@corp.test", "bob@corp.test"]) == [(codec.SMFIR_DISCARD, b"")]
     ((envelope, message),) = sink.taken
+    assert message.endswith(b"\r\nSubject: test\r\n\r\nhello\r\n")
     assert envelope.sender == "sender@ext.test" and envelope.recipients == ["alice@corp.test", "bob@corp.test"]
     assert envelope.body_type.value == "8BITMIME"
     assert sink.journaled == []
@@ -288,5 +289,6 @@ async def test_quit_closes_and_quit_nc_keeps_the_connection(mta: Factory) -> Non
     await client.negotiate()
     client.send(codec.Quit(new_connection=True))
     assert await client.message(["bob@corp.test"]) == [(codec.SMFIR_CONTINUE, b"")]
+    assert len(sink.journaled) == 1
     client.send(codec.Quit())
     assert await asyncio.wait_for(client.reader.read(), 10) == b""
