@@ -11,6 +11,8 @@ sender keeps it and retries), with `accept` it delivers without a copy.
 from __future__ import annotations
 
 import smtplib
+import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -20,6 +22,10 @@ from pathlib import Path
 import pytest
 from tests.support.primary import Primary
 from tests.support.standby import Standby
+
+from mailstandby.milter import codec
+from mailstandby.milter.codec import Actions
+from mailstandby.milter.session import WANTED
 
 ADMIN_PW = "correct horse battery staple"
 
@@ -174,3 +180,75 @@ def _code(e: smtplib.SMTPException) -> int:
     if isinstance(e, smtplib.SMTPRecipientsRefused):
         return next(iter(e.recipients.values()))[0]
     return int(getattr(e, "smtp_code", 0))
+
+
+class EarlierMilter:
+    """Another filter ahead of ours in `smtpd_milters`, deciding every message at end of body
+    (`quarantine`, `reject` or `continue`)."""
+
+    def __init__(self, verdict: str) -> None:
+        self.verdict = verdict
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        reader = codec.PacketReader()
+        with conn:
+            while data := conn.recv(65536):
+                for command, payload in reader.feed(data):
+                    cmd = codec.decode(command, payload)
+                    if isinstance(cmd, codec.OptNeg):
+                        conn.sendall(codec.optneg_reply(6, Actions.QUARANTINE, WANTED & cmd.protocol))
+                    elif isinstance(cmd, codec.EndOfMessage):
+                        conn.sendall(self._verdict())
+                    elif isinstance(cmd, codec.Quit):
+                        return
+
+    def _verdict(self) -> bytes:
+        if self.verdict == "quarantine":
+            return codec.frame(ord("q"), b"held by the earlier filter\0") + codec.CONTINUE
+        if self.verdict == "reject":
+            return codec.REJECT
+        return codec.CONTINUE
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("standby", ["both"], indirect=True)
+def test_a_message_an_earlier_milter_quarantined_is_left_in_postfixs_hold_queue(
+    primary: Primary, standby: Standby
+) -> None:
+    earlier = EarlierMilter("quarantine")
+    try:
+        primary.set_milters(f"inet:127.0.0.1:{earlier.port}, inet:127.0.0.1:{standby.listeners['milter']}")
+        standby.add_admin("admin", ADMIN_PW)
+        assert standby.cli("failover", "--reason", "outage", password=ADMIN_PW).returncode == 0
+        send(primary, ["alice@corp.test"], message(["alice@corp.test"], "quarantined"))
+        assert [m["queue_name"] for m in primary.queue()] == ["hold"], "Postfix holds it, as the filter asked"
+        assert standby.deliveries() == [] and standby.mailbox("alice@corp.test", "INBOX") == []
+    finally:
+        earlier.close()
+
+
+@pytest.mark.parametrize("standby", ["both"], indirect=True)
+def test_a_message_an_earlier_milter_rejected_never_reaches_us(primary: Primary, standby: Standby) -> None:
+    earlier = EarlierMilter("reject")
+    try:
+        primary.set_milters(f"inet:127.0.0.1:{earlier.port}, inet:127.0.0.1:{standby.listeners['milter']}")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            send(primary, ["alice@corp.test"], message(["alice@corp.test"], "rejected"))
+        assert refused.value.smtp_code == 550
+        assert standby.mailbox("alice@corp.test", "INBOX") == [] and primary.queue_size() == 0
+    finally:
+        earlier.close()
