@@ -232,6 +232,12 @@ async def test_a_message_quarantined_upstream_is_neither_copied_nor_taken(mta: F
     assert replies == [(codec.SMFIR_CONTINUE, b"")]
     assert sink.taken == [] and sink.journaled == []
     assert await client.message(["alice@corp.test"]) == [(codec.SMFIR_DISCARD, b"")], "the macro was per message"
+    client.send(codec.Macros(codec.SMFIC_MAIL, {"{quarantine}": "held at MAIL"}))
+    assert await client.message(["alice@corp.test"]) == [(codec.SMFIR_CONTINUE, b"")]
+    assert await client.message(["alice@corp.test"]) == [(codec.SMFIR_DISCARD, b"")]
+    client.send(codec.Macros(codec.SMFIC_CONNECT, {"{quarantine}": "the whole session"}))
+    assert await client.message(["alice@corp.test"]) == [(codec.SMFIR_CONTINUE, b"")]
+    assert len(sink.taken) == 2
 
 
 async def test_a_message_our_own_queue_relayed_is_not_copied_again(mta: Factory) -> None:

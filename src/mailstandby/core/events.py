@@ -31,3 +31,10 @@ class Event(StrEnum):
     MONITOR_VERDICT = "monitor.verdict"
     ADMIN_ACTION = "admin.action"
     ADMIN_LOGIN_FAILED = "admin.login-failed"
+    # milter event sink: one per message at end of body (see milter.policy.Action), then the takeover
+    MILTER_PASS = "milter.pass"
+    MILTER_JOURNAL = "milter.journal"
+    MILTER_TAKE_ALL = "milter.take-all"
+    MILTER_TAKE_SOME = "milter.take-some"
+    MILTER_TAKEN = "milter.taken"
+    MILTER_TAKEOVER_FAILED = "milter.takeover-failed"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mailstandby.config import MilterSettings
+from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType, Envelope
 from mailstandby.milter import codec
 from mailstandby.milter.codec import Actions, Proto
@@ -66,6 +67,13 @@ NO_REPLY = {
     codec.Unknown: Proto.NR_UNKN,
 }
 
+EVENTS = {
+    Action.PASS: Event.MILTER_PASS,
+    Action.JOURNAL: Event.MILTER_JOURNAL,
+    Action.TAKE_ALL: Event.MILTER_TAKE_ALL,
+    Action.TAKE_SOME: Event.MILTER_TAKE_SOME,
+}
+
 
 class Routing(Protocol):
     def route(self, rcpt: str) -> RouteDecision: ...
@@ -99,7 +107,6 @@ class _Message:
     body: bytearray = field(default_factory=bytearray)
     size: int = 0
     too_big: bool = False
-    macros: dict[str, str] = field(default_factory=dict)
 
 
 class Session:
@@ -127,7 +134,8 @@ class Session:
         self.negotiated = False
         self.protocol = Proto.NONE
         self.actions = Actions.NONE
-        self.conn_macros: dict[str, str] = {}
+        self.conn_macros: dict[str, str] = {}  # CONNECT and HELO stages: for the whole SMTP session
+        self.msg_macros: dict[str, str] = {}  # MAIL and later: for one message (they precede MAIL itself)
         self.helo = ""
         self.client = ""
         self.msg: _Message | None = None
@@ -179,10 +187,12 @@ class Session:
         self.conn.write(codec.optneg_reply(version, self.actions, self.protocol))
 
     def macros(self, cmd: codec.Macros) -> None:
-        if cmd.stage in (codec.SMFIC_CONNECT, codec.SMFIC_HELO) or self.msg is None:
+        if cmd.stage in (codec.SMFIC_CONNECT, codec.SMFIC_HELO):
             self.conn_macros.update(cmd.values)
+        elif cmd.stage == codec.SMFIC_MAIL:
+            self.msg_macros = dict(cmd.values)  # a new message begins
         else:
-            self.msg.macros.update(cmd.values)
+            self.msg_macros.update(cmd.values)
 
     def connect(self, cmd: codec.Connect) -> None:
         self.client = cmd.address or cmd.hostname
@@ -191,7 +201,7 @@ class Session:
         self.helo = cmd.name
 
     def quit(self, cmd: codec.Quit) -> None:
-        self.msg = None
+        self.abort()
         if cmd.new_connection:  # the MTA reuses the connection for its next SMTP session
             self.conn_macros.clear()
             self.helo = self.client = ""
@@ -200,6 +210,7 @@ class Session:
 
     def abort(self, cmd: codec.Abort | None = None) -> None:
         self.msg = None
+        self.msg_macros = {}
 
     # -- message level -------------------------------------------------------------------
     def mail(self, cmd: codec.Mail) -> None:
@@ -245,15 +256,15 @@ class Session:
             self.conn.write(await self._finish(msg))
         finally:
             self.busy = False
-            self.msg = None
+            self.abort()
 
     async def _finish(self, msg: _Message) -> bytes:
         decision = self._decide(msg)
-        queue_id = self.conn_macros.get("i") or msg.macros.get("i", "")
+        queue_id = self.msg_macros.get("i") or self.conn_macros.get("i", "")
         self.log.log(
             logging.WARNING if decision.reason is Reason.TOO_BIG else logging.INFO,
-            "milter.%s: mta-id=%s from=<%s> rcpts=%d take=%d journal=%d size=%d reason=%s",
-            decision.action,
+            "%s: mta-id=%s from=<%s> rcpts=%d take=%d journal=%d size=%d reason=%s",
+            EVENTS[decision.action],
             queue_id or "-",
             msg.sender,
             len(msg.rcpts),
@@ -271,9 +282,13 @@ class Session:
                 envelope = _envelope(msg, decision.take)
                 stored = await self.sink.take_over(envelope, message, received)
             except Exception as e:  # unknown means temporary: the MTA keeps the message
-                self.log.error("takeover of mta-id=%s failed (%s): answering TEMPFAIL", queue_id or "-", e)
+                self.log.error(
+                    "%s: mta-id=%s (%s): answering TEMPFAIL", Event.MILTER_TAKEOVER_FAILED, queue_id or "-", e
+                )
                 return codec.TEMPFAIL
-            self.log.info("milter.taken: mta-id=%s id=%s to=%s", queue_id or "-", stored, ",".join(decision.take))
+            self.log.info(
+                "%s: mta-id=%s id=%s to=%s", Event.MILTER_TAKEN, queue_id or "-", stored, ",".join(decision.take)
+            )
         if decision.journal and not await self.sink.journal(list(decision.journal), message, received):
             self.log.error("journal copy of mta-id=%s not filed; the primary has the message", queue_id or "-")
         return self._verdict(msg, decision)
@@ -284,7 +299,7 @@ class Session:
             address = _strip(raw)
             route = self.routing.route(address)
             recipients.append(Recipient(raw, self.routing.user_of(address), route.route is Route.STANDBY))
-        macros = self.conn_macros | msg.macros
+        macros = self.conn_macros | self.msg_macros
         return decide(
             recipients,
             journal=self.settings.journal,
