@@ -324,6 +324,9 @@ class MilterSettings(Section):
     max_message_size: int = Field(
         0, ge=0, description="Largest message copied or taken over; larger passes through untouched. 0: smtp's limit."
     )
+    max_connections: int = Field(
+        200, ge=1, description="Concurrent MTA connections (one per SMTP session); more are closed at once."
+    )
     hands_off_macros: list[str] = Field(
         ["{quarantine}"],
         description="Macros that, when the MTA sends one with a value, mean an earlier filter quarantined the "

@@ -54,6 +54,7 @@ class MTA:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.server: MilterServer | None = None  # the server it talks to
 
     def send(self, *cmds: codec.Command) -> None:
         self.writer.write(b"".join(codec.encode(c) for c in cmds))
@@ -121,7 +122,9 @@ async def mta() -> AsyncIterator[Factory]:
         servers.append(server)
         reader, writer = await asyncio.open_connection(*server.addresses[0])
         writers.append(writer)
-        return MTA(reader, writer), sink, router
+        client = MTA(reader, writer)
+        client.server = server
+        return client, sink, router
 
     yield make
     for w in writers:
@@ -298,3 +301,15 @@ async def test_quit_closes_and_quit_nc_keeps_the_connection(mta: Factory) -> Non
     assert len(sink.journaled) == 1
     client.send(codec.Quit())
     assert await asyncio.wait_for(client.reader.read(), 10) == b""
+
+
+async def test_connections_over_the_limit_are_closed_and_the_others_go_on(mta: Factory) -> None:
+    client, _, _ = await mta(mode="journal", max_connections=1)
+    await client.negotiate()
+    assert client.server is not None
+    reader, writer = await asyncio.open_connection(*client.server.addresses[0])
+    try:
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+    assert await client.message(["bob@corp.test"]) == [(codec.SMFIR_CONTINUE, b"")]

@@ -43,7 +43,11 @@ class MilterServer(Listeners):
         self.hostname = hostname
         self.max_size = settings.max_message_size or max_size
 
-    def make_session(self, conn: Connection) -> Session:
+    def make_session(self, conn: Connection) -> Session | None:
+        if len(self.sessions) >= self.settings.max_connections:
+            # Closing is the only refusal the protocol has; the MTA applies milter_default_action.
+            log.warning("%d milter connections open: refusing %s", len(self.sessions), conn.peer[0])
+            return None
         return ProtocolSession(
             conn,
             self.settings,
