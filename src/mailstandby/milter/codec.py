@@ -104,21 +104,6 @@ class Proto(IntFlag):
     HDR_LEADSPC = 0x100000
 
 
-# Macro stages as the MACRO packet names them: the command the macros come with.
-MACRO_STAGES = {
-    SMFIC_CONNECT,
-    SMFIC_HELO,
-    SMFIC_MAIL,
-    SMFIC_RCPT,
-    SMFIC_DATA,
-    SMFIC_EOH,
-    SMFIC_BODYEOB,
-    SMFIC_UNKNOWN,
-    SMFIC_HEADER,
-    SMFIC_BODY,
-}
-
-
 # -- MTA commands as values ----------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class OptNeg:
@@ -301,9 +286,7 @@ def _optneg(data: bytes) -> OptNeg:
 def _macros(data: bytes) -> Macros:
     if not data:
         raise ProtocolError("MACRO: stage missing")
-    stage = data[0]
-    if stage not in MACRO_STAGES:
-        raise ProtocolError(f"MACRO: unknown stage {stage!r}")
+    stage = data[0]  # any stage is taken: a stage we do not know must not make us drop the MTA's mail
     if len(data) == 1:
         return Macros(stage, {})
     parts = _strings(data[1:], "MACRO")
