@@ -24,6 +24,7 @@ from mailstandby.admin.server import AdminServer
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
 from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.dns.switch import DNSSwitch
 from mailstandby.failover.coordinator import Coordinator
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
@@ -113,6 +114,17 @@ class App:
                 self.coordinator.snapshot, self.monitor.snapshot, lambda: self.runner.depth, lambda: self.transitions
             )
         )
+        self.dns = DNSSwitch(config.dns, self.failover_store) if config.dns.enabled else None
+        if self.dns is not None:
+            dns = self.dns
+
+            async def switch_dns() -> None:
+                await dns.switch()
+
+            async def restore_dns() -> None:
+                await dns.restore()
+
+            self.coordinator.switch_dns, self.coordinator.restore_dns = switch_dns, restore_dns
         services = Services(
             failover=self.coordinator,
             history=self.failover_store,
@@ -121,6 +133,7 @@ class App:
             queue_depth=lambda: self.runner.depth,
             metrics=metrics,
             metrics_public=config.admin.metrics_public,
+            dns=self.dns,
         )
         cert, key = self._certificate()
         self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))

@@ -307,6 +307,40 @@ class AdminSettings(Section):
         return self
 
 
+class DNSSettings(Section):
+    """The MX switch: on failover the domain's MX (and optional A/AAAA) point at the standby by RFC 2136
+    dynamic update signed with TSIG; on failback exactly the previous records are put back."""
+
+    enabled: bool = Field(False, description="Switch DNS on failover and restore it on failback.")
+    server: str = Field("127.0.0.1", description="The zone's primary authoritative server (it takes the updates).")
+    port: int = Field(53, ge=1, le=65535, description="Its DNS port (updates and checks go over TCP).")
+    zone: str = Field("", description="The zone to update, e.g. example.com.")
+    mx_name: str = Field("", description="Owner name of the MX records to switch; empty: the zone apex.")
+    standby_mx: str = Field("", description="Host name of mailstandby's MX target, e.g. standby.example.com.")
+    standby_preference: int = Field(10, ge=0, le=65535, description="Preference of the standby MX record.")
+    addresses: dict[str, list[str]] = Field(
+        {}, description="Host names whose A/AAAA records are replaced too, with the standby's addresses."
+    )
+    ttl: int = Field(300, ge=0, description="TTL of the standby's records (the saved ones keep their own).")
+    tsig_key_name: str = Field("", description="TSIG key name, as in the server's `key` statement.")
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"] = (
+        Field("hmac-sha256", description="TSIG algorithm.")
+    )
+    tsig_secret_file: Path | None = Field(None, description="File holding the base64 TSIG secret.")
+    timeout: float = Field(10.0, gt=0, description="Seconds for each DNS exchange.")
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> DNSSettings:
+        missing = [
+            k
+            for k in ("zone", "standby_mx", "tsig_key_name", "tsig_secret_file")
+            if self.enabled and not getattr(self, k)
+        ]
+        if missing:
+            raise ValueError(f"enabled needs {', '.join(missing)}")
+        return self
+
+
 class Config(Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
@@ -324,6 +358,7 @@ class Config(Section):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    dns: DNSSettings = Field(default_factory=DNSSettings)
 
     _source: Path | None = PrivateAttr(None)
 
@@ -393,8 +428,9 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
     monitor = cfg.monitor.model_copy(
         update={"probe_password_file": rel(cfg.monitor.probe_password_file) or cfg.monitor.probe_password_file}
     )
+    dns = cfg.dns.model_copy(update={"tsig_secret_file": rel(cfg.dns.tsig_secret_file) or cfg.dns.tsig_secret_file})
     resolved = cfg.model_copy(
-        update={"node": node, "tls": tls, "directory": directory, "outbound": outbound, "monitor": monitor}
+        update={"node": node, "tls": tls, "directory": directory, "outbound": outbound, "monitor": monitor, "dns": dns}
     )
     resolved._source = path
     return resolved

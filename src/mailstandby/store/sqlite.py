@@ -147,6 +147,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX health_log_at ON health_log (at);
     CREATE TABLE admins (name TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
+    # 5: the DNS records a switch replaced, to be put back on failback
+    """
+    CREATE TABLE dns_saved (
+        name     TEXT NOT NULL,
+        rdtype   TEXT NOT NULL,
+        ttl      INTEGER NOT NULL,
+        rdatas   TEXT NOT NULL,
+        saved_at REAL NOT NULL,
+        PRIMARY KEY (name, rdtype)
+    );
+    """,
 ]
 
 
