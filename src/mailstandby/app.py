@@ -21,6 +21,9 @@ from mailstandby.config import Config, disk_reserve
 from mailstandby.directory.static import StaticDirectory, from_settings
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
+from mailstandby.notify.forward import Forwarder
+from mailstandby.notify.notifier import Notifier
+from mailstandby.notify.tokens import load_key
 from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
@@ -56,6 +59,16 @@ class App:
             else None,
         )
         self.tasks: list[asyncio.Task[None]] = []
+        self.notifier = Notifier(
+            self.store,
+            self.directory,
+            config.notify,
+            hostname=node.hostname,
+            submit=self.runner.submit,
+            key=load_key(node.data_dir),
+            domains=config.directory.domains,
+        )
+        self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
@@ -110,6 +123,7 @@ class App:
     async def start(self) -> None:
         await self.store.open()
         await self.runner.start()
+        await self.notifier.start()
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
         await self.smtp.start()
@@ -163,6 +177,7 @@ class App:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.notifier.stop()
         await self.runner.stop(grace)
         await self.store.close()
         self._stopped.set()
