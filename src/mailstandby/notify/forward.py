@@ -54,7 +54,6 @@ class ForwardReason(StrEnum):
     BULK = "precedence-bulk"
     MAILING_LIST = "mailing-list"
     HOP_LIMIT = "hop-limit"
-    OWN_MESSAGE = "own-message"  # sent by the standby itself (notices, forwards' bounces)
 
 
 SENDING = frozenset({ForwardReason.FULL, ForwardReason.SUMMARY})
@@ -73,14 +72,7 @@ class ForwardPlan:
         return self.reason in SENDING
 
 
-def plan(
-    user: User,
-    raw: bytes,
-    envelope_sender: str,
-    settings: NotifySettings,
-    *,
-    own_addresses: frozenset[str] = frozenset(),
-) -> ForwardPlan:
+def plan(user: User, raw: bytes, envelope_sender: str, settings: NotifySettings) -> ForwardPlan:
     """What to forward of `raw` for `user`, and why (pure)."""
     mode = user.preferences.forward
     if mode is Forwarding.OFF:
@@ -92,8 +84,6 @@ def plan(
         return ForwardPlan(ForwardReason.NO_DESTINATION)
     if envelope_sender == "":
         return ForwardPlan(ForwardReason.NULL_SENDER)
-    if envelope_sender.lower() in own_addresses:
-        return ForwardPlan(ForwardReason.OWN_MESSAGE)
     headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
     why = _automatic(headers, settings)
     if why is not None:
@@ -135,10 +125,9 @@ class Forwarder:
         self.notifier = notifier
         self.settings = settings
         self.hostname = hostname
-        self.own = frozenset({notifier.sender.lower(), notifier.bounce_address.lower()})
 
     def plan(self, user: User, raw: bytes, envelope_sender: str) -> ForwardPlan:
-        return plan(user, raw, envelope_sender, self.settings, own_addresses=self.own)
+        return plan(user, raw, envelope_sender, self.settings)
 
     async def forward(self, user: User, raw: bytes, envelope_sender: str, *, message_id: str) -> ForwardPlan:
         """Plan and durably queue the forwarding of message `message_id` (idempotent); returns the plan."""

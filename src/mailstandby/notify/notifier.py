@@ -26,6 +26,7 @@ import json
 import logging
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -376,10 +377,29 @@ class Notifier:
         await self.store.call(run)
 
 
+_plugins_loaded: list[bool] = []
+
+
+def _new_apprise(url: str) -> apprise.Apprise | None:
+    """An Apprise object for `url`, or None when the URL is unusable.
+
+    Apprise loads its plugins on first use; some of them import deprecated
+    standard modules, which is theirs to fix, not a warning for our users."""
+    ap = apprise.Apprise()
+    if not _plugins_loaded:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ok = ap.add(url)
+        _plugins_loaded.append(True)
+    else:
+        ok = ap.add(url)
+    return ap if ok else None
+
+
 async def _apprise(url: str, title: str, body: str) -> str | None:
     """Send through Apprise; None when the service accepted it, else what went wrong."""
-    ap = apprise.Apprise()
-    if not ap.add(url):
+    ap = _new_apprise(url)
+    if ap is None:
         return "not a usable Apprise URL"
     with apprise.LogCapture(level=logging.WARNING) as captured:
         try:
