@@ -203,7 +203,7 @@ def short_email(*, sender: str, organization: str, to: str, subject: str, text: 
 
 def trace_headers(values: list[tuple[str, str]]) -> bytes:
     """Header lines (folded, encoded) to put in front of a message we resend."""
-    msg = EmailMessage(policy=policy.SMTP)
+    msg = EmailMessage(policy=policy.SMTP.clone(max_line_length=998))  # one line each, as other MTAs' trace
     for name, value in values:
         msg[name] = one_line(value)
     head = msg.as_bytes()
