@@ -52,10 +52,10 @@ def url_key(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """scheme://host/… : enough to recognize a destination, without tokens or passwords."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{parts.scheme}://{host}/…" if parts.scheme else "(url)"
+    """The service and the URL's digest: enough to tell destinations apart, without tokens or topics
+    (many services keep the secret in the host part, e.g. ntfy://TOPIC, tgram://BOT_TOKEN)."""
+    scheme = urlsplit(url).scheme
+    return f"{scheme or 'url'}://… ({url_key(url)})"
 
 
 def destinations(user: User) -> list[Destination]:

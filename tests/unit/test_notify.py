@@ -1,0 +1,157 @@
+"""Pure parts of notify: templates (sandbox, StrictUndefined, check), headers built from values,
+destinations, summaries, readiness, and `mailstandby check-config` naming a broken template."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailstandby.config import NotifySettings
+from mailstandby.directory.base import Device, NoticeKind, Preferences, User
+from mailstandby.notify import compose, readiness
+from mailstandby.notify.compose import Mode
+from mailstandby.notify.templates import Templates, names
+
+SETTINGS = NotifySettings(organization="Corp", public_host="mail.corp.test", setup_url="https://s.corp.test")
+
+
+def context() -> dict:
+    return compose.sample_context(SETTINGS, "standby.corp.test")
+
+
+def test_every_shipped_template_renders_with_the_sample_user() -> None:
+    assert Templates().check(context()) == []
+    for kind in NoticeKind:
+        r = Templates().render(kind, context())
+        assert r.subject and "\n" not in r.subject and r.text and r.html and r.short
+
+
+def test_a_misspelt_variable_or_syntax_error_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "failover.txt").write_text("Hello\n{{ user.adress }}\n")
+    (tmp_path / "failback.short").write_text("{% if standby %}")
+    problems = Templates(tmp_path).check(context())
+    assert len(problems) == 2
+    assert any(str(tmp_path / "failover.txt") in p and "line 2" in p and "adress" in p for p in problems)
+    assert any(str(tmp_path / "failback.short") in p and "syntax error" in p for p in problems)
+
+
+def test_a_broken_override_falls_back_to_the_shipped_template_at_send_time(tmp_path: Path) -> None:
+    (tmp_path / "failover.subject").write_text("{{ nope }}")
+    (tmp_path / "failover.short").write_text("Custom: {{ standby.host }}")
+    r = Templates(tmp_path).render(NoticeKind.FAILOVER, context())
+    assert r.subject == "Corp mail: use the standby service now"
+    assert r.short == "Custom: mail.corp.test"
+
+
+def test_templates_run_in_a_sandbox(tmp_path: Path) -> None:
+    (tmp_path / "setup.short").write_text("{{ user.__class__.__mro__ }}")
+    [problem] = Templates(tmp_path).check(context())
+    assert "setup.short" in problem
+
+
+def test_html_is_escaped_and_headers_cannot_be_injected() -> None:
+    user = User("x@corp.test", display_name="<b>X</b>\r\nBcc: victim@ext.test")
+    ctx = compose.notice_context(user, "failover", "f-1", SETTINGS, "standby.corp.test")
+    r = Templates().render(NoticeKind.FAILOVER, ctx)
+    assert "&lt;b&gt;X&lt;/b&gt;" in r.html and "<b>X</b>" not in r.html
+    raw = compose.notice_email(
+        sender="mailstandby@corp.test",
+        organization="Corp\r\nBcc: victim@ext.test",
+        to="x@home.test",
+        subject="Hi\r\nBcc: victim@ext.test",
+        text=r.text,
+        html=r.html,
+        msgid="<n-1@standby.corp.test>",
+        kind="failover",
+    )
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Bcc"] is None
+    assert msg["Subject"] == "Hi Bcc: victim@ext.test"
+    assert b"\r\nBcc:" not in raw.split(b"\r\n\r\n")[0]
+
+
+def test_destinations_one_per_mode_and_target_urls_not_stored() -> None:
+    user = User(
+        "a@corp.test",
+        alternates=("a@home.test", "A@home.test"),
+        notify_urls=("ntfy://secret-topic",),
+        devices=(Device("p", sms_gateway="1555@sms.test", push_url="ntfy://secret-topic"), Device("q")),
+    )
+    found = compose.destinations(user)
+    assert [(d.mode, d.target) for d in found] == [
+        (Mode.EMAIL, "a@home.test"),
+        (Mode.SMS_EMAIL, "1555@sms.test"),
+        (Mode.APPRISE, "ntfy://secret-topic"),
+    ]
+    assert "secret" not in found[2].key and "secret" not in found[2].shown
+
+
+def test_summary_prefers_text_and_strips_html() -> None:
+    raw = (
+        b"From: S <s@ext.test>\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Hello <b>there</b></p><script>x()</script>\r\n"
+    )
+    s = compose.summarize(raw, 8)
+    assert (s.sender, s.subject, s.excerpt) == ("S <s@ext.test>", "Grüße", "Hello th")
+
+
+def test_quiet_hours() -> None:
+    import time
+
+    noon = time.mktime((2026, 6, 1, 12, 30, 0, 0, 0, -1))
+    assert compose.in_quiet_hours(None, noon) is None
+    assert compose.in_quiet_hours((22, 7), noon) is None
+    end = compose.in_quiet_hours((12, 13), noon)
+    assert end is not None and time.localtime(end).tm_hour == 13
+    night = time.mktime((2026, 6, 1, 23, 0, 0, 0, 0, -1))
+    end = compose.in_quiet_hours((22, 7), night)
+    assert end is not None and time.localtime(end)[2:4] == (2, 7)
+
+
+def test_readiness_names_the_unreachable() -> None:
+    users = [
+        User("ok@corp.test", alternates=("ok@home.test",), devices=(Device("p"),)),
+        User("lost@corp.test"),
+        User("quiet@corp.test", alternates=("q@home.test",), preferences=Preferences(notify=frozenset())),
+        User("gone@corp.test", enabled=False),
+    ]
+    data = readiness.report(users, None)
+    by = {u["address"]: u["gaps"] for u in data["users"]}
+    assert by == {
+        "ok@corp.test": ["no-standby-password"],
+        "lost@corp.test": ["no-alternate-contact", "no-device", "no-standby-password"],
+        "quiet@corp.test": ["no-device", "no-standby-password", "notifications-off"],
+    }
+    assert data["unreachable"] == 1 and data["total"] == 3
+
+
+def test_template_names_cover_every_kind() -> None:
+    assert {n.split(".")[0] for n in names()} == {k.value for k in NoticeKind} | {"code", "forward"}
+
+
+@pytest.fixture
+def config_with_templates(tmp_path: Path) -> Path:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "failover.txt").write_text("Hello {{ user.nmae }}\n")
+    cfg = tmp_path / "mailstandby.toml"
+    cfg.write_text(
+        '[node]\ndata_dir = "data"\n[directory]\ndomains = ["corp.test"]\n'
+        '[[directory.users]]\naddress = "a@corp.test"\nalternates = ["a@home.test"]\n'
+        '[notify]\ntemplates = "templates"\n'
+    )
+    return cfg
+
+
+def test_check_config_reports_a_broken_template(config_with_templates: Path) -> None:
+    run = [sys.executable, "-m", "mailstandby", "check-config", "-c", str(config_with_templates)]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert str(config_with_templates.parent / "templates" / "failover.txt") in result.stderr
+    assert "nmae" in result.stderr
+    (config_with_templates.parent / "templates" / "failover.txt").write_text("Hello {{ user.name }}\n")
+    assert subprocess.run(run, capture_output=True, text=True, timeout=60).returncode == 0
