@@ -155,3 +155,16 @@ def test_check_config_reports_a_broken_template(config_with_templates: Path) -> 
     assert "nmae" in result.stderr
     (config_with_templates.parent / "templates" / "failover.txt").write_text("Hello {{ user.name }}\n")
     assert subprocess.run(run, capture_output=True, text=True, timeout=60).returncode == 0
+
+
+def test_readiness_command_lists_who_cannot_be_reached(config_with_templates: Path) -> None:
+    (config_with_templates.parent / "templates" / "failover.txt").unlink()
+    with config_with_templates.open("a") as f:
+        f.write('[[directory.users]]\naddress = "b@corp.test"\n')
+    run = [sys.executable, "-m", "mailstandby", "notify", "-c", str(config_with_templates), "readiness"]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "a@corp.test: modes email=1; devices 0; no-device, no-standby-password" in lines
+    assert "b@corp.test: modes none; devices 0; no-alternate-contact, no-device, no-standby-password" in lines
+    assert lines[-1].startswith("2 users; 1 unreachable in an outage")
