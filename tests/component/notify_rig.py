@@ -90,7 +90,7 @@ class Rig:
     def directory(self) -> StaticDirectory:
         return StaticDirectory(["corp.test"], self.people.values())
 
-    async def start(self, *, concurrency: int = 4) -> Notifier:
+    async def start(self, *, concurrency: int = 4, deliver: bool = True) -> Notifier:
         """Open the store, start a queue runner and a notifier on it (again after `stop()`: a restart)."""
         store = SQLiteStore(self.data_dir, StoreSettings())
         await store.open()
@@ -119,7 +119,8 @@ class Rig:
             concurrency=concurrency,
             **kw,
         )
-        await notifier.start()
+        if deliver:
+            await notifier.start()
         self.store, self.runner, self.notifier = store, runner, notifier
         self.forwarder = Forwarder(notifier, self.settings, hostname=HOSTNAME)
         return notifier
@@ -142,6 +143,14 @@ class Rig:
                 if all(s["state"] != "pending" for s in status) and self.runner.depth == 0:
                     return status
                 await asyncio.sleep(0.02)
+
+    async def wait_status(self, condition: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """Wait until the notifier's status satisfies `condition`; that status."""
+        assert self.notifier is not None
+        async with asyncio.timeout(TIMEOUT):
+            while not condition(status := await self.notifier.status()):
+                await asyncio.sleep(0.02)
+        return status
 
     def mail_to(self, rcpt: str) -> list[Received]:
         return [m for m in self.smarthost.messages if rcpt in m.rcpts]

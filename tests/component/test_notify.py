@@ -17,7 +17,10 @@ from fake_primary import FakePrimary
 from http_sink import HTTPSink
 from notify_rig import Rig, parse, settings, users
 
+from mailstandby.core.model import Envelope
 from mailstandby.directory.base import NoticeKind, Preferences, User
+from mailstandby.notify.notifier import queue_id
+from mailstandby.store.base import NewMessage
 
 
 @pytest.fixture
@@ -159,7 +162,8 @@ async def test_quiet_hours_hold_sms_and_push_but_not_email(rig: Rig) -> None:
     notifier = await rig.start()
     await notifier.announce(NoticeKind.FAILOVER, [rig.people["alice"]], "failover-21")
     await rig.smarthost.wait_for(lambda: len(rig.smarthost.messages) == 1)
-    status = {s["mode"]: s for s in await notifier.status()}
+    rows = await rig.wait_status(lambda rows: all(r["attempts"] or r["last_error"] for r in rows))
+    status = {s["mode"]: s for s in rows}
     assert status["email"]["state"] == "sent"
     assert status["apprise"]["state"] == "pending" and status["apprise"]["last_error"] == "quiet hours"
     assert status["sms-email"]["next_attempt"] > 0 and rig.http.delivered == []
@@ -169,3 +173,21 @@ def _all_day() -> tuple[int, int]:
     """Quiet hours covering the current hour (from this hour to the one after next)."""
     hour = time.localtime().tm_hour
     return hour, (hour + 2) % 24
+
+
+async def test_a_crash_between_queueing_an_email_and_recording_it_sends_one_copy(rig: Rig) -> None:
+    """The notifier queued bob's notice, then died before recording it as sent."""
+    notifier = await rig.start(deliver=False)
+    assert rig.store is not None and rig.runner is not None
+    await notifier.announce(NoticeKind.FAILOVER, [rig.people["bob"]], "failover-22")
+    [row] = await notifier.status()
+    queued = await rig.store.accept(
+        NewMessage(
+            queue_id(row["id"]), Envelope("mailstandby@corp.test", ["bob@home.test"]), b"Subject: x\r\n\r\nx\r\n", 0.0
+        )
+    )
+    rig.runner.submit(queued)
+    await notifier.start()
+    [row] = await rig.settled()
+    assert row["state"] == "sent" and row["message_id"] == queue_id(row["id"]) and row["queue_state"] == "delivered"
+    assert len(rig.mail_to("bob@home.test")) == 1

@@ -148,6 +148,8 @@ class Notifier:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
+        for problem in self.templates.check(compose.sample_context(self.settings, self.hostname)):
+            log.error("notification template broken (the shipped one is used instead): %s", problem)
         self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
@@ -249,7 +251,10 @@ class Notifier:
             raise
         except Exception as e:  # never lose the row: count the attempt and retry later
             log.exception("notify: delivering notification %d failed", row.id)
-            await self._record(row, ok=False, error=f"internal error: {type(e).__name__}")
+            try:
+                await self._record(row, ok=False, error=f"internal error: {type(e).__name__}")
+            except Exception:  # the store itself fails: the row stays pending and is tried again
+                log.exception("notify: cannot record the failure of notification %d", row.id)
         finally:
             self._in_flight.discard(row.id)
             self._limit.release()
