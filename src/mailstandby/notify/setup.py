@@ -211,16 +211,19 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in parsed.items()}
 
 
-def setup_routes(service: SetupService) -> list[BaseRoute]:
-    """The setup pages and autoconfig endpoints, to be mounted at the root of the public HTTPS server."""
+class _Handlers:
+    """One method per route; `service` does the work."""
 
-    async def page(request: Request) -> Response:
+    def __init__(self, service: SetupService) -> None:
+        self.service = service
+
+    async def page(self, request: Request) -> Response:
         token = request.path_params["token"]
-        user, why = service.user_of(token)
+        user, why = self.service.user_of(token)
         if user is None:
             return _refused(why)
-        info = service.info()
-        has_password = await service.credentials.password_hash(user.address) is not None
+        info = self.service.info()
+        has_password = await self.service.credentials.password_hash(user.address) is not None
         rows = "".join(
             f"<tr><td>{label}</td><td>{html.escape(info['host'])}</td><td>{info[s]['port']}</td>"
             f"<td>{info[s]['security_text']}</td></tr>"
@@ -245,40 +248,40 @@ def setup_routes(service: SetupService) -> list[BaseRoute]:
             )
         return _page("Standby mail setup", body)
 
-    async def profile(request: Request) -> Response:
-        user, why = await service.consume(request.path_params["token"])
+    async def profile(self, request: Request) -> Response:
+        user, why = await self.service.consume(request.path_params["token"])
         if user is None:
             return _refused(why)
         log.info("setup: profile downloaded by %s", user.address)
         return Response(
-            mobileconfig(user, service.info(), service.settings.organization),
+            mobileconfig(user, self.service.info(), self.service.settings.organization),
             media_type=MOBILECONFIG,
             headers={"Cache-Control": "no-store", "Content-Disposition": 'attachment; filename="standby.mobileconfig"'},
         )
 
-    async def personal_autoconfig(request: Request) -> Response:
-        user, why = await service.consume(request.path_params["token"])
+    async def personal_autoconfig(self, request: Request) -> Response:
+        user, why = await self.service.consume(request.path_params["token"])
         if user is None:
             return _refused(why)
         domain = user.address.rpartition("@")[2]
-        doc = autoconfig(domain, user.address, service.info(), service.settings.organization)
+        doc = autoconfig(domain, user.address, self.service.info(), self.service.settings.organization)
         return Response(doc, media_type="application/xml", headers={"Cache-Control": "no-store"})
 
-    async def send_code(request: Request) -> Response:
-        user, why = service.user_of(request.path_params["token"])
+    async def send_code(self, request: Request) -> Response:
+        user, why = self.service.user_of(request.path_params["token"])
         if user is None:
             return _refused(why)
         if not compose.destinations(user):
             return _page("Standby mail setup", "<p>No alternate address or phone is registered for you.</p>", 409)
-        live = tokens.live_codes(service.store.read_connection(), user.address, service.clock())
+        live = tokens.live_codes(self.service.store.read_connection(), user.address, self.service.clock())
         if live >= MAX_CODES:
             return _page("Standby mail setup", "<p>Codes were sent already; please wait for them.</p>", 429)
-        await service.send_code(user, secrets.token_urlsafe(12))
+        await self.service.send_code(user, secrets.token_urlsafe(12))
         return _page("Standby mail setup", "<p>A code is on its way to your registered address or phone.</p>")
 
-    async def set_password(request: Request) -> Response:
+    async def set_password(self, request: Request) -> Response:
         token = request.path_params["token"]
-        user, why = service.user_of(token)
+        user, why = self.service.user_of(token)
         if user is None:
             return _refused(why)
         form = await _form(request)
@@ -287,42 +290,46 @@ def setup_routes(service: SetupService) -> list[BaseRoute]:
             hashed = hash_password(password)
         except ValueError as e:
             return _page("Standby mail setup", f"<p>{html.escape(str(e))}</p>", 400)
-        now = service.clock()
-        why = await service.store.call(lambda db: tokens.try_code(db, service.key, user.address, code, now))
+        now = self.service.clock()
+        why = await self.service.store.call(lambda db: tokens.try_code(db, self.service.key, user.address, code, now))
         peer = request.client.host if request.client else ""
         if why is not None:
-            await service.credentials.audit(user.address, "setup-password", "refused", peer=peer, detail=why.value)
+            await self.service.credentials.audit(user.address, "setup-password", "refused", peer=peer, detail=why.value)
             return _page("Standby mail setup", f"<p>{html.escape(_REFUSED.get(why, 'Wrong code.'))}</p>", 403)
-        await service.credentials.set_password_hash(user.address, hashed)
-        await service.credentials.audit(user.address, "setup-password", "ok", peer=peer)
+        await self.service.credentials.set_password_hash(user.address, hashed)
+        await self.service.credentials.audit(user.address, "setup-password", "ok", peer=peer)
         return _page(
             "Standby mail setup", f"<p>Your standby password is set. <a href='/setup/{html.escape(token)}'>Back</a></p>"
         )
 
-    async def generic_autoconfig(request: Request) -> Response:
+    async def generic_autoconfig(self, request: Request) -> Response:
         email = request.query_params.get("emailaddress", "")
         domain = email.rpartition("@")[2].lower() if "@" in email else ""
-        if not domain or not service.directory.serves(domain):
-            domain, email = (request.url.hostname or service.hostname).removeprefix("autoconfig."), ""
+        if not domain or not self.service.directory.serves(domain):
+            domain, email = (request.url.hostname or self.service.hostname).removeprefix("autoconfig."), ""
         username = email or "%EMAILADDRESS%"
-        doc = autoconfig(domain, username, service.info(), service.settings.organization)
+        doc = autoconfig(domain, username, self.service.info(), self.service.settings.organization)
         return Response(doc, media_type="application/xml")
 
-    async def outlook(request: Request) -> Response:
+    async def outlook(self, request: Request) -> Response:
         body = (await request.body())[:MAX_FORM].decode("utf-8", "replace")
         found = re.search(r"<EMailAddress>\s*([^<\s]+@[^<\s]+)\s*</EMailAddress>", body, re.IGNORECASE)
-        if found is None or not service.directory.serves(found.group(1).rpartition("@")[2]):
+        if found is None or not self.service.directory.serves(found.group(1).rpartition("@")[2]):
             return Response(status_code=404)
-        return Response(autodiscover(found.group(1), service.info()), media_type="application/xml")
+        return Response(autodiscover(found.group(1), self.service.info()), media_type="application/xml")
 
+
+def setup_routes(service: SetupService) -> list[BaseRoute]:
+    """The setup pages and autoconfig endpoints, to be mounted at the root of the public HTTPS server."""
+    h = _Handlers(service)
     return [
-        Route("/setup/{token}", page, methods=["GET"]),
-        Route("/setup/{token}/standby.mobileconfig", profile, methods=["GET"]),
-        Route("/setup/{token}/config-v1.1.xml", personal_autoconfig, methods=["GET"]),
-        Route("/setup/{token}/code", send_code, methods=["POST"]),
-        Route("/setup/{token}/password", set_password, methods=["POST"]),
-        Route("/.well-known/autoconfig/mail/config-v1.1.xml", generic_autoconfig, methods=["GET"]),
-        Route("/mail/config-v1.1.xml", generic_autoconfig, methods=["GET"]),
-        Route("/autodiscover/autodiscover.xml", outlook, methods=["POST"]),
-        Route("/Autodiscover/Autodiscover.xml", outlook, methods=["POST"]),
+        Route("/setup/{token}", h.page, methods=["GET"]),
+        Route("/setup/{token}/standby.mobileconfig", h.profile, methods=["GET"]),
+        Route("/setup/{token}/config-v1.1.xml", h.personal_autoconfig, methods=["GET"]),
+        Route("/setup/{token}/code", h.send_code, methods=["POST"]),
+        Route("/setup/{token}/password", h.set_password, methods=["POST"]),
+        Route("/.well-known/autoconfig/mail/config-v1.1.xml", h.generic_autoconfig, methods=["GET"]),
+        Route("/mail/config-v1.1.xml", h.generic_autoconfig, methods=["GET"]),
+        Route("/autodiscover/autodiscover.xml", h.outlook, methods=["POST"]),
+        Route("/Autodiscover/Autodiscover.xml", h.outlook, methods=["POST"]),
     ]
