@@ -25,3 +25,10 @@ class Event(StrEnum):
     IMAP_LOGIN_FAILED = "imap.login-failed"
     IMAP_REJECTED = "imap.rejected"
     IMAP_SESSION_ABUSE = "imap.session-abuse"
+    # notify: user notifications, forwarding, setup links
+    NOTIFY_ANNOUNCED = "notify.announced"
+    NOTIFY_SENT = "notify.sent"
+    NOTIFY_RETRY = "notify.retry"
+    NOTIFY_FAILED = "notify.failed"
+    NOTIFY_FORWARD = "notify.forward"
+    NOTIFY_SETUP = "notify.setup"

@@ -31,6 +31,7 @@ from email.utils import formatdate
 from enum import StrEnum
 
 from mailstandby.config import NotifySettings
+from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType, Envelope
 from mailstandby.directory.base import Forwarding, User
 from mailstandby.notify import compose
@@ -132,7 +133,7 @@ class Forwarder:
     async def forward(self, user: User, raw: bytes, envelope_sender: str, *, message_id: str) -> ForwardPlan:
         """Plan and durably queue the forwarding of message `message_id` (idempotent); returns the plan."""
         p = self.plan(user, raw, envelope_sender)
-        log.info("forward: id=%s user=%s reason=%s", message_id, user.address, p.reason.value)
+        log.info("%s: id=%s user=%s reason=%s", Event.NOTIFY_FORWARD, message_id, user.address, p.reason.value)
         if p.full_to:
             await self._resend(user, raw, p.full_to, message_id)
         if p.summary_to and p.summary is not None:

@@ -35,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 import apprise
 
 from mailstandby.config import NotifySettings
+from mailstandby.core.events import Event
 from mailstandby.core.model import Address, Envelope
 from mailstandby.directory.base import Directory, NoticeKind, User
 from mailstandby.notify import compose, tokens
@@ -182,7 +183,7 @@ class Notifier:
             return insert_rows(db, rows, now)
 
         added = await self.store.call(run)
-        log.info("notify: %s %s: %d users, %d new notifications", kind.value, occurrence, len(users), added)
+        log.info("%s: %s %s: %d users, %d new", Event.NOTIFY_ANNOUNCED, kind.value, occurrence, len(users), added)
         self.wake()
         return added
 
@@ -358,10 +359,18 @@ class Notifier:
         else:
             delay = min(self.settings.retry_max, self.settings.retry_initial * 2 ** min(attempts - 1, 30))
             state, next_attempt = State.PENDING, self.clock() + delay
-        if not ok:
-            log.warning(
-                "notify: notification %d to %s (%s) attempt %d: %s", row.id, row.user, row.mode, attempts, error
-            )
+        event = {State.SENT: Event.NOTIFY_SENT, State.FAILED: Event.NOTIFY_FAILED}.get(state, Event.NOTIFY_RETRY)
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "%s: id=%d user=%s kind=%s mode=%s attempts=%d %s",
+            event,
+            row.id,
+            row.user,
+            row.kind,
+            row.mode.value,
+            attempts,
+            error,
+        )
 
         def run(db: sqlite3.Connection) -> None:
             db.execute(

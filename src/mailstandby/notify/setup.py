@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from mailstandby.auth import CredentialStore, hash_password
 from mailstandby.config import NotifySettings
+from mailstandby.core.events import Event
 from mailstandby.core.model import Address
 from mailstandby.directory.base import Directory, User
 from mailstandby.notify import compose, tokens
@@ -252,7 +253,7 @@ class _Handlers:
         user, why = await self.service.consume(request.path_params["token"])
         if user is None:
             return _refused(why)
-        log.info("setup: profile downloaded by %s", user.address)
+        log.info("%s: profile downloaded by %s", Event.NOTIFY_SETUP, user.address)
         return Response(
             mobileconfig(user, self.service.info(), self.service.settings.organization),
             media_type=MOBILECONFIG,
