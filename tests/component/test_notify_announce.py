@@ -76,6 +76,9 @@ async def test_failover_reaches_every_mode_of_every_user_once(rig: Rig) -> None:
     [push] = rig.http.to("/alice")
     assert "mail.corp.test" in push.json["message"] and push.json["title"] == msg["Subject"]
 
+    ready = await notifier.readiness()
+    assert ready["unreachable"] == 1 and ready["users"][3]["address"] == "dave@corp.test"
+    assert ready["users"][3]["gaps"] == ["no-alternate-contact", "no-device", "no-standby-password"]
     # the same occurrence again (the controller repeating itself, or after its own restart): nothing new
     assert await notifier.announce(NoticeKind.FAILOVER, people, "failover-17") == 0
     await rig.settled()

@@ -38,7 +38,7 @@ from mailstandby.config import NotifySettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import Address, Envelope
 from mailstandby.directory.base import Directory, NoticeKind, User
-from mailstandby.notify import compose, tokens
+from mailstandby.notify import compose, readiness, tokens
 from mailstandby.notify.compose import Destination, Mode
 from mailstandby.notify.templates import Templates
 from mailstandby.store.base import NewMessage, QueuedMessage
@@ -169,16 +169,13 @@ class Notifier:
         """Record one notification per user and destination (idempotent); returns how many are new."""
         rows = plan_announcement(kind, users, occurrence)
         now = self.clock()
-        links = []
+        links: list[tuple[str, str]] = []  # (token hash, user): the personal setup link of each user
         if self.settings.setup_url and kind in (NoticeKind.FAILOVER, NoticeKind.SETUP):
-            links = [
-                tokens.token_hash(tokens.link_token(self.key, u, occurrence)) + "\0" + u for u in {r[0] for r in rows}
-            ]
+            links = [(tokens.token_hash(tokens.link_token(self.key, u, occurrence)), u) for u in {r[0] for r in rows}]
         expires = now + self.settings.link_lifetime
 
         def run(db: sqlite3.Connection) -> int:
-            for item in links:
-                hashed, _, user = item.partition("\0")
+            for hashed, user in links:
                 tokens.add_token(db, hashed, user, tokens.Purpose.LINK, now, expires)
             return insert_rows(db, rows, now)
 
@@ -207,6 +204,10 @@ class Notifier:
     ) -> list[dict[str, Any]]:
         """Every notification matching the filters, as plain data (for the admin API)."""
         return read_status(self.store.read_connection(), user=user, kind=kind, occurrence=occurrence)
+
+    async def readiness(self) -> dict[str, Any]:
+        """Who cannot be reached or cannot use the standby, as plain data (see `readiness.report`)."""
+        return readiness.report(self.directory.users(), self.store.read_connection())
 
     # -- delivery -----------------------------------------------------------------------------
     async def _run(self) -> None:
