@@ -288,6 +288,14 @@ class NotifySettings(Section):
         3, ge=1, description="A message already forwarded this many times by a standby is not forwarded again."
     )
 
+    @field_validator("sender", "bounce_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        local, at, domain = value.rpartition("@")
+        if value and (not at or not local or not domain or any(c.isspace() or c in "<>\"," for c in value)):
+            raise ValueError(f"{value!r} is not an address (local@domain)")
+        return value
+
     @field_validator("setup_url")
     @classmethod
     def _https(cls, value: str) -> str:

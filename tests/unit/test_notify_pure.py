@@ -168,3 +168,18 @@ def test_readiness_command_lists_who_cannot_be_reached(config_with_templates: Pa
     assert "a@corp.test: modes email=1; devices 0; no-device, no-standby-password" in lines
     assert "b@corp.test: modes none; devices 0; no-alternate-contact, no-device, no-standby-password" in lines
     assert lines[-1].startswith("2 users; 1 unreachable in an outage")
+
+
+def test_notify_settings_name_bad_values(tmp_path: Path) -> None:
+    from mailstandby.config import ConfigError, load
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[notify]\nsender = "not an address"\nsetup_url = "http://standby.example.com"\n'
+        '[[directory.users]]\naddress = "a@corp.test"\nquiet_hours = [22, 25]\nforward = "sometimes"\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        load(cfg)
+    text = "\n".join(e.value.problems)
+    assert "notify.sender:" in text and "notify.setup_url: must be an https:// URL" in text
+    assert "directory.users[0].quiet_hours:" in text and "directory.users[0].forward:" in text
