@@ -81,6 +81,7 @@ async def test_summary_forwarding_reaches_every_mode_in_a_short_form(rig: Rig) -
         ("mailer-daemon@ext.test", b"Content-Type: multipart/report; report-type=delivery-status; boundary=x\r\n",
          ForwardReason.DELIVERY_REPORT),
         ("sender@ext.test", b"Auto-Submitted: auto-replied\r\n", ForwardReason.AUTO_SUBMITTED),
+        ("sender@ext.test", b"X-Autoreply: yes\r\n", ForwardReason.AUTO_SUBMITTED),
         ("sender@ext.test", b"Precedence: bulk\r\n", ForwardReason.BULK),
         ("list-bounces@ext.test", b"List-Id: <team.ext.test>\r\n", ForwardReason.MAILING_LIST),
     ],

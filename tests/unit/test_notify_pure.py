@@ -183,3 +183,32 @@ def test_notify_settings_name_bad_values(tmp_path: Path) -> None:
     text = "\n".join(e.value.problems)
     assert "notify.sender:" in text and "notify.setup_url: must be an https:// URL" in text
     assert "directory.users[0].quiet_hours:" in text and "directory.users[0].forward:" in text
+
+
+@pytest.mark.parametrize(
+    ("headers", "forward_lists", "reason"),
+    [
+        (b"Auto-Submitted: no\r\n", False, "forward-full"),
+        (b"Auto-Submitted: auto-generated; owner-email=x@ext.test\r\n", False, "auto-submitted"),
+        (b"List-Id: <team.ext.test>\r\n", True, "forward-full"),
+        (b"Precedence: list\r\n", False, "mailing-list"),
+        (b"Precedence: junk\r\n", True, "precedence-bulk"),
+        (b"X-Mailstandby-Forwarded: a\r\nX-Mailstandby-Forwarded: b\r\n", False, "forward-full"),
+        (b"X-Mailstandby-Forwarded: a\r\n" * 3, False, "hop-limit"),
+        (b"Received: from x\r\n" * 51, False, "hop-limit"),
+    ],
+)
+def test_forward_plan_reasons(headers: bytes, forward_lists: bool, reason: str) -> None:
+    from mailstandby.directory.base import Forwarding
+    from mailstandby.notify.forward import plan
+
+    user = User("a@corp.test", alternates=("a@home.test",), preferences=Preferences(forward=Forwarding.FULL))
+    raw = headers + b"From: s@ext.test\r\nSubject: s\r\n\r\nbody\r\n"
+    settings = NotifySettings(forward_lists=forward_lists)
+    assert plan(user, raw, "s@ext.test", settings).reason.value == reason
+    assert plan(User("b@corp.test", alternates=("b@home.test",)), raw, "s@ext.test", settings).reason.value == (
+        "forwarding-off"
+    )
+    pager = (Device("p", sms_gateway="1@sms.test"),)
+    full = User("c@corp.test", devices=pager, preferences=Preferences(forward=Forwarding.FULL))
+    assert plan(full, raw, "s@ext.test", settings).reason.value == "no-destination"  # full needs an address

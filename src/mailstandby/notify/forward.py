@@ -58,6 +58,7 @@ class ForwardReason(StrEnum):
 
 
 SENDING = frozenset({ForwardReason.FULL, ForwardReason.SUMMARY})
+AUTO_HEADERS = ("X-Autoreply", "X-Autorespond")  # vacation programs that predate RFC 3834
 LIST_HEADERS = ("List-Id", "List-Post", "List-Unsubscribe", "List-Help", "Mailing-List", "X-Mailing-List")
 
 
@@ -105,7 +106,7 @@ def _automatic(headers: object, settings: NotifySettings) -> ForwardReason | Non
     if len(get_all("Received") or []) > MAX_RECEIVED:
         return ForwardReason.HOP_LIMIT
     auto = [str(v).strip().lower().split(";")[0].strip() for v in get_all("Auto-Submitted") or []]
-    if any(v and v != "no" for v in auto):
+    if any(v and v != "no" for v in auto) or any(get_all(h) for h in AUTO_HEADERS):
         return ForwardReason.AUTO_SUBMITTED
     precedence = {str(v).strip().lower() for v in get_all("Precedence") or []}
     if precedence & {"bulk", "junk"}:
