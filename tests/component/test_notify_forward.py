@@ -16,7 +16,7 @@ from fake_primary import FakePrimary
 from http_sink import HTTPSink
 from notify_rig import Rig, parse, settings, users
 
-from mailstandby.directory.base import Forwarding, Preferences, User
+from mailstandby.directory.base import Forwarding, NoticeKind, Preferences, User
 from mailstandby.notify.forward import ForwardReason
 
 MESSAGE = (
@@ -114,3 +114,37 @@ async def test_two_users_forwarding_to_each_other_stop_at_the_hop_limit(rig: Rig
     limit = rig.settings.forward_hop_limit
     assert reasons == [ForwardReason.FULL] * limit + [ForwardReason.HOP_LIMIT]
     assert len(rig.smarthost.messages) == limit
+
+
+async def test_a_hostile_message_cannot_inject_headers_into_what_we_send(rig: Rig) -> None:
+    """RELIABILITY P8, through the whole path: summary forward and a notice whose subject template
+    shows a hostile display name; the sink's copies carry our headers only."""
+    assert rig.forwarder is not None and rig.notifier is not None
+    hostile = (
+        b"From: =?UTF-8?Q?Eve=0D=0ABcc:_evil@example.test?= <eve@ext.test>\r\n"
+        b"Subject: A=?UTF-8?Q?=0A?=Bcc: evil@example.test\r\n\r\nhello\r\n"
+    )
+    mallory = User(
+        "mallory@corp.test",
+        display_name="M=?UTF-8?Q?=0A?=Bcc: evil@example.test\r\nBcc: evil2@example.test",
+        alternates=("mallory@home.test",),
+        devices=rig.people["fred"].devices,
+        preferences=Preferences(forward=Forwarding.SUMMARY),
+    )
+    rig.people["mallory"] = mallory
+    await rig.stop()
+    override = rig.data_dir.parent / "templates"
+    override.mkdir()
+    (override / "failover.subject").write_text("Hello {{ user.display_name }}")
+    rig.settings = settings(templates=override)
+    notifier = await rig.start()
+    await rig.forwarder.forward(mallory, hostile, "eve@ext.test", message_id="H1")
+    await notifier.announce(NoticeKind.FAILOVER, [mallory], "failover-40")
+    await rig.settled()
+    assert len(rig.smarthost.messages) == 4  # summary + notice, each to the address and the SMS gateway
+    for m in rig.smarthost.messages:
+        msg = parse(m.body)
+        assert msg["Bcc"] is None and len(msg.get_all("Subject")) == 1
+        assert m.rcpts in (["mallory@home.test"], ["15550006@sms.test"])
+        ours = {"received", "from", "to", "subject", "date", "message-id", "auto-submitted", "x-mailstandby-notice"}
+        assert {k.lower() for k in msg} - ours <= {"content-type", "content-transfer-encoding", "mime-version"}

@@ -75,6 +75,25 @@ def test_html_is_escaped_and_headers_cannot_be_injected() -> None:
     assert b"\r\nBcc:" not in raw.split(b"\r\n\r\n")[0]
 
 
+@pytest.mark.parametrize(
+    "evil",
+    ["A=?UTF-8?Q?=0A?=Bcc: evil@example.test", "A\r\nBcc: evil@example.test", "A=?utf-8?b?DQpCY2M6IGV2aWw=?= x"],
+)
+def test_encoded_line_breaks_cannot_inject_headers(evil: str) -> None:
+    """RELIABILITY P8: the email package decodes encoded words in values it is given (gh-121650)."""
+    raw = compose.short_email(
+        sender="mailstandby@corp.test", organization=evil, to="x@home.test", subject=evil, text="t", msgid="<a@b>",
+        kind="failover",
+    )  # fmt: skip
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert msg["Bcc"] is None and len(msg.get_all("Subject")) == 1 and msg["To"] == "x@home.test"
+    head = raw.split(b"\r\n\r\n")[0]
+    assert [line.split(b":")[0] for line in head.split(b"\r\n") if not line.startswith((b" ", b"\t"))] == [
+        b"From", b"To", b"Subject", b"Date", b"Message-ID", b"Auto-Submitted", b"X-Mailstandby-Notice",
+        b"Content-Type", b"Content-Transfer-Encoding", b"MIME-Version",
+    ]  # fmt: skip
+
+
 def test_destinations_one_per_mode_and_target_urls_not_stored() -> None:
     user = User(
         "a@corp.test",

@@ -161,8 +161,13 @@ def sample_context(settings: NotifySettings, hostname: str) -> dict[str, Any]:
 
 
 def one_line(value: str, limit: int = 900) -> str:
-    """A header value: control characters and line breaks become spaces (no header injection)."""
-    return " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", value).split())[:limit]
+    """A header value: control characters and line breaks become spaces, and `=?` is broken up.
+
+    The email package decodes RFC 2047 encoded words in the values it is given, so
+    `=?UTF-8?Q?=0A?=Bcc: x` would come back out as a line break and a real header
+    on this Python (CPython gh-121650, RELIABILITY P8): no value of ours may hold one."""
+    flat = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", value).split())[:limit]
+    return flat.replace("=?", "= ?")
 
 
 def _from(sender: str, organization: str) -> HeaderAddress:
@@ -182,6 +187,16 @@ def _base(sender: str, organization: str, to: str, subject: str, msgid: str) -> 
     return msg
 
 
+def _checked(msg: EmailMessage) -> bytes:
+    """The message's bytes, after making sure its header section holds exactly the headers we set."""
+    raw = msg.as_bytes()
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    names = [line.split(":", 1)[0].lower() for line in head.split("\r\n") if line and line[0] not in " \t"]
+    if names != [k.lower() for k in msg]:
+        raise ValueError("generated headers do not match the ones set (header injection?)")
+    return raw
+
+
 def notice_email(
     *, sender: str, organization: str, to: str, subject: str, text: str, html: str, msgid: str, kind: str
 ) -> bytes:
@@ -190,7 +205,7 @@ def notice_email(
     msg["X-Mailstandby-Notice"] = one_line(kind, 40)
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
-    return msg.as_bytes()
+    return _checked(msg)
 
 
 def short_email(*, sender: str, organization: str, to: str, subject: str, text: str, msgid: str, kind: str) -> bytes:
@@ -198,7 +213,7 @@ def short_email(*, sender: str, organization: str, to: str, subject: str, text: 
     msg = _base(sender, organization, to, subject, msgid)
     msg["X-Mailstandby-Notice"] = one_line(kind, 40)
     msg.set_content(text)
-    return msg.as_bytes()
+    return _checked(msg)
 
 
 def trace_headers(values: list[tuple[str, str]]) -> bytes:
