@@ -284,6 +284,9 @@ class NotifySettings(Section):
     retry_max: float = Field(1800.0, gt=0, description="Longest wait between retries (exponential backoff).")
     max_attempts: int = Field(12, ge=1, description="Attempts before a notification is marked failed.")
     forward_lists: bool = Field(False, description="Also forward mailing-list traffic (List-Id and friends).")
+    forward_summaries_per_hour: int = Field(
+        30, ge=1, description="Forwarded summaries per user and hour (SMS and push cost money); more are dropped."
+    )
     forward_hop_limit: int = Field(
         3, ge=1, description="A message already forwarded this many times by a standby is not forwarded again."
     )

@@ -148,3 +148,26 @@ async def test_a_hostile_message_cannot_inject_headers_into_what_we_send(rig: Ri
         assert m.rcpts in (["mallory@home.test"], ["15550006@sms.test"])
         ours = {"received", "from", "to", "subject", "date", "message-id", "auto-submitted", "x-mailstandby-notice"}
         assert {k.lower() for k in msg} - ours <= {"content-type", "content-transfer-encoding", "mime-version"}
+
+
+async def test_summaries_are_rate_limited_per_user(tmp_path: Path) -> None:
+    smarthost, http = FakePrimary(), HTTPSink()
+    await smarthost.start()
+    await http.start()
+    r = Rig(tmp_path / "data", smarthost, http, settings(forward_summaries_per_hour=3), users(http.port))
+    try:
+        await r.start()
+        assert r.forwarder is not None
+        fred = r.people["fred"]
+        reasons = [
+            (await r.forwarder.forward(fred, MESSAGE, "s@ext.test", message_id=f"F{n}")).reason for n in range(5)
+        ]
+        assert reasons == [ForwardReason.SUMMARY] * 3 + [ForwardReason.RATE_LIMITED] * 2
+        again = await r.forwarder.forward(fred, MESSAGE, "s@ext.test", message_id="F1")  # a repeat is not a new one
+        assert again.reason is ForwardReason.SUMMARY
+        await r.settled()
+        assert len(http.to("/fred")) == 3 and len(r.mail_to("15550006@sms.test")) == 3
+    finally:
+        await r.stop()
+        await http.stop()
+        await smarthost.stop()

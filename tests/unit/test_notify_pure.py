@@ -231,3 +231,4 @@ def test_forward_plan_reasons(headers: bytes, forward_lists: bool, reason: str) 
     pager = (Device("p", sms_gateway="1@sms.test"),)
     full = User("c@corp.test", devices=pager, preferences=Preferences(forward=Forwarding.FULL))
     assert plan(full, raw, "s@ext.test", settings).reason.value == "no-destination"  # full needs an address
+    assert plan(user, raw, "A@home.test", settings).reason.value == "from-alternate"  # would go back there

@@ -55,6 +55,8 @@ class ForwardReason(StrEnum):
     BULK = "precedence-bulk"
     MAILING_LIST = "mailing-list"
     HOP_LIMIT = "hop-limit"
+    FROM_DESTINATION = "from-alternate"  # sent from one of the user's own alternates: it would go back there
+    RATE_LIMITED = "rate-limited"  # more summaries this hour than notify.forward_summaries_per_hour
 
 
 SENDING = frozenset({ForwardReason.FULL, ForwardReason.SUMMARY})
@@ -86,6 +88,8 @@ def plan(user: User, raw: bytes, envelope_sender: str, settings: NotifySettings)
         return ForwardPlan(ForwardReason.NO_DESTINATION)
     if envelope_sender == "":
         return ForwardPlan(ForwardReason.NULL_SENDER)
+    if envelope_sender.lower() in {d.target.lower() for d in compose.destinations(user) if d.mode is not Mode.APPRISE}:
+        return ForwardPlan(ForwardReason.FROM_DESTINATION)
     headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
     why = _automatic(headers, settings)
     if why is not None:
@@ -141,11 +145,24 @@ class Forwarder:
             payload = json.dumps(asdict(p.summary))
             rows = [(user.address, FORWARD_KIND, message_id, d.mode, d.key, payload) for d in p.summary_to]
             now = self.notifier.clock()
+            limit = self.settings.forward_summaries_per_hour
 
-            def run(db: sqlite3.Connection) -> int:
-                return insert_rows(db, rows, now)
+            def run(db: sqlite3.Connection) -> bool:
+                recent = db.execute(
+                    "SELECT count(DISTINCT occurrence) FROM notifications WHERE user = ? AND kind = ?"
+                    " AND created_at > ? AND occurrence != ?",
+                    (user.address, FORWARD_KIND, now - 3600, message_id),
+                ).fetchone()[0]
+                if recent >= limit:
+                    return False
+                insert_rows(db, rows, now)
+                return True
 
-            await self.notifier.store.call(run)
+            if not await self.notifier.store.call(run):
+                log.warning(
+                    "%s: id=%s user=%s reason=%s", Event.NOTIFY_FORWARD, message_id, user.address, "rate-limited"
+                )
+                return ForwardPlan(ForwardReason.RATE_LIMITED)
             self.notifier.wake()
         return p
 
