@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from mailstandby.config import NotifySettings
 from mailstandby.directory.base import Device, NoticeKind, Preferences, User
@@ -232,3 +235,22 @@ def test_forward_plan_reasons(headers: bytes, forward_lists: bool, reason: str) 
     full = User("c@corp.test", devices=pager, preferences=Preferences(forward=Forwarding.FULL))
     assert plan(full, raw, "s@ext.test", settings).reason.value == "no-destination"  # full needs an address
     assert plan(user, raw, "A@home.test", settings).reason.value == "from-alternate"  # would go back there
+
+
+@given(st.binary(max_size=2000), st.integers(min_value=20, max_value=300))
+@hsettings(max_examples=300, deadline=None)
+def test_summary_and_plan_take_any_bytes(raw: bytes, length: int) -> None:
+    """RELIABILITY P15: the MIME/header parsing used for forwarding returns a value for any input."""
+    from mailstandby.directory.base import Forwarding
+    from mailstandby.notify.forward import plan
+
+    s = compose.summarize(raw, length)
+    assert len(s.excerpt) <= length and "\n" not in s.subject + s.sender + s.excerpt
+    user = User("a@corp.test", alternates=("a@home.test",), preferences=Preferences(forward=Forwarding.SUMMARY))
+    assert plan(user, raw, "s@ext.test", NotifySettings()).reason is not None
+
+
+@given(st.text(max_size=200))
+def test_one_line_values_hold_no_line_break_or_encoded_word(value: str) -> None:
+    flat = compose.one_line(value)
+    assert "\r" not in flat and "\n" not in flat and "=?" not in flat

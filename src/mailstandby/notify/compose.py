@@ -238,7 +238,7 @@ def summarize(raw: bytes, length: int) -> Summary:
     try:
         sender = one_line(str(msg.get("From", "")), 200)
         subject = one_line(str(msg.get("Subject", "")), 200)
-    except (ValueError, TypeError, IndexError):  # a header the parser cannot make sense of
+    except Exception:  # a header the parser cannot make sense of
         sender, subject = "", ""
     text = ""
     try:
@@ -248,6 +248,6 @@ def summarize(raw: bytes, length: int) -> Summary:
             text = content if isinstance(content, str) else ""
             if part.get_content_subtype() == "html":
                 text = re.sub(r"(?s)<(script|style).*?</\1>|<[^>]+>", " ", text)
-    except (LookupError, ValueError, AssertionError, KeyError):
+    except Exception:  # a best-effort excerpt: odd MIME never stops the summary (RELIABILITY P15)
         text = ""
     return Summary(sender or "(unknown sender)", subject or "(no subject)", one_line(text, length))
