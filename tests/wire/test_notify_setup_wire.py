@@ -154,7 +154,9 @@ async def test_setup_link_profiles_log_in_to_the_running_standby(tmp_path: Path,
             send_code=no_codes,
         )
         app = Starlette(routes=setup_routes(service))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", http="h11"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws="none", http="h11")
+        )
         task = asyncio.create_task(server.serve(sockets=[sock]))
         async with asyncio.timeout(20):
             while not server.started:
