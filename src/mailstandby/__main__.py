@@ -1,4 +1,5 @@
-"""The `mailstandby` command line: serve | check-config | init | queue | passwd | notify | version."""
+"""The `mailstandby` command line: serve | check-config | init | queue | passwd | status | failover | failback |
+audit | admin | notify | version."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from mailstandby import __version__
+from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
 from mailstandby.directory.static import DirectoryError, from_settings
 
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--password-file", type=Path, help="read the password from this file (default: prompt, or stdin)")
     p = sub.add_parser("init", help="write the sample configuration to a file")
     p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
+    control.add_commands(sub, f"config file (default ./{DEFAULT_CONFIG})")
     _add_notify_commands(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("config-doc", help="print the configuration reference (docs/config.md)")
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return _show_queue(cfg)
     if args.command == "passwd":
         return _set_password(cfg, args.user, args.password_file)
+    if args.command in control.COMMANDS:
+        return control.run(args, cfg)
     from mailstandby.app import run
     from mailstandby.obs import setup_logging
 
@@ -125,6 +130,8 @@ def _add_notify_commands(sub: argparse._SubParsersAction) -> None:  # type: igno
     t.add_argument("user", help="the user's address (or an alias)")
     s = what.add_parser("status", help="every notification and its delivery state")
     s.add_argument("--json", action="store_true", help="print plain data (JSON)")
+    for q in (r, t, s):  # `-c FILE` also after the subcommand, as with the other commands
+        q.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _notify(cfg: Config, args: argparse.Namespace) -> int:

@@ -13,7 +13,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -257,6 +266,81 @@ class AuthSettings(Section):
     failure_window: float = Field(300.0, gt=0, description="Seconds over which failed logins are counted.")
 
 
+class MonitorSettings(Section):
+    """How the primary is watched. Down after `down_after` failed rounds in a row, up after `up_after`
+    good ones, and no status change within `min_dwell` seconds of the last (hysteresis)."""
+
+    interval: float = Field(10.0, gt=0, description="Seconds between probe rounds.")
+    timeout: float = Field(5.0, gt=0, description="Seconds each probe may take before it counts as failed.")
+    down_after: int = Field(2, ge=1, description="Failed rounds in a row before the primary is declared down.")
+    up_after: int = Field(3, ge=1, description="Good rounds in a row before a down primary is declared up.")
+    min_dwell: float = Field(30.0, ge=0, description="Seconds a status holds at least before it may change again.")
+    probe: Literal["tcp", "smtp"] = Field(
+        "smtp", description="System probe: `tcp` connect, or `smtp` banner + EHLO + QUIT on the primary's port."
+    )
+    watch: list[str] = Field(
+        [], description="Addresses probed with `RCPT TO` each round (mailbox unavailable vs user unknown)."
+    )
+    rcpt_host: str = Field("", description="Host for the RCPT probes; empty: the primary's host.")
+    rcpt_port: int = Field(0, ge=0, le=65535, description="Port for the RCPT probes; 0: the primary's port.")
+    rcpt_protocol: Literal["", "smtp", "lmtp"] = Field(
+        "", description="Protocol for the RCPT probes (LMTP asks the mailbox server itself); empty: the primary's."
+    )
+    end_to_end: bool = Field(
+        False, description="Also send a probe message through the primary and read it back over IMAP each round."
+    )
+    probe_address: str = Field("", description="Mailbox that receives the end-to-end probe messages.")
+    probe_password_file: Path | None = Field(None, description="File holding that mailbox's IMAP password.")
+    imap_host: str = Field("", description="The primary's IMAP host for the end-to-end probe; empty: primary host.")
+    imap_port: int = Field(993, ge=1, le=65535, description="Its IMAP port (993: implicit TLS; else STARTTLS).")
+    imap_tls_verify: bool = Field(True, description="Verify the primary IMAP server's certificate.")
+    end_to_end_deadline: float = Field(
+        60.0, gt=0, description="Seconds for the probe message to appear in the mailbox before the round fails."
+    )
+    queue_evidence: bool = Field(
+        True, description="Count the queue's delivery results (refused, timeouts, 4.3.x/4.4.x) as evidence too."
+    )
+
+    @model_validator(mode="after")
+    def _end_to_end_needs_a_mailbox(self) -> MonitorSettings:
+        if self.end_to_end and not (self.probe_address and self.probe_password_file):
+            raise ValueError("end_to_end needs probe_address and probe_password_file")
+        return self
+
+
+class FailoverSettings(Section):
+    control: Literal["automatic", "manual"] = Field(
+        "automatic", description="`automatic`: the monitor fails over and back; `manual`: only administrators do."
+    )
+    scope: Literal["all-on-any", "all-on-fraction", "per-address"] = Field(
+        "all-on-any",
+        description="Who fails over: everyone when any watched address is down, when more than `fraction` is, "
+        "or only the users whose addresses are down.",
+    )
+    fraction: float = Field(0.5, ge=0, lt=1, description="For `all-on-fraction`: share of watched addresses down.")
+
+
+class AdminSettings(Section):
+    """The administrators' HTTP API (status, failover, failback, audit, metrics)."""
+
+    listen: list[Listen] = Field(["127.0.0.1:8440"], description="Admin API listeners (HTTPS); empty: off.")
+    tls: bool = Field(True, description="Serve HTTPS with the [tls] certificate; `false` is refused off loopback.")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without credentials (for a Prometheus scraper on a trusted network)."
+    )
+    max_failures: int = Field(5, ge=1, description="Failed admin logins per client in `failure_window` before 429.")
+    failure_window: float = Field(300.0, gt=0, description="Seconds over which failed admin logins are counted.")
+
+    @model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> AdminSettings:
+        if not self.tls:
+            for value in self.listen:
+                host = split_listen(value)[0]
+                if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+                    raise ValueError(f"tls = false is allowed only on loopback listeners, not {value}")
+        return self
+
+
 class NotifySettings(Section):
     """Notifications to users on their alternate addresses and modes, forwarding, and phone setup links."""
 
@@ -295,7 +379,7 @@ class NotifySettings(Section):
     @classmethod
     def _address(cls, value: str) -> str:
         local, at, domain = value.rpartition("@")
-        if value and (not at or not local or not domain or any(c.isspace() or c in "<>\"," for c in value)):
+        if value and (not at or not local or not domain or any(c.isspace() or c in '<>",' for c in value)):
             raise ValueError(f"{value!r} is not an address (local@domain)")
         return value
 
@@ -321,6 +405,9 @@ class Config(Section):
     submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
     _source: Path | None = PrivateAttr(None)
@@ -388,9 +475,19 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
     outbound = cfg.outbound.model_copy(
         update={"password_file": rel(cfg.outbound.password_file) or cfg.outbound.password_file}
     )
+    monitor = cfg.monitor.model_copy(
+        update={"probe_password_file": rel(cfg.monitor.probe_password_file) or cfg.monitor.probe_password_file}
+    )
     notify = cfg.notify.model_copy(update={"templates": rel(cfg.notify.templates) or cfg.notify.templates})
     resolved = cfg.model_copy(
-        update={"node": node, "tls": tls, "directory": directory, "outbound": outbound, "notify": notify}
+        update={
+            "node": node,
+            "tls": tls,
+            "directory": directory,
+            "outbound": outbound,
+            "monitor": monitor,
+            "notify": notify,
+        }
     )
     resolved._source = path
     return resolved

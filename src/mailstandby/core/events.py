@@ -25,6 +25,12 @@ class Event(StrEnum):
     IMAP_LOGIN_FAILED = "imap.login-failed"
     IMAP_REJECTED = "imap.rejected"
     IMAP_SESSION_ABUSE = "imap.session-abuse"
+    FAILOVER_TRANSITION = "failover.transition"
+    FAILOVER_IGNORED = "failover.ignored"  # manual control: the monitor's verdict is only reported
+    MONITOR_HEALTH = "monitor.health-changed"
+    MONITOR_VERDICT = "monitor.verdict"
+    ADMIN_ACTION = "admin.action"
+    ADMIN_LOGIN_FAILED = "admin.login-failed"
     # notify: user notifications, forwarding, setup links
     NOTIFY_ANNOUNCED = "notify.announced"
     NOTIFY_SENT = "notify.sent"

@@ -36,6 +36,14 @@ class Address:
         return f"{self.local}@{self.domain}"
 
 
+class Mode(StrEnum):
+    """Where mail for the company's users goes (the failover state machine's states)."""
+
+    NORMAL = "normal"  # to the primary
+    FAILED_OVER = "failed-over"  # to the standby mailboxes (for the users in scope)
+    FAILING_BACK = "failing-back"  # new mail to the primary again; outage mail being synchronized back
+
+
 class BodyType(StrEnum):
     SEVEN_BIT = "7BIT"
     EIGHT_BIT = "8BITMIME"

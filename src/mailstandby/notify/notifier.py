@@ -184,6 +184,22 @@ class Notifier:
         self.wake()
         return added
 
+    async def announce_scope(self, kind: NoticeKind, scope: frozenset[str] | None, occurrence: str) -> None:
+        """`announce` for the failover coordinator's hook: `scope` is a set of addresses, or None for everyone."""
+        if scope is None:
+            users = list(self.directory.users())
+        else:
+            found: dict[str, User] = {}
+            for address in sorted(scope):
+                try:
+                    user = self.directory.lookup(Address.parse(address))
+                except ValueError:
+                    user = None
+                if user is not None:
+                    found[user.address] = user
+            users = list(found.values())
+        await self.announce(kind, users, occurrence)
+
     async def send_code(self, user: User, nonce: str) -> str:
         """Queue a one-time code to every destination of `user`; returns the code's hash for the token row."""
         code = tokens.code_for(self.key, user.address, nonce)
