@@ -2,10 +2,9 @@
 → the link in it, served by the setup routes under uvicorn on a real socket → a .mobileconfig and an
 autoconfig document whose settings let imaplib log in to the running standby; a used link is refused.
 
-The setup routes run in the test process (the admin HTTP server that will mount them in the
-standby is not part of this feature) on the standby's own database and key. They are given the
-standby's real listener ports, which are only known once it runs; the notice text itself shows
-the configured defaults.
+Here the setup routes run in the test process, on the standby's own database and key, so that they
+can be given the standby's real listener ports (known only once it runs; the notice text shows the
+configured defaults). test_notify_failover_wire.py uses the routes the standby itself serves.
 """
 
 from __future__ import annotations
