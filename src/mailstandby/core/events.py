@@ -31,3 +31,10 @@ class Event(StrEnum):
     MONITOR_VERDICT = "monitor.verdict"
     ADMIN_ACTION = "admin.action"
     ADMIN_LOGIN_FAILED = "admin.login-failed"
+    # notify: user notifications, forwarding, setup links
+    NOTIFY_ANNOUNCED = "notify.announced"
+    NOTIFY_SENT = "notify.sent"
+    NOTIFY_RETRY = "notify.retry"
+    NOTIFY_FAILED = "notify.failed"
+    NOTIFY_FORWARD = "notify.forward"
+    NOTIFY_SETUP = "notify.setup"
