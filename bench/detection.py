@@ -4,8 +4,9 @@ Sets up a private Postfix + Dovecot primary and a mailstandby in automatic
 failover control with the default [monitor] settings, sends a message to a
 user every 0.2 s, then:
 
-- after the primary has been up longer than `min_dwell`, stops Postfix and measures the time until the first message is delivered
-  into the standby mailbox (`detect_s`: probes + queue evidence + rerouting);
+- after the primary has been up longer than `min_dwell`, stops Postfix and
+  measures the time until the first message is delivered into the standby
+  mailbox (`detect_s`: probes + queue evidence + rerouting);
 - starts Postfix and measures the time until the failover state is NORMAL
   again (`recover_s`: `up_after` good rounds, at least `min_dwell` after the
   outage was declared, then the failback).

@@ -1,5 +1,5 @@
 """The `mailstandby` command line: serve | check-config | init | queue | passwd | status | failover | failback |
-audit | admin | version."""
+audit | admin | notify | version."""
 
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("init", help="write the sample configuration to a file")
     p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
     control.add_commands(sub, f"config file (default ./{DEFAULT_CONFIG})")
+    _add_notify_commands(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("config-doc", help="print the configuration reference (docs/config.md)")
     args = parser.parse_args(argv)
@@ -89,8 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailstandby: directory: {e}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        from mailstandby.notify.cli import check_templates
+
+        broken = check_templates(cfg)
+        if broken:
+            print(f"mailstandby: {len(broken)} notification template(s) broken:", file=sys.stderr)
+            for problem in broken:
+                print(f"  notify.templates: {problem}", file=sys.stderr)
+            return 2
         print(f"{cfg.source}: ok")
         return 0
+    if args.command == "notify":
+        return _notify(cfg, args)
     if args.command == "queue":
         return _show_queue(cfg)
     if args.command == "passwd":
@@ -107,6 +118,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailstandby: cannot start: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _add_notify_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("notify", help="user notifications: readiness, test, status")
+    p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
+    what = p.add_subparsers(dest="notify_command", required=True)
+    r = what.add_parser("readiness", help="users who cannot be reached or cannot use the standby")
+    r.add_argument("--json", action="store_true", help="print plain data (JSON)")
+    t = what.add_parser("test", help="send a test notification (setup notice) to a user's alternates")
+    t.add_argument("user", help="the user's address (or an alias)")
+    s = what.add_parser("status", help="every notification and its delivery state")
+    s.add_argument("--json", action="store_true", help="print plain data (JSON)")
+    for q in (r, t, s):  # `-c FILE` also after the subcommand, as with the other commands
+        q.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _notify(cfg: Config, args: argparse.Namespace) -> int:
+    from mailstandby.notify import cli
+
+    if args.notify_command == "readiness":
+        return cli.show_readiness(cfg, args.json)
+    if args.notify_command == "test":
+        return cli.send_test(cfg, args.user)
+    return cli.show_status(cfg, args.json)
 
 
 def _set_password(cfg: Config, username: str, password_file: Path | None) -> int:

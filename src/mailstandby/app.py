@@ -16,6 +16,8 @@ import ssl
 import time
 from pathlib import Path
 
+from starlette.routing import BaseRoute
+
 from mailstandby import __version__
 from mailstandby.admin.api import Services, create_app
 from mailstandby.admin.auth import AdminAuthenticator
@@ -24,12 +26,17 @@ from mailstandby.admin.server import AdminServer
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
 from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.dns.switch import DNSSwitch
 from mailstandby.failover.coordinator import Coordinator
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
 from mailstandby.milter.server import MilterServer
 from mailstandby.milter.sink import StandbySink
 from mailstandby.monitor.service import Monitor
+from mailstandby.notify.forward import Forwarder
+from mailstandby.notify.notifier import Notifier
+from mailstandby.notify.setup import SetupService, setup_routes
+from mailstandby.notify.tokens import load_key
 from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
@@ -67,6 +74,16 @@ class App:
             else None,
         )
         self.tasks: list[asyncio.Task[None]] = []
+        self.notifier = Notifier(
+            self.store,
+            self.directory,
+            config.notify,
+            hostname=node.hostname,
+            submit=self.runner.submit,
+            key=load_key(node.data_dir),
+            domains=config.directory.domains,
+        )
+        self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
         self._failover_wiring()
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
         tls_context = self._tls_context()
@@ -101,6 +118,7 @@ class App:
             self.failover_store, self.router, automatic=config.failover.control == "automatic"
         )
         self.coordinator.reroute = self.runner.reroute
+        self.coordinator.announce = self.notifier.announce_scope
         self.transitions = 0
 
         def counted(*_: object) -> None:
@@ -122,6 +140,17 @@ class App:
                 self.coordinator.snapshot, self.monitor.snapshot, lambda: self.runner.depth, lambda: self.transitions
             )
         )
+        self.dns = DNSSwitch(config.dns, self.failover_store) if config.dns.enabled else None
+        if self.dns is not None:
+            dns = self.dns
+
+            async def switch_dns() -> None:
+                await dns.switch()
+
+            async def restore_dns() -> None:
+                await dns.restore()
+
+            self.coordinator.switch_dns, self.coordinator.restore_dns = switch_dns, restore_dns
         services = Services(
             failover=self.coordinator,
             history=self.failover_store,
@@ -130,9 +159,24 @@ class App:
             queue_depth=lambda: self.runner.depth,
             metrics=metrics,
             metrics_public=config.admin.metrics_public,
+            dns=self.dns,
+            routes=self._setup_routes(),
         )
         cert, key = self._certificate()
         self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))
+
+    def _setup_routes(self) -> list[BaseRoute]:
+        """Phone setup links and autoconfig (notify), served by the admin HTTPS server."""
+        service = SetupService(
+            self.store,
+            self.directory,
+            self.config.notify,
+            hostname=self.config.node.hostname,
+            key=self.notifier.key,
+            credentials=self.mailboxes,
+            send_code=self.notifier.send_code,
+        )
+        return setup_routes(service)
 
     def _primary_connection(self) -> PrimaryConnection:
         primary, hostname = self.config.primary, self.config.node.hostname
@@ -175,6 +219,7 @@ class App:
         await self.store.open()
         await self.coordinator.start()  # routing follows the recorded state before the first delivery
         await self.runner.start()
+        await self.notifier.start()
         self.tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
@@ -233,6 +278,7 @@ class App:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.notifier.stop()
         await self.coordinator.stop()
         await self.runner.stop(grace)
         await self.store.close()

@@ -105,11 +105,45 @@ def disk_reserve(settings: SMTPSettings) -> int:
     return max(settings.min_free_space, int(1.5 * settings.max_message_size))
 
 
+class DeviceEntry(Section):
+    """A phone or pager of a user defined inline (`[[directory.users.devices]]`)."""
+
+    id: str = Field(description="The device's id (as the device-management gateway knows it).")
+    platform: Literal["ios", "android", "blackberry", "windows", "pager", "other"] = Field(
+        "other", description="The device's platform."
+    )
+    phone: str = Field("", description="Phone number (E.164) where known.")
+    sms_gateway: str = Field("", description="Carrier email-to-SMS address, e.g. 15551234567@txt.example.")
+    push_url: str = Field("", description="An Apprise URL reaching this device (ntfy, Gotify, ...).")
+
+
 class UserEntry(Section):
     address: str = Field(description="The user's primary address.")
     aliases: list[str] = Field([], description="Other addresses delivered to the same user.")
+    # Notification profile (see docs/notifications.md).
+    display_name: str = Field("", description="The user's name, for notifications.")
+    alternates: list[str] = Field([], description="Other email addresses (personal, pager) for notifications.")
+    notify_urls: list[str] = Field([], description="Apprise URLs (SMS providers, push, chat, webhooks).")
+    devices: list[DeviceEntry] = Field([], description="Phones and pagers (`[[directory.users.devices]]`).")
+    notify: list[Literal["failover", "failback", "sync-finished", "setup"]] | None = Field(
+        None, description="Notices the user wants; unset: all of them."
+    )
+    forward: Literal["off", "full", "summary"] = Field(
+        "off", description="During an outage, forward each message: whole to alternates, or a summary everywhere."
+    )
+    summary_length: int = Field(160, ge=20, le=2000, description="Characters of an SMS-sized summary.")
+    quiet_hours: tuple[int, int] | None = Field(
+        None, description="[start hour, end hour] (standby local time) without SMS/push notifications."
+    )
 
-    @field_validator("address", "aliases")
+    @field_validator("quiet_hours")
+    @classmethod
+    def _hours(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(0 <= h <= 23 for h in value):
+            raise ValueError("hours must be 0..23")
+        return value
+
+    @field_validator("address", "aliases", "alternates")
     @classmethod
     def _addresses(cls, value: str | list[str]) -> str | list[str]:
         for a in [value] if isinstance(value, str) else value:
@@ -307,6 +341,90 @@ class AdminSettings(Section):
         return self
 
 
+class DNSSettings(Section):
+    """The MX switch: on failover the domain's MX (and optional A/AAAA) point at the standby by RFC 2136
+    dynamic update signed with TSIG; on failback exactly the previous records are put back."""
+
+    enabled: bool = Field(False, description="Switch DNS on failover and restore it on failback.")
+    server: str = Field("127.0.0.1", description="The zone's primary authoritative server (it takes the updates).")
+    port: int = Field(53, ge=1, le=65535, description="Its DNS port (updates and checks go over TCP).")
+    zone: str = Field("", description="The zone to update, e.g. example.com.")
+    mx_name: str = Field("", description="Owner name of the MX records to switch; empty: the zone apex.")
+    standby_mx: str = Field("", description="Host name of mailstandby's MX target, e.g. standby.example.com.")
+    standby_preference: int = Field(10, ge=0, le=65535, description="Preference of the standby MX record.")
+    addresses: dict[str, list[str]] = Field(
+        {}, description="Host names whose A/AAAA records are replaced too, with the standby's addresses."
+    )
+    ttl: int = Field(300, ge=0, description="TTL of the standby's records (the saved ones keep their own).")
+    tsig_key_name: str = Field("", description="TSIG key name, as in the server's `key` statement.")
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"] = (
+        Field("hmac-sha256", description="TSIG algorithm.")
+    )
+    tsig_secret_file: Path | None = Field(None, description="File holding the base64 TSIG secret.")
+    timeout: float = Field(10.0, gt=0, description="Seconds for each DNS exchange.")
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> DNSSettings:
+        missing = [
+            k
+            for k in ("zone", "standby_mx", "tsig_key_name", "tsig_secret_file")
+            if self.enabled and not getattr(self, k)
+        ]
+        if missing:
+            raise ValueError(f"enabled needs {', '.join(missing)}")
+        return self
+
+
+class NotifySettings(Section):
+    """Notifications to users on their alternate addresses and modes, forwarding, and phone setup links."""
+
+    templates: Path | None = Field(
+        None, description="Directory of template overrides (same file names as the shipped ones); unset: shipped."
+    )
+    sender: str = Field("", description="From address of notifications; empty: mailstandby@ the first domain.")
+    bounce_address: str = Field(
+        "", description="Envelope sender of notifications and forwards (bounces come here); empty: `sender`."
+    )
+    organization: str = Field("", description="Organization name shown in notifications and setup profiles.")
+    public_host: str = Field("", description="Host name users' phones connect to; empty: node.hostname.")
+    imap_port: int = Field(993, ge=1, le=65535, description="IMAP port users should use.")
+    imap_security: Literal["ssl", "starttls"] = Field("ssl", description="TLS on that port: implicit or STARTTLS.")
+    pop3_port: int = Field(995, ge=1, le=65535, description="POP3 port users should use.")
+    pop3_security: Literal["ssl", "starttls"] = Field("ssl", description="TLS on that port.")
+    submission_port: int = Field(587, ge=1, le=65535, description="SMTP submission port users should use.")
+    submission_security: Literal["ssl", "starttls"] = Field("starttls", description="TLS on that port.")
+    setup_url: str = Field(
+        "", description="Public HTTPS base URL of the setup pages (e.g. https://standby.example.com); empty: no links."
+    )
+    link_lifetime: float = Field(7 * 86400.0, gt=0, description="Seconds a personal setup link stays valid.")
+    code_lifetime: float = Field(900.0, gt=0, description="Seconds a one-time code for setting a password is valid.")
+    retry_initial: float = Field(30.0, gt=0, description="Seconds before retrying a failed notification.")
+    retry_max: float = Field(1800.0, gt=0, description="Longest wait between retries (exponential backoff).")
+    max_attempts: int = Field(12, ge=1, description="Attempts before a notification is marked failed.")
+    forward_lists: bool = Field(False, description="Also forward mailing-list traffic (List-Id and friends).")
+    forward_summaries_per_hour: int = Field(
+        30, ge=1, description="Forwarded summaries per user and hour (SMS and push cost money); more are dropped."
+    )
+    forward_hop_limit: int = Field(
+        3, ge=1, description="A message already forwarded this many times by a standby is not forwarded again."
+    )
+
+    @field_validator("sender", "bounce_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        local, at, domain = value.rpartition("@")
+        if value and (not at or not local or not domain or any(c.isspace() or c in '<>",' for c in value)):
+            raise ValueError(f"{value!r} is not an address (local@domain)")
+        return value
+
+    @field_validator("setup_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1/localhost tests)")
+        return value.rstrip("/")
+
+
 class MilterSettings(Section):
     """The milter event sink for the primary's own MTA (Postfix `smtpd_milters`, Sendmail `INPUT_MAIL_FILTER`)."""
 
@@ -359,6 +477,8 @@ class Config(Section):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
+    dns: DNSSettings = Field(default_factory=DNSSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     milter: MilterSettings = Field(default_factory=MilterSettings)
 
     _source: Path | None = PrivateAttr(None)
@@ -429,8 +549,18 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
     monitor = cfg.monitor.model_copy(
         update={"probe_password_file": rel(cfg.monitor.probe_password_file) or cfg.monitor.probe_password_file}
     )
+    dns = cfg.dns.model_copy(update={"tsig_secret_file": rel(cfg.dns.tsig_secret_file) or cfg.dns.tsig_secret_file})
+    notify = cfg.notify.model_copy(update={"templates": rel(cfg.notify.templates) or cfg.notify.templates})
     resolved = cfg.model_copy(
-        update={"node": node, "tls": tls, "directory": directory, "outbound": outbound, "monitor": monitor}
+        update={
+            "node": node,
+            "tls": tls,
+            "directory": directory,
+            "outbound": outbound,
+            "monitor": monitor,
+            "dns": dns,
+            "notify": notify,
+        }
     )
     resolved._source = path
     return resolved

@@ -7,6 +7,9 @@
     POST /api/v1/failover           {"reason": "...", "users": ["a@x", ...]?}
     POST /api/v1/failback           {"reason": "..."}
     POST /api/v1/failback/end       {"reason": "..."}   finish a failback now; the remainder is reported
+    GET  /api/v1/dns                the MX switch: current, saved and standby records
+    POST /api/v1/dns/switch         {"reason": "..."}   point the MX at the standby now
+    POST /api/v1/dns/restore        {"reason": "..."}   put the saved records back now
     GET  /metrics                   Prometheus text format
 
 Every request needs an administrator's credentials (HTTP Basic; the listener
@@ -60,6 +63,14 @@ class History(Protocol):
     async def audit(self, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "") -> None: ...
 
 
+class DNSControl(Protocol):
+    async def status(self) -> dict[str, Any]: ...
+
+    async def switch(self) -> Any: ...
+
+    async def restore(self) -> Any: ...
+
+
 @dataclass
 class Services:
     failover: FailoverControl
@@ -70,6 +81,7 @@ class Services:
     metrics: CollectorRegistry
     metrics_public: bool = False
     routes: list[BaseRoute] = field(default_factory=list)  # mounted by other parts (e.g. phone setup)
+    dns: DNSControl | None = None
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -141,6 +153,36 @@ def create_app(services: Services) -> Starlette:
 
         return run
 
+    async def dns_status(request: Request, admin: str) -> Response:
+        if s.dns is None:
+            return JSONResponse({"error": "the DNS switch is not configured ([dns] enabled = false)"}, 404)
+        try:
+            return JSONResponse(await s.dns.status())
+        except Exception as e:  # DNSError: what the server said
+            return JSONResponse({"error": str(e)}, 502)
+
+    def dns_command(name: str) -> Handler:
+        async def run(request: Request, admin: str) -> Response:
+            peer = request.client.host if request.client else "?"
+            if s.dns is None:
+                return JSONResponse({"error": "the DNS switch is not configured ([dns] enabled = false)"}, 404)
+            try:
+                reason = (await _json(request)).get("reason")
+                if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+                    raise ValueError("`reason` is required (1 to 500 characters)")
+            except ValueError as e:
+                await s.history.audit(admin, f"admin.dns-{name}", "bad-request", peer=peer, detail=str(e))
+                return JSONResponse({"error": str(e)}, 400)
+            try:
+                await (s.dns.switch() if name == "switch" else s.dns.restore())
+            except Exception as e:
+                await s.history.audit(admin, f"admin.dns-{name}", "failed", peer=peer, detail=f"{reason}: {e}")
+                return JSONResponse({"error": str(e)}, 502)
+            await s.history.audit(admin, f"admin.dns-{name}", "ok", peer=peer, detail=reason)
+            return JSONResponse(await s.dns.status())
+
+        return run
+
     async def metrics(request: Request, admin: str) -> Response:
         return Response(generate_latest(s.metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -155,6 +197,9 @@ def create_app(services: Services) -> Starlette:
         Route("/api/v1/failover", authenticated(command(Command.FAILOVER)), methods=["POST"]),
         Route("/api/v1/failback", authenticated(command(Command.FAILBACK)), methods=["POST"]),
         Route("/api/v1/failback/end", authenticated(command(Command.END_FAILBACK)), methods=["POST"]),
+        Route("/api/v1/dns", authenticated(dns_status)),
+        Route("/api/v1/dns/switch", authenticated(dns_command("switch")), methods=["POST"]),
+        Route("/api/v1/dns/restore", authenticated(dns_command("restore")), methods=["POST"]),
         Route("/metrics", public_metrics if s.metrics_public else authenticated(metrics)),
         *s.routes,
     ]

@@ -26,7 +26,7 @@ import httpx
 
 from mailstandby.config import Config
 
-COMMANDS = ("status", "failover", "failback", "audit", "admin")
+COMMANDS = ("status", "failover", "failback", "audit", "admin", "dns")
 
 
 def add_commands(sub: Any, config_help: str) -> None:
@@ -51,6 +51,10 @@ def add_commands(sub: Any, config_help: str) -> None:
     common(p)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--action", default="", help="only actions starting with this, e.g. `failover` or `login`")
+    p = sub.add_parser("dns", help="the MX switch: status, or switch/restore by hand")
+    common(p)
+    p.add_argument("action", choices=["status", "switch", "restore"])
+    p.add_argument("--reason", help="why (required for switch and restore; audited)")
     p = sub.add_parser("admin", help="set an administrator's password (creates the administrator)")
     p.add_argument("-c", "--config", type=Path, help=config_help)
     p.add_argument("name", help="administrator name")
@@ -78,6 +82,16 @@ def _call(args: argparse.Namespace, client: httpx.Client) -> int:
         r = client.get("/api/v1/status")
         if r.status_code == 200:
             print(json.dumps(r.json(), indent=2) if args.json else _status_text(r.json()))
+    elif args.command == "dns":
+        if args.action == "status":
+            r = client.get("/api/v1/dns")
+        elif not args.reason:
+            print("mailstandby: --reason is required", file=sys.stderr)
+            return 2
+        else:
+            r = client.post(f"/api/v1/dns/{args.action}", json={"reason": args.reason})
+        if r.status_code == 200:
+            print(_dns_text(r.json()))
     elif args.command == "audit":
         r = client.get("/api/v1/audit", params={"limit": args.limit, "action": args.action})
         if r.status_code == 200:
@@ -161,6 +175,17 @@ def _status_text(body: dict[str, Any]) -> str:
             lines.append(f"  {address}: {a['status']} ({a['detail']})")
     if "queue" in body:
         lines.append(f"queue: {body['queue']['depth']} messages")
+    return "\n".join(lines)
+
+
+def _dns_text(body: dict[str, Any]) -> str:
+    lines = [f"dns: {'switched to the standby' if body['switched'] else 'as the primary had it'}"]
+    for r in body["current"]:
+        lines.append(f"  {r['name']} {r['type']} {' '.join(r['records']) or '(none)'} ttl={r['ttl']}")
+    if body["saved"]:
+        lines.append("saved (restored on failback):")
+        for r in body["saved"]:
+            lines.append(f"  {r['name']} {r['type']} {' '.join(r['records']) or '(none)'} ttl={r['ttl']}")
     return "\n".join(lines)
 
 

@@ -31,6 +31,13 @@ class Event(StrEnum):
     MONITOR_VERDICT = "monitor.verdict"
     ADMIN_ACTION = "admin.action"
     ADMIN_LOGIN_FAILED = "admin.login-failed"
+    # notify: user notifications, forwarding, setup links
+    NOTIFY_ANNOUNCED = "notify.announced"
+    NOTIFY_SENT = "notify.sent"
+    NOTIFY_RETRY = "notify.retry"
+    NOTIFY_FAILED = "notify.failed"
+    NOTIFY_FORWARD = "notify.forward"
+    NOTIFY_SETUP = "notify.setup"
     # milter event sink: one per message at end of body (see milter.policy.Action), then the takeover
     MILTER_PASS = "milter.pass"
     MILTER_JOURNAL = "milter.journal"

@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mailstandby.config import DirectorySettings
+from mailstandby.config import DirectorySettings, UserEntry
 from mailstandby.core.model import Address
-from mailstandby.directory.base import User
+from mailstandby.directory.base import Device, Forwarding, NoticeKind, Platform, Preferences, User
 
 
 class DirectoryError(Exception):
@@ -56,8 +56,28 @@ class StaticDirectory:
                 yield user
 
 
+def user_from_entry(u: UserEntry) -> User:
+    """A `User` with the notification profile given inline in the config."""
+    prefs = Preferences(
+        notify=frozenset(NoticeKind(k) for k in u.notify) if u.notify is not None else frozenset(NoticeKind),
+        forward=Forwarding(u.forward),
+        summary_length=u.summary_length,
+        quiet_hours=u.quiet_hours,
+    )
+    devices = tuple(Device(d.id, Platform(d.platform), d.phone, d.sms_gateway, d.push_url) for d in u.devices)
+    return User(
+        u.address,
+        tuple(u.aliases),
+        display_name=u.display_name,
+        alternates=tuple(u.alternates),
+        notify_urls=tuple(u.notify_urls),
+        devices=devices,
+        preferences=prefs,
+    )
+
+
 def from_settings(settings: DirectorySettings) -> StaticDirectory:
-    users = [User(u.address, tuple(u.aliases)) for u in settings.users]
+    users = [user_from_entry(u) for u in settings.users]
     if settings.csv is not None:
         users += read_csv(settings.csv)
     return StaticDirectory(settings.domains, users)

@@ -147,6 +147,48 @@ MIGRATIONS: list[str] = [
     CREATE INDEX health_log_at ON health_log (at);
     CREATE TABLE admins (name TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
     """,
+    # 5: the DNS records a switch replaced, to be put back on failback
+    """
+    CREATE TABLE dns_saved (
+        name     TEXT NOT NULL,
+        rdtype   TEXT NOT NULL,
+        ttl      INTEGER NOT NULL,
+        rdatas   TEXT NOT NULL,
+        saved_at REAL NOT NULL,
+        PRIMARY KEY (name, rdtype)
+    );
+    """,
+    # 6: user notifications (one row per user, kind, occurrence and destination), setup links and codes
+    """
+    CREATE TABLE notifications (
+        id           INTEGER PRIMARY KEY,
+        user         TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        occurrence   TEXT NOT NULL,
+        mode         TEXT NOT NULL,
+        destination  TEXT NOT NULL,
+        payload      TEXT NOT NULL DEFAULT '',
+        state        TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL DEFAULT 0,
+        last_error   TEXT NOT NULL DEFAULT '',
+        message_id   TEXT NOT NULL DEFAULT '',
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL,
+        UNIQUE (user, kind, occurrence, mode, destination)
+    );
+    CREATE INDEX notifications_due ON notifications (state, next_attempt);
+    CREATE TABLE setup_tokens (
+        hash       TEXT PRIMARY KEY,
+        user       TEXT NOT NULL,
+        purpose    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at    REAL,
+        tries      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX setup_tokens_user ON setup_tokens (user, purpose);
+    """,
 ]
 
 

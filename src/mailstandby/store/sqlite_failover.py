@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from mailstandby.core.model import Mode
+from mailstandby.dns.switch import RRset
 from mailstandby.failover.machine import State
 from mailstandby.store.sqlite import SQLiteStore
 
@@ -87,6 +89,29 @@ class SQLiteFailoverStore:
             return [dict(zip(("at", "target", "status", "detail"), r, strict=True)) for r in rows]
 
         return await self.store.call(run)
+
+    # -- DNS records saved by a switch ---------------------------------------------------
+    async def save_dns(self, rrsets: Sequence[RRset]) -> None:
+        now = time.time()
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM dns_saved")
+            db.executemany(
+                "INSERT INTO dns_saved (name, rdtype, ttl, rdatas, saved_at) VALUES (?, ?, ?, ?, ?)",
+                [(r.name, r.rdtype, r.ttl, json.dumps(list(r.rdatas)), now) for r in rrsets],
+            )
+
+        await self.store.call(run)
+
+    async def saved_dns(self) -> list[RRset]:
+        def run(db: sqlite3.Connection) -> list[RRset]:
+            rows = db.execute("SELECT name, rdtype, ttl, rdatas FROM dns_saved ORDER BY rowid").fetchall()
+            return [RRset(n, t, ttl, tuple(json.loads(r))) for n, t, ttl, r in rows]
+
+        return await self.store.call(run)
+
+    async def forget_dns(self) -> None:
+        await self.store.call(lambda db: db.execute("DELETE FROM dns_saved"))
 
     # -- administrators and the audit trail ------------------------------------------
     async def admin_hash(self, name: str) -> str | None:
