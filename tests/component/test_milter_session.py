@@ -35,8 +35,13 @@ class FakeSink:
     journaled: list[tuple[list[str], bytes]] = field(default_factory=list)
     fail_take: bool = False
     fail_journal: bool = False
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    gate: asyncio.Event | None = None  # when set: take_over waits for it
 
     async def take_over(self, envelope: Envelope, message: bytes, received_at: float) -> str:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail_take:
             raise OSError("disk on fire")
         self.taken.append((envelope, message))
@@ -129,9 +134,11 @@ async def mta() -> AsyncIterator[Factory]:
     yield make
     for w in writers:
         w.close()
+    async with asyncio.timeout(10):  # every session ends with its MTA connection (no leak)
+        while any(s.sessions for s in servers):
+            await asyncio.sleep(0.01)
     for s in servers:
         await s.stop(1)
-        assert not s.sessions, "a session outlived its connection"
 
 
 async def test_negotiation_asks_only_for_what_it_needs(mta: Factory) -> None:
@@ -313,3 +320,19 @@ async def test_connections_over_the_limit_are_closed_and_the_others_go_on(mta: F
     finally:
         writer.close()
     assert await client.message(["bob@corp.test"]) == [(codec.SMFIR_CONTINUE, b"")]
+
+
+async def test_shutdown_lets_a_takeover_in_progress_answer_before_closing(mta: Factory) -> None:
+    client, sink, router = await mta(mode="redirect")
+    router.apply(Mode.FAILED_OVER, None)
+    sink.gate = asyncio.Event()
+    await client.negotiate()
+    client.send(codec.Mail(("<s@ext.test>",)), codec.Rcpt(("<alice@corp.test>",)), codec.EndOfMessage())
+    await asyncio.wait_for(sink.entered.wait(), 10)
+    assert client.server is not None
+    stopping = asyncio.create_task(client.server.stop(5))
+    await asyncio.sleep(0)
+    sink.gate.set()
+    assert await client.final() == [(codec.SMFIR_DISCARD, b"")], "stored, so the MTA is told"
+    assert await asyncio.wait_for(client.reader.read(), 10) == b""
+    await stopping
