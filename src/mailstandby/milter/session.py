@@ -73,6 +73,8 @@ EVENTS = {
     Action.TAKE_ALL: Event.MILTER_TAKE_ALL,
     Action.TAKE_SOME: Event.MILTER_TAKE_SOME,
 }
+MAX_RECIPIENTS = 10_000  # more: the message passes through untouched (Postfix allows 1,000 by default)
+MAX_MACROS = 512  # distinct macro names kept per connection and per message
 
 
 class Routing(Protocol):
@@ -188,11 +190,14 @@ class Session:
 
     def macros(self, cmd: codec.Macros) -> None:
         if cmd.stage in (codec.SMFIC_CONNECT, codec.SMFIC_HELO):
-            self.conn_macros.update(cmd.values)
+            target = self.conn_macros
         elif cmd.stage == codec.SMFIC_MAIL:
-            self.msg_macros = dict(cmd.values)  # a new message begins
+            target = self.msg_macros = {}  # a new message begins
         else:
-            self.msg_macros.update(cmd.values)
+            target = self.msg_macros
+        for name, value in cmd.values.items():
+            if name in target or len(target) < MAX_MACROS:
+                target[name] = value
 
     def connect(self, cmd: codec.Connect) -> None:
         self.client = cmd.address or cmd.hostname
@@ -219,7 +224,10 @@ class Session:
     def rcpt(self, cmd: codec.Rcpt) -> None:
         if self.msg is None:
             raise codec.ProtocolError("RCPT before MAIL")
-        self.msg.rcpts.append(cmd.args[0])
+        if len(self.msg.rcpts) < MAX_RECIPIENTS:
+            self.msg.rcpts.append(cmd.args[0])
+        else:
+            self._count(self.msg, self.max_size + 1)  # too many to handle: pass it through untouched
 
     def header(self, cmd: codec.Header) -> None:
         msg = self._message()
