@@ -97,6 +97,25 @@ def test_several_messages_in_one_smtp_session_and_an_aborted_one(primary: Primar
     assert len(primary.wait_for_messages("alice@corp.test", 2)) == 2
 
 
+def test_concurrent_smtp_sessions_each_message_copied_once(primary: Primary, standby: Standby) -> None:
+    def client(n: int) -> None:
+        with smtplib.SMTP(primary.host, primary.smtp_port, timeout=60) as s:
+            for i in range(5):
+                s.sendmail("sender@ext.test", ["alice@corp.test"], message(["alice@corp.test"], f"msg {n}-{i}"))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    subjects = sorted(
+        next(ln for ln in c.splitlines() if ln.startswith(b"Subject:")).decode()
+        for c in copies(standby, "alice@corp.test", journaled=1)
+    )
+    assert subjects == sorted(f"Subject: msg {n}-{i}" for n in range(4) for i in range(5))
+    assert len(primary.wait_for_messages("alice@corp.test", 20)) == 20
+
+
 @pytest.mark.parametrize("standby", ["both"], indirect=True)
 def test_during_an_outage_postfix_hands_the_mail_over_and_does_not_deliver_it(
     primary: Primary, standby: Standby
