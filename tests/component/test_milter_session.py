@@ -148,6 +148,7 @@ async def test_negotiation_asks_only_for_what_it_needs(mta: Factory) -> None:
     assert actions == 0, "journal mode changes nothing in the message"
     assert proto & Proto.NR_HDR and proto & Proto.NR_BODY and proto & Proto.HDR_LEADSPC
     assert not proto & (Proto.NOHDRS | Proto.NOBODY | Proto.NORCPT | Proto.NOMAIL | Proto.RCPT_REJ)
+    assert not proto & (Proto.NODATA | Proto.NR_DATA), "DATA is answered (see WANTED)"
 
     client, _, _ = await mta(mode="redirect")
     assert (await client.negotiate())[1] == Actions.DELRCPT
@@ -159,7 +160,9 @@ async def test_journal_copy_is_the_rebuilt_message_and_is_filed_before_the_reply
     client.send(
         codec.Macros(codec.SMFIC_CONNECT, {"j": "mx.corp.test"}), codec.Connect("c.ext.test", "4", 4000, "192.0.2.7")
     )
-    client.send(codec.Helo("c.ext.test"))
+    client.send(codec.Helo("c.ext.test"), codec.Mail(("<x@ext.test>",)), codec.Data())
+    assert await client.reply() == (codec.SMFIR_CONTINUE, b""), "DATA is answered"
+    client.send(codec.Abort())
     replies = await client.message(
         ["a.liddell@corp.test", "carol@ext.test", "alice@corp.test"],
         headers=[(b"Subject", b" hi"), (b"X-Folded", b" one\n\ttwo")],

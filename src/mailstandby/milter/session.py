@@ -22,8 +22,10 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,10 +43,12 @@ from mailstandby.transport import Connection
 
 log = logging.getLogger(__name__)
 
-# What we ask for: no reply except at end of body; no DATA or unknown-command events; header values verbatim.
+# What we ask for: header values verbatim, no unknown-command events, and no reply to the envelope, header
+# and body events. DATA is answered on purpose: Postfix's smtpd writes the envelope events, then hands the
+# connection to cleanup, whose first write would wait (Nagle) for our delayed ACK; the reply is that ACK.
+# bench/milter.py measured 81 -> 135 msgs/s for it, and 157 with TCP_QUICKACK as well.
 WANTED = (
-    Proto.NODATA
-    | Proto.NOUNKNOWN
+    Proto.NOUNKNOWN
     | Proto.NR_CONN
     | Proto.NR_HELO
     | Proto.NR_MAIL
@@ -164,6 +168,7 @@ class Session:
             head = await self.conn.read_exact(4, self.settings.timeout)
             n = codec.packet_length(head, codec.MAX_PACKET)  # ProtocolError: the server closes the connection
             packet = await self.conn.read_exact(n, self.settings.timeout)
+            self._quick_ack()
             cmd = codec.decode(packet[0], packet[1:])
             if not self.negotiated and not isinstance(cmd, codec.OptNeg):
                 raise codec.ProtocolError(f"{type(cmd).__name__} before option negotiation")
@@ -175,6 +180,14 @@ class Session:
                 self.conn.write(codec.CONTINUE)
             if not self.conn.has_buffered_input():
                 await self.conn.flush()
+
+    def _quick_ack(self) -> None:
+        """Acknowledge at once. The MTA writes events we do not answer, and Nagle's algorithm on its
+        side holds its next small write until our ACK, which Linux would otherwise delay by up to 40 ms."""
+        sock = self.conn.transport.get_extra_info("socket") if self.conn.transport is not None else None
+        if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
 
     # -- connection level ---------------------------------------------------------------
     def optneg(self, cmd: codec.OptNeg) -> None:
