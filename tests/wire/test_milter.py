@@ -24,7 +24,7 @@ from tests.support.primary import Primary
 from tests.support.standby import Standby
 
 from mailstandby.milter import codec
-from mailstandby.milter.codec import Actions
+from mailstandby.milter.codec import Actions, Proto
 from mailstandby.milter.session import WANTED
 
 ADMIN_PW = "correct horse battery staple"
@@ -181,8 +181,11 @@ def test_milter_killed_in_the_middle_of_a_message_tempfails_it(primary: Primary,
         s.ehlo()
         assert s.mail("sender@ext.test")[0] == 250
         assert s.rcpt("alice@corp.test")[0] == 250
-        standby.kill()
-        code, _ = s.data(message(["alice@corp.test"], "cut off"))
+        s.putcmd("data")
+        assert s.getreply()[0] == 354
+        standby.kill()  # while the message is on its way
+        s.send(message(["alice@corp.test"], "cut off") + b".\r\n")
+        code, _ = s.getreply()
     assert code // 100 == 4
     assert primary.queue_size() == 0 and primary.fetch_all("alice@corp.test") == []
 
@@ -227,7 +230,7 @@ class EarlierMilter:
                 for command, payload in reader.feed(data):
                     cmd = codec.decode(command, payload)
                     if isinstance(cmd, codec.OptNeg):
-                        conn.sendall(codec.optneg_reply(6, Actions.QUARANTINE, WANTED & cmd.protocol))
+                        conn.sendall(codec.optneg_reply(6, Actions.QUARANTINE, (WANTED | Proto.NODATA) & cmd.protocol))
                     elif isinstance(cmd, codec.EndOfMessage):
                         conn.sendall(self._verdict())
                     elif isinstance(cmd, codec.Quit):
