@@ -18,7 +18,9 @@ import time
 from mailstandby import __version__
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
-from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.directory.importer import DirectoryService, configured
+from mailstandby.directory.static import from_settings
+from mailstandby.directory.view import DirectoryView
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
 from mailstandby.pop3.server import POP3Server
@@ -40,7 +42,9 @@ class App:
         self.config = config
         node = config.node
         self.store = SQLiteStore(node.data_dir, config.store)
-        self.directory: StaticDirectory = from_settings(config.directory)
+        # One view for everyone; imports swap its contents (no restart, no new references).
+        self.directory = DirectoryView(from_settings(config.directory))
+        self.directory_service = DirectoryService(self.directory, self.store, config.directory)
         self.router = Router(self.directory, smarthost=bool(config.outbound.host))
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
@@ -109,6 +113,7 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
+        self._start_directory()
         await self.runner.start()
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
@@ -122,6 +127,16 @@ class App:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
+
+    def _start_directory(self) -> None:
+        """The stored import now (LDAP may be dark); then the refresh timer and the reload watch."""
+        settings = self.config.directory
+        self.directory_service.load()
+        if settings.refresh_interval and configured(settings):
+            run = self.directory_service.run_refresh(settings.refresh_interval)
+            self.tasks.append(asyncio.create_task(run, name="directory-refresh"))
+        watch = self.directory_service.watch(settings.reload_interval)
+        self.tasks.append(asyncio.create_task(watch, name="directory-watch"))
 
     async def _prune_journal(self) -> None:
         """Journal copies are history the primary also has: keep `retention_days` of it."""

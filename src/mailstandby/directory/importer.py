@@ -1,0 +1,129 @@
+"""Running an import (gather, validate, apply in one transaction) and keeping the server's view fresh.
+
+`gather` reads every source and validates everything before anything is
+written: an unreachable LDAP server, refused credentials, a bad row or entry
+raise `DirectoryError` and the stored directory stays as it was.
+
+`DirectoryService` is what the server runs: `load()` at start-up (the stored
+import, so LDAP on the dead primary is not needed), `refresh()` on the
+`refresh_interval` timer, and `watch()` which notices a new generation
+written by `mailstandby directory import` and swaps the view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from mailstandby.config import DirectorySettings
+from mailstandby.directory import stored
+from mailstandby.directory.devices import read_exports
+from mailstandby.directory.ldap import fetch
+from mailstandby.directory.merge import Fresh, Plan, build
+from mailstandby.directory.static import DirectoryError, static_users
+from mailstandby.directory.view import DirectoryView, combine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def configured(settings: DirectorySettings) -> bool:
+    """True when there is anything to import (LDAP or device exports)."""
+    return bool(settings.ldap.url or settings.devices.files)
+
+
+def gather(settings: DirectorySettings) -> Fresh:
+    """Read and validate every source; raises DirectoryError naming the source and the row or DN."""
+    notes: list[str] = []
+    ldap_users = None
+    if settings.ldap.url:
+        result = fetch(settings.ldap)
+        ldap_users = result.users
+        notes += [f"entry {dn}: no mail address; skipped" for dn in result.skipped]
+    records = read_exports(list(settings.devices.files), settings.devices.columns)
+    fresh = build(
+        static_users(settings), ldap_users, records, settings.merge, unknown_users=settings.devices.unknown_users
+    )
+    return Fresh(fresh.users, notes + fresh.notes)
+
+
+def run_import(
+    db: sqlite3.Connection, settings: DirectorySettings, *, origin: str, dry_run: bool
+) -> tuple[Plan, Fresh]:
+    """An import through `db` in one IMMEDIATE transaction (the command line's way)."""
+    fresh = gather(settings)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        plan = stored.apply_import(
+            db, fresh, origin=origin, max_disable_fraction=settings.max_disable_fraction, dry_run=dry_run
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return plan, fresh
+
+
+def current(db: sqlite3.Connection, settings: DirectorySettings) -> DirectoryView:
+    """The combined directory (config file + stored import) as the server would see it now."""
+    return DirectoryView(combine(settings.domains, static_users(settings), stored.load(db)), stored.generation(db))
+
+
+class DirectoryStore(Protocol):
+    def read_connection(self) -> sqlite3.Connection: ...
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+class DirectoryService:
+    """Keeps `view` equal to the config file's users combined with the stored import."""
+
+    def __init__(self, view: DirectoryView, store: DirectoryStore, settings: DirectorySettings) -> None:
+        self.view = view
+        self.store = store
+        self.settings = settings
+        self._static = list(static_users(settings))
+
+    def load(self) -> None:
+        """Swap in the stored import (at start-up and when a new generation appears)."""
+        db = self.store.read_connection()
+        gen = stored.generation(db)
+        self.view.replace(combine(self.settings.domains, self._static, stored.load(db)), gen)
+        log.info("directory generation %d: %d users in %d domains", gen, len(self.view), len(self.view.domains))
+
+    async def refresh(self) -> Plan:
+        """Import from the configured sources now and apply it; raises DirectoryError, keeping the old one."""
+        fresh = await asyncio.to_thread(gather, self.settings)
+        fraction = self.settings.max_disable_fraction
+        plan = await self.store.call(
+            lambda db: stored.apply_import(db, fresh, origin="server", max_disable_fraction=fraction)
+        )
+        for note in fresh.notes:
+            log.info("directory import: %s", note)
+        log.info("directory import: %s", plan.diff.summary())
+        self.load()
+        return plan
+
+    async def run_refresh(self, interval: float) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except DirectoryError as e:
+                log.error("directory import failed; the previous directory stays in force: %s", e)
+            except Exception:
+                log.exception("directory import failed; the previous directory stays in force")
+            await asyncio.sleep(interval)
+
+    async def watch(self, interval: float) -> None:
+        """Reload when another process (the command line) applied an import."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if stored.generation(self.store.read_connection()) != self.view.generation:
+                    self.load()
+            except Exception:
+                log.exception("directory reload failed; the previous directory stays in force")
