@@ -106,16 +106,15 @@ def _rows(path: Path, columns: Mapping[str, str]) -> list[tuple[str, dict[str, A
     else:
         raw, label = _csv_rows(path, text), "row"
         start = 2  # line 1 is the header
-    if raw and not isinstance(raw[0], dict):
-        raise DirectoryError(f"{path}: {label} {start}: not an object")
+    for n, r in enumerate(raw, start=start):
+        if not isinstance(r, dict):
+            raise DirectoryError(f"{path}: {label} {n}: not an object")
     present = set().union(*(r.keys() for r in raw)) if raw else set()
     for ours in REQUIRED:
         if raw and theirs[ours] not in present:
             raise DirectoryError(f"{path}: missing column {theirs[ours]!r} (found: {', '.join(sorted(present))})")
     out = []
     for n, r in enumerate(raw, start=start):
-        if not isinstance(r, dict):
-            raise DirectoryError(f"{path}: {label} {n}: not an object")
         out.append((f"{path}: {label} {n}", {ours: r.get(col) for ours, col in theirs.items()}))
     return out
 
