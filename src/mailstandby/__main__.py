@@ -38,6 +38,9 @@ def _load(path: Path | None) -> Config:
             )
     cfg = load(path)
     from_settings(cfg.directory)  # fail early on a bad directory source
+    from mailstandby.directory.importer import check
+
+    check(cfg.directory)  # and on a bad attribute mapping or column name
     return cfg
 
 

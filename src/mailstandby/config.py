@@ -14,7 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -133,6 +142,22 @@ class LDAPSettings(Section):
     )
     page_size: int = Field(500, ge=1, le=10000, description="Simple paged results (RFC 2696) page size.")
     timeout: float = Field(30.0, gt=0, description="Seconds to connect and for each response.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if value and (not sep or scheme.lower() not in ("ldap", "ldaps") or not rest.strip("/")):
+            raise ValueError("must be ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+        return value
+
+    @model_validator(mode="after")
+    def _password_source(self) -> LDAPSettings:
+        if self.url and self.bind_dn and self.password_file is None and not self.password_env:
+            raise ValueError("bind_dn needs password_file or password_env (the password never goes in this file)")
+        if self.url and not self.base_dn:
+            raise ValueError("base_dn is required with url")
+        return self
 
 
 class DeviceImportSettings(Section):

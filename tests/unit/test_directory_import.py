@@ -16,8 +16,7 @@ from mailstandby.config import DirectoryMergeSettings
 from mailstandby.core.model import Address
 from mailstandby.directory.base import Device, Forwarding, Key, NoticeKind, Platform, Preferences, User
 from mailstandby.directory.devices import DeviceRecord
-from mailstandby.directory.ldap import LDAPUser
-from mailstandby.directory.ldapmap import PRESETS, entry_to_user, mapping_for
+from mailstandby.directory.ldapmap import PRESETS, LDAPUser, entry_to_user, mapping_for
 from mailstandby.directory.merge import build, plan
 from mailstandby.directory.records import Stored, from_json, to_json
 from mailstandby.directory.static import DirectoryError

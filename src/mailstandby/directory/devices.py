@@ -77,9 +77,7 @@ class DeviceRecord:
 
 def read_exports(paths: list[Path], columns: Mapping[str, str]) -> dict[str, DeviceRecord]:
     """Every export, merged by user address key; raises DirectoryError naming the file and row."""
-    unknown = sorted(set(columns) - set(COLUMNS))
-    if unknown:
-        raise DirectoryError(f"directory.devices.columns: unknown column(s) {', '.join(unknown)}")
+    check_columns(columns)
     records: dict[str, DeviceRecord] = {}
     device_rows: dict[str, str] = {}
     for path in paths:
@@ -89,6 +87,14 @@ def read_exports(paths: list[Path], columns: Mapping[str, str]) -> dict[str, Dev
             except DirectoryError as e:
                 raise DirectoryError(f"{where}: {e}") from None
     return records
+
+
+def check_columns(columns: Mapping[str, str]) -> None:
+    unknown = sorted(set(columns) - set(COLUMNS))
+    if unknown:
+        raise DirectoryError(
+            f"directory.devices.columns: unknown column(s) {', '.join(unknown)} (ours are: {', '.join(COLUMNS)})"
+        )
 
 
 def _rows(path: Path, columns: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:

@@ -20,8 +20,9 @@ from typing import Protocol, TypeVar
 
 from mailstandby.config import DirectorySettings
 from mailstandby.directory import stored
-from mailstandby.directory.devices import read_exports
+from mailstandby.directory.devices import check_columns, read_exports
 from mailstandby.directory.ldap import fetch
+from mailstandby.directory.ldapmap import mapping_for
 from mailstandby.directory.merge import Fresh, Plan, build
 from mailstandby.directory.static import DirectoryError, static_users
 from mailstandby.directory.view import DirectoryView, combine
@@ -34,6 +35,12 @@ T = TypeVar("T")
 def configured(settings: DirectorySettings) -> bool:
     """True when there is anything to import (LDAP or device exports)."""
     return bool(settings.ldap.url or settings.devices.files)
+
+
+def check(settings: DirectorySettings) -> None:
+    """What can be checked without reaching a source: the attribute mapping and column names."""
+    mapping_for(settings.ldap.preset, settings.ldap.attributes, settings.ldap.filter)
+    check_columns(settings.devices.columns)
 
 
 def gather(settings: DirectorySettings) -> Fresh:

@@ -13,28 +13,14 @@ from __future__ import annotations
 import math
 import os
 import ssl
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core.exceptions import LDAPException, LDAPInvalidCredentialsResult, LDAPSocketOpenError
 
 from mailstandby.config import LDAPSettings
-from mailstandby.directory.base import User
-from mailstandby.directory.ldapmap import AttributeMap, entry_to_user, mapping_for
+from mailstandby.directory.ldapmap import AttributeMap, LDAPResult, LDAPUser, entry_to_user, mapping_for
 from mailstandby.directory.static import DirectoryError
-
-
-@dataclass(frozen=True, slots=True)
-class LDAPUser:
-    dn: str
-    user: User
-
-
-@dataclass(frozen=True, slots=True)
-class LDAPResult:
-    users: list[LDAPUser]
-    skipped: list[str]  # DNs of entries without any mail address
 
 
 def bind_password(settings: LDAPSettings) -> str | None:

@@ -26,6 +26,18 @@ LDAP_MOBILE_DEVICE = "ldap-mobile"  # the id of the device made from the `mobile
 
 
 @dataclass(frozen=True, slots=True)
+class LDAPUser:
+    dn: str
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class LDAPResult:
+    users: list[LDAPUser]
+    skipped: list[str]  # DNs of entries without any mail address
+
+
+@dataclass(frozen=True, slots=True)
 class AttributeMap:
     """Which attribute feeds which field; an empty name means the field is not read.
     List fields take several attributes separated by commas."""

@@ -26,7 +26,7 @@ from typing import Literal
 from mailstandby.config import DirectoryMergeSettings
 from mailstandby.directory.base import Preferences, User
 from mailstandby.directory.devices import DeviceRecord
-from mailstandby.directory.ldap import LDAPUser
+from mailstandby.directory.ldapmap import LDAPUser
 from mailstandby.directory.records import Stored, address_key
 from mailstandby.directory.static import DirectoryError
 
