@@ -57,8 +57,11 @@ class Slapd:
     suffix = "dc=corp,dc=test"
     admin_dn = "cn=admin,dc=corp,dc=test"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tls: tuple[Path, Path] | None = None) -> None:
+        """`tls`: (certificate chain, key) PEM files; with it slapd also offers StartTLS and ldaps://."""
         self.root = root
+        self.tls = tls
+        self.tls_port = 0
         self.data = root / "data"
         self.conf = root / "slapd.conf"
         self.log_path = root / "slapd.log"
@@ -75,6 +78,11 @@ class Slapd:
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
 
+    @property
+    def ldaps_url(self) -> str:
+        assert self.tls is not None
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
     def _config(self) -> str:
         includes = [SCHEMA_DIR / f"{n}.schema" for n in ("core", "cosine", "inetorgperson", "nis", "msuser")]
         lines = [f"include {p}" for p in [*includes, self.root / "mail.schema"]]
@@ -85,6 +93,11 @@ class Slapd:
             f"argsfile {self.root / 'slapd.args'}",
             # lower than the test trees: a plain search stops at 50 entries, a paged one sees them all
             "sizelimit size.soft=50 size.hard=50 size.prtotal=unlimited",
+            *(
+                [f"TLSCertificateFile {self.tls[0]}", f"TLSCertificateKeyFile {self.tls[1]}"]
+                if self.tls is not None
+                else []
+            ),
             "database mdb",
             f'suffix "{self.suffix}"',
             f'rootdn "{self.admin_dn}"',
@@ -107,9 +120,13 @@ class Slapd:
     def start(self, timeout: float = 15) -> None:
         for _attempt in range(3):
             self.port = _free_port()
+            urls = f"ldap://127.0.0.1:{self.port}/"
+            if self.tls is not None:
+                self.tls_port = _free_port()
+                urls += f" ldaps://127.0.0.1:{self.tls_port}/"
             with self.log_path.open("ab") as log:
                 self.proc = subprocess.Popen(
-                    [SLAPD, "-f", str(self.conf), "-h", f"ldap://127.0.0.1:{self.port}/", "-d", "0"],
+                    [SLAPD, "-f", str(self.conf), "-h", urls, "-d", "0"],
                     stdout=log,
                     stderr=log,
                     start_new_session=True,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import ldap3
 import pytest
+import trustme
 from tests.support.ldap import Slapd
 from tests.support.ldaptree import AD, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, ad_user, certificate, people
 
@@ -221,3 +222,50 @@ def test_a_mass_disappearance_is_refused(
     with pytest.raises(DirectoryError, match="would disable 200 of 200 users"):
         run_import(db, wrong_base, origin="test", dry_run=False)
     _unchanged(db, imported)
+
+
+# -- TLS: ldaps:// and StartTLS, certificate and host name checked --------------------------
+
+
+@pytest.fixture
+def tls_slapd(tmp_path: Path) -> Iterator[tuple[Slapd, Path]]:
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = tmp_path / "slapd.pem", tmp_path / "slapd.key", tmp_path / "ca.pem"
+    issued.cert_chain_pems[0].write_to_path(chain)
+    issued.private_key_pem.write_to_path(key)
+    ca.cert_pem.write_to_path(ca_file)
+    server = Slapd(tmp_path / "ldap", tls=(chain, key))
+    server.load_ldif(people(5, {}))
+    with server:
+        yield server, ca_file
+
+
+def test_ldaps_and_starttls_with_the_servers_ca(
+    tls_slapd: tuple[Slapd, Path], db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    slapd, ca_file = tls_slapd
+    plan, _ = run_import(db, settings(slapd, tmp_path, url=slapd.ldaps_url, ca_file=ca_file), origin="t", dry_run=True)
+    assert len(plan.diff.added) == 5
+    s = settings(slapd, tmp_path, start_tls=True, ca_file=ca_file)
+    plan, _ = run_import(db, s, origin="t", dry_run=True)
+    assert len(plan.diff.added) == 5
+
+
+@pytest.mark.parametrize("start_tls", [False, True])
+def test_tls_refuses_an_unknown_ca_and_a_wrong_host_name(
+    tls_slapd: tuple[Slapd, Path], db: sqlite3.Connection, tmp_path: Path, start_tls: bool
+) -> None:
+    slapd, ca_file = tls_slapd
+    url = slapd.url if start_tls else slapd.ldaps_url
+    with pytest.raises(DirectoryError, match="certificate verify failed"):
+        run_import(db, settings(slapd, tmp_path, url=url, start_tls=start_tls), origin="t", dry_run=True)
+    wrong_name = url.replace("127.0.0.1", "localhost")
+    with pytest.raises(DirectoryError, match=r"certificate verify failed.*(Hostname mismatch|not valid for)"):
+        run_import(
+            db,
+            settings(slapd, tmp_path, url=wrong_name, start_tls=start_tls, ca_file=ca_file),
+            origin="t",
+            dry_run=True,
+        )
+    assert stored.generation(db) == 0

@@ -10,13 +10,20 @@ the password never appears in it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import ssl
 from urllib.parse import urlsplit
 
 import ldap3
-from ldap3.core.exceptions import LDAPException, LDAPInvalidCredentialsResult, LDAPSocketOpenError
+from ldap3.core.exceptions import (
+    LDAPException,
+    LDAPInvalidCredentialsResult,
+    LDAPOperationResult,
+    LDAPSocketOpenError,
+)
 
 from mailstandby.config import LDAPSettings
 from mailstandby.directory.ldapmap import AttributeMap, LDAPResult, LDAPUser, entry_to_user, mapping_for
@@ -40,17 +47,41 @@ def bind_password(settings: LDAPSettings) -> str | None:
     return None
 
 
+class _VerifiedTLS(ldap3.Tls):
+    """TLS for ldap3 through one standard-library context that checks the certificate *and* the host name
+    during the handshake: ldap3's own check is skipped for ldaps:// and relies on the deprecated
+    `ssl.match_hostname` for StartTLS."""
+
+    def __init__(self, context: ssl.SSLContext, hostname: str) -> None:
+        super().__init__(validate=context.verify_mode)
+        self._context = context
+        self._hostname = hostname
+
+    def wrap_socket(self, connection: ldap3.Connection, do_handshake: bool = False) -> None:
+        connection.socket = self._context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=self._hostname,
+        )
+
+
+def _tls(settings: LDAPSettings, hostname: str) -> _VerifiedTLS:
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    except (OSError, ssl.SSLError) as e:
+        raise DirectoryError(f"directory.ldap.ca_file {settings.ca_file}: cannot load: {e}") from None
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return _VerifiedTLS(context, hostname)
+
+
 def _server(settings: LDAPSettings) -> ldap3.Server:
     url = urlsplit(settings.url)
     if url.scheme not in ("ldap", "ldaps") or not url.hostname:
         raise DirectoryError(f"directory.ldap.url {settings.url!r}: must be ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
-    tls = None
-    if url.scheme == "ldaps" or settings.start_tls:
-        tls = ldap3.Tls(
-            validate=ssl.CERT_REQUIRED if settings.tls_verify else ssl.CERT_NONE,
-            ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
-            version=ssl.PROTOCOL_TLS_CLIENT,
-        )
+    tls = _tls(settings, url.hostname) if url.scheme == "ldaps" or settings.start_tls else None
     return ldap3.Server(
         url.hostname,
         port=url.port or (636 if url.scheme == "ldaps" else 389),
@@ -97,15 +128,24 @@ def fetch(settings: LDAPSettings) -> LDAPResult:
     except (OSError, ssl.SSLError) as e:
         raise DirectoryError(f"LDAP {where}: cannot {step} the server: {e}") from None
     finally:
+        _close(conn)
+
+
+def _close(conn: ldap3.Connection) -> None:
+    with contextlib.suppress(LDAPException, OSError):
         if not conn.closed:
             conn.unbind()
-        if conn.socket is not None:  # ldap3 leaves a socket that failed to connect open
-            conn.socket.close()
+    if conn.socket is not None:  # ldap3 leaves a socket that failed to connect (or to start TLS) open
+        conn.socket.close()
 
 
 def _reason(e: LDAPException) -> str:
-    text = str(e) or type(e).__name__
-    return text.replace(" - ", ": ")[:300]
+    """ldap3's exception text without its tuple wrapping (e.g. `("('socket ssl wrapping error: ...',)",)`)."""
+    if isinstance(e, LDAPOperationResult):
+        text = f"{e.description}: {e.message}" if e.message else str(e.description)
+    else:
+        text = str(e).strip("()'\", ") or type(e).__name__
+    return re.sub(r"\s*\(_ssl\.c:\d+\)?", "", text)[:300]
 
 
 def _search(conn: ldap3.Connection, settings: LDAPSettings, mapping: AttributeMap) -> LDAPResult:
