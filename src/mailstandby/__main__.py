@@ -191,9 +191,7 @@ def _combined_directory(cfg: Config) -> Directory:
 
 def _directory(cfg: Config, args: argparse.Namespace) -> int:
     from mailstandby.directory.cli import run as run_directory
-    from mailstandby.obs import setup_logging
 
-    setup_logging(cfg.node.log_level)
     db = _directory_db(cfg)
     try:
         return run_directory(
