@@ -72,6 +72,7 @@ def test_imported_user_gets_mail_and_a_removed_one_gets_550_without_restart(tmp_
             assert out.returncode == 0, out.stderr
             assert "+ user001@corp.test" in out.stdout and "+ user002@corp.test" in out.stdout
             standby.wait_until(lambda: rcpt(standby, "user001@corp.test")[0] == 250, what="import picked up")
+            standby.set_password("user001@corp.test", "standby-pw-1")  # `passwd` knows imported users too
             send(standby, "user001@corp.test", "after import")
             [got] = primary.wait_for_messages("user001@corp.test", 1)
             assert b"Subject: after import" in got
