@@ -44,7 +44,9 @@ class App:
         self.store = SQLiteStore(node.data_dir, config.store)
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))
-        self.directory_service = DirectoryService(self.directory, self.store, config.directory)
+        self.directory_service = DirectoryService(
+            self.directory, self.store, config.directory, node.data_dir / "mailstandby.db"
+        )
         self.router = Router(self.directory, smarthost=bool(config.outbound.host))
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))

@@ -25,3 +25,6 @@ class Event(StrEnum):
     IMAP_LOGIN_FAILED = "imap.login-failed"
     IMAP_REJECTED = "imap.rejected"
     IMAP_SESSION_ABUSE = "imap.session-abuse"
+    DIRECTORY_IMPORTED = "directory.imported"
+    DIRECTORY_IMPORT_FAILED = "directory.import-failed"
+    DIRECTORY_RELOADED = "directory.reloaded"

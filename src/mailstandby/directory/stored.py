@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 from mailstandby.directory.merge import Fresh, Plan, plan
 from mailstandby.directory.records import Stored, from_json, to_json
@@ -38,14 +39,31 @@ def last_import(db: sqlite3.Connection) -> tuple[int, float, str] | None:
     return None if row is None else (row[0], row[1], row[2])
 
 
+def snapshot(path: Path) -> tuple[int, dict[str, Stored]]:
+    """(generation, users) read consistently through a read-only connection of its own (any thread)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db.execute("BEGIN")
+        return generation(db), load(db)
+    finally:
+        db.close()
+
+
 def apply_import(
     db: sqlite3.Connection, fresh: Fresh, *, origin: str, max_disable_fraction: float, dry_run: bool = False
 ) -> Plan:
     """Plan `fresh` against the stored directory and (unless `dry_run`) write it; the caller owns the
-    transaction. An import that changes nothing is not recorded as a new generation."""
+    transaction."""
     p = plan(load(db), fresh.users, max_disable_fraction=max_disable_fraction)
-    if dry_run or (p.diff.empty and not p.write):
-        return p
+    if not dry_run:
+        write_plan(db, p, origin=origin)
+    return p
+
+
+def write_plan(db: sqlite3.Connection, p: Plan, *, origin: str) -> None:
+    """Write a plan made against the current generation; one that changes nothing records no generation."""
+    if p.diff.empty and not p.write:
+        return
     now = time.time()
     db.executemany(
         "INSERT OR REPLACE INTO directory_users (key, source, enabled, data, updated_at) VALUES (?,?,?,?,?)",
@@ -57,4 +75,3 @@ def apply_import(
         "INSERT INTO directory_imports (at, origin, added, changed, disabled, removed) VALUES (?,?,?,?,?,?)",
         (now, origin, len(d.added), len(d.changed), len(d.disabled), len(d.removed)),
     )
-    return p
