@@ -118,3 +118,21 @@ def test_directory_import_with_no_source_says_so(tmp_path: Path, capsys: pytest.
     path = write(tmp_path, '[node]\ndata_dir = "data"\n[directory]\ndomains = ["corp.test"]\n')
     assert main(["directory", "-c", str(path), "import", "--dry-run"]) == 2
     assert "nothing to import" in capsys.readouterr().err
+
+
+def test_bind_password_from_a_file_or_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailstandby.config import LDAPSettings
+    from mailstandby.directory.ldap import bind_password
+    from mailstandby.directory.static import DirectoryError
+
+    common = {"url": "ldap://dc1", "bind_dn": "cn=svc", "base_dn": "dc=corp"}
+    (tmp_path / "pw").write_text("from-file\n")
+    assert bind_password(LDAPSettings(**common, password_file=tmp_path / "pw")) == "from-file"
+    monkeypatch.setenv("LDAP_PW", "from-env")
+    assert bind_password(LDAPSettings(**common, password_env="LDAP_PW")) == "from-env"
+    monkeypatch.delenv("LDAP_PW")
+    with pytest.raises(DirectoryError, match=r"password_env: \$LDAP_PW is not set"):
+        bind_password(LDAPSettings(**common, password_env="LDAP_PW"))
+    with pytest.raises(DirectoryError, match=r"password_file .*/missing: No such file"):
+        bind_password(LDAPSettings(**common, password_file=tmp_path / "missing"))
+    assert bind_password(LDAPSettings(url="ldap://dc1", base_dn="dc=corp")) is None  # anonymous
