@@ -77,6 +77,10 @@ def test_imported_user_gets_mail_and_a_removed_one_gets_550_without_restart(tmp_
             [got] = primary.wait_for_messages("user001@corp.test", 1)
             assert b"Subject: after import" in got
 
+            send(standby, "user002@corp.test", "before removal")
+            primary.wait_for_messages("user002@corp.test", 1)
+            standby.wait_until(lambda: len(standby.mailbox("user002@corp.test", "INBOX")) == 1, what="journal copy")
+
             slapd.ldapmodify(f"dn: uid=user002,{PEOPLE}\nchangetype: delete\n")
             slapd.ldapmodify(
                 person(3).replace("\nobjectClass: inetOrgPerson", "\nchangetype: add\nobjectClass: inetOrgPerson")
@@ -96,6 +100,8 @@ def test_imported_user_gets_mail_and_a_removed_one_gets_550_without_restart(tmp_
 
             shown = directory_cli(standby, "show", "user002@corp.test")
             assert "enabled:      no" in shown.stdout
+            [(kept, _, _)] = standby.mailbox("user002@corp.test", "INBOX")  # disabled, its standby mail kept
+            assert b"Subject: before removal" in kept
             assert standby.proc.pid == pid and standby.proc.poll() is None  # never restarted
 
 
