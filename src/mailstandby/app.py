@@ -25,7 +25,9 @@ from mailstandby.admin.metrics import StandbyCollector, registry
 from mailstandby.admin.server import AdminServer
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
-from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.directory.importer import DirectoryService, configured
+from mailstandby.directory.static import from_settings
+from mailstandby.directory.view import DirectoryView
 from mailstandby.dns.switch import DNSSwitch
 from mailstandby.failover.coordinator import Coordinator
 from mailstandby.imap.server import IMAPServer
@@ -55,7 +57,11 @@ class App:
         self.config = config
         node = config.node
         self.store = SQLiteStore(node.data_dir, config.store)
-        self.directory: StaticDirectory = from_settings(config.directory)
+        # One view for everyone; imports swap its contents (no restart, no new references).
+        self.directory = DirectoryView(from_settings(config.directory))
+        self.directory_service = DirectoryService(
+            self.directory, self.store, config.directory, node.data_dir / "mailstandby.db"
+        )
         self.router = Router(self.directory, smarthost=bool(config.outbound.host))
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
@@ -207,6 +213,7 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
+        self._start_directory()
         await self.coordinator.start()  # routing follows the recorded state before the first delivery
         await self.runner.start()
         await self.notifier.start()
@@ -224,6 +231,16 @@ class App:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
+
+    def _start_directory(self) -> None:
+        """The stored import now (LDAP may be dark); then the refresh timer and the reload watch."""
+        settings = self.config.directory
+        self.directory_service.load()
+        if settings.refresh_interval and configured(settings):
+            run = self.directory_service.run_refresh(settings.refresh_interval)
+            self.tasks.append(asyncio.create_task(run, name="directory-refresh"))
+        watch = self.directory_service.watch(settings.reload_interval)
+        self.tasks.append(asyncio.create_task(watch, name="directory-watch"))
 
     async def _prune_journal(self) -> None:
         """Journal copies are history the primary also has: keep `retention_days` of it."""

@@ -38,3 +38,6 @@ class Event(StrEnum):
     NOTIFY_FAILED = "notify.failed"
     NOTIFY_FORWARD = "notify.forward"
     NOTIFY_SETUP = "notify.setup"
+    DIRECTORY_IMPORTED = "directory.imported"
+    DIRECTORY_IMPORT_FAILED = "directory.import-failed"
+    DIRECTORY_RELOADED = "directory.reloaded"
