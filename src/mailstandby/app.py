@@ -88,6 +88,7 @@ class App:
             domains=config.directory.domains,
         )
         self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
+        self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
         self._failover_wiring()
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
         tls_context = self._tls_context()
