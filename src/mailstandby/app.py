@@ -23,6 +23,7 @@ from mailstandby.admin.api import Services, create_app
 from mailstandby.admin.auth import AdminAuthenticator
 from mailstandby.admin.metrics import StandbyCollector, registry
 from mailstandby.admin.server import AdminServer
+from mailstandby.antispam import RspamdScanner
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
 from mailstandby.directory.importer import DirectoryService, configured
@@ -90,7 +91,8 @@ class App:
         self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
         self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
         self._failover_wiring()
-        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
+        self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
+        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth)
@@ -287,6 +289,8 @@ class App:
         await self.notifier.stop()
         await self.coordinator.stop()
         await self.runner.stop(grace)
+        if self.scanner is not None:
+            await self.scanner.close()
         await self.store.close()
         self._stopped.set()
 

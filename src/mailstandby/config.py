@@ -505,6 +505,21 @@ class NotifySettings(Section):
         return value.rstrip("/")
 
 
+class AntispamSettings(Section):
+    """Content check of inbound mail by rspamd (its HTTP protocol) before mailstandby answers the final dot."""
+
+    rspamd_url: str = Field("", description="rspamd's normal worker, e.g. http://127.0.0.1:11333; empty: no check.")
+    password_file: Path | None = Field(None, description="File holding rspamd's worker password, if it has one.")
+    timeout: float = Field(20.0, gt=0, description="Seconds rspamd may take per message.")
+    on_error: Literal["tempfail", "accept"] = Field(
+        "tempfail",
+        description="When rspamd cannot be asked: `tempfail` (451 4.7.1, the sender retries) or `accept` unchecked.",
+    )
+    max_size: int = Field(
+        20 * MiB, ge=0, description="Larger messages are not sent to rspamd (accepted with a header saying so)."
+    )
+
+
 class Config(Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
@@ -523,6 +538,7 @@ class Config(Section):
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     dns: DNSSettings = Field(default_factory=DNSSettings)
+    antispam: AntispamSettings = Field(default_factory=AntispamSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
 
     _source: Path | None = PrivateAttr(None)
@@ -604,6 +620,9 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
             "monitor": monitor,
             "dns": dns,
             "notify": notify,
+            "antispam": cfg.antispam.model_copy(
+                update={"password_file": rel(cfg.antispam.password_file) or cfg.antispam.password_file}
+            ),
         }
     )
     resolved._source = path
