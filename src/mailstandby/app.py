@@ -26,6 +26,7 @@ from mailstandby.admin.server import AdminServer
 from mailstandby.antispam import RspamdScanner
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
+from mailstandby.core.model import Mode
 from mailstandby.directory.importer import DirectoryService, configured
 from mailstandby.directory.static import from_settings
 from mailstandby.directory.view import DirectoryView
@@ -49,6 +50,7 @@ from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 from mailstandby.tls import ensure_self_signed, server_context
+from mailstandby.verify import RecipientVerifier
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,15 @@ class App:
         self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
         self._failover_wiring()
         self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
-        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner)
+        verifier = None
+        if config.smtp.verify_recipients:
+            verifier = RecipientVerifier(
+                config.smtp,
+                config.primary,
+                hostname=node.hostname,
+                in_service=lambda: self.router.mode is not Mode.FAILED_OVER,
+            )
+        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner, verifier)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth)

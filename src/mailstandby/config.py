@@ -99,6 +99,13 @@ class SMTPSettings(Section):
     min_free_space: int = Field(
         64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
     )
+    verify_recipients: bool = Field(
+        False,
+        description="Backup-MX mode: also ask the primary at RCPT time (while in service); refuse what it refuses.",
+    )
+    verify_timeout: float = Field(10.0, gt=0, description="Seconds a recipient verification may take.")
+    verify_ttl: float = Field(600.0, ge=0, description="Seconds an accepted verification is cached.")
+    verify_negative_ttl: float = Field(3600.0, ge=0, description="Seconds a refusal by the primary is cached.")
 
 
 def disk_reserve(settings: SMTPSettings) -> int:
