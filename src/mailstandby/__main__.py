@@ -153,10 +153,9 @@ def _notify(cfg: Config, args: argparse.Namespace) -> int:
 
 def _set_password(cfg: Config, username: str, password_file: Path | None) -> int:
     """Store an argon2id hash of the user's standby password (the server need not be stopped)."""
-    import getpass
     import time
 
-    from mailstandby.auth import hash_password
+    from mailstandby.cli.passwords import new_password_hash
     from mailstandby.core.model import Address
     from mailstandby.store.sqlite import connect, migrate
 
@@ -167,19 +166,8 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
     if user is None:
         print(f"mailstandby: {username} is not a user in the directory", file=sys.stderr)
         return 1
-    if password_file is not None:
-        password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
-    elif sys.stdin.isatty():
-        password = getpass.getpass(f"New standby password for {user.address}: ")
-        if getpass.getpass("Again: ") != password:
-            print("mailstandby: the passwords differ", file=sys.stderr)
-            return 1
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    try:
-        hashed = hash_password(password)
-    except ValueError as e:
-        print(f"mailstandby: {e}", file=sys.stderr)
+    hashed = new_password_hash(f"New standby password for {user.address}: ", password_file)
+    if hashed is None:
         return 1
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = connect(cfg.node.data_dir / "mailstandby.db")

@@ -81,8 +81,7 @@ def test_stopping_postfix_fails_over_and_starting_it_fails_back(tmp_path: Path, 
 
         primary.stop_smtp()
         # Promise: down after down_after rounds, plus one round of phase; slack for a busy machine.
-        took = wait_mode(standby, "failed-over", FAST["interval"] * FAST["down_after"] + FAST["interval"] + SLACK)
-        assert took < FAST["interval"] * 3 + FAST["timeout"] + SLACK
+        wait_mode(standby, "failed-over", FAST["interval"] * FAST["down_after"] + FAST["interval"] + SLACK)
         send(standby, ["alice@corp.test", "bob@corp.test"], "during the outage")
         standby.wait_until(lambda: subjects_in_standby(standby, "bob@corp.test") == ["during the outage"], 30)
         assert subjects_in_standby(standby, "alice@corp.test") == ["during the outage"]

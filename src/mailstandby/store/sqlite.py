@@ -212,6 +212,16 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def insert_audit(
+    db: sqlite3.Connection, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "", at: float = 0.0
+) -> None:
+    """One entry of the audit trail (who, what, how it ended, from where; never a secret)."""
+    db.execute(
+        "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (at or time.time(), actor[:256], action, outcome, peer, detail[:1000]),
+    )
+
+
 def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
