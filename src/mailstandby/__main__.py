@@ -1,5 +1,5 @@
-"""The `mailstandby` command line: serve | check-config | init | queue | passwd | status | failover | failback |
-audit | admin | notify | version."""
+"""The `mailstandby` command line: serve | check-config | init | queue | passwd | directory | status | failover |
+failback | audit | admin | dns | notify | version."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from mailstandby import __version__
 from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
+from mailstandby.directory.base import Directory
 from mailstandby.directory.static import DirectoryError, from_settings
 
 DEFAULT_CONFIG = Path("mailstandby.toml")
@@ -39,6 +40,9 @@ def _load(path: Path | None) -> Config:
             )
     cfg = load(path)
     from_settings(cfg.directory)  # fail early on a bad directory source
+    from mailstandby.directory.importer import check
+
+    check(cfg.directory)  # and on a bad attribute mapping or column name
     return cfg
 
 
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
     p.add_argument("user", help="the user's address (or an alias)")
     p.add_argument("--password-file", type=Path, help="read the password from this file (default: prompt, or stdin)")
+    _add_directory_parser(sub)
     p = sub.add_parser("init", help="write the sample configuration to a file")
     p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
     control.add_commands(sub, f"config file (default ./{DEFAULT_CONFIG})")
@@ -108,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         return _set_password(cfg, args.user, args.password_file)
     if args.command in control.COMMANDS:
         return control.run(args, cfg)
+    if args.command == "directory":
+        return _directory(cfg, args)
     from mailstandby.app import run
     from mailstandby.obs import setup_logging
 
@@ -146,33 +153,21 @@ def _notify(cfg: Config, args: argparse.Namespace) -> int:
 
 def _set_password(cfg: Config, username: str, password_file: Path | None) -> int:
     """Store an argon2id hash of the user's standby password (the server need not be stopped)."""
-    import getpass
     import time
 
-    from mailstandby.auth import hash_password
+    from mailstandby.cli.passwords import new_password_hash
     from mailstandby.core.model import Address
     from mailstandby.store.sqlite import connect, migrate
 
     try:
-        user = from_settings(cfg.directory).lookup(Address.parse(username))
+        user = _combined_directory(cfg).lookup(Address.parse(username))
     except ValueError:
         user = None
     if user is None:
         print(f"mailstandby: {username} is not a user in the directory", file=sys.stderr)
         return 1
-    if password_file is not None:
-        password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
-    elif sys.stdin.isatty():
-        password = getpass.getpass(f"New standby password for {user.address}: ")
-        if getpass.getpass("Again: ") != password:
-            print("mailstandby: the passwords differ", file=sys.stderr)
-            return 1
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    try:
-        hashed = hash_password(password)
-    except ValueError as e:
-        print(f"mailstandby: {e}", file=sys.stderr)
+    hashed = new_password_hash(f"New standby password for {user.address}: ", password_file)
+    if hashed is None:
         return 1
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = connect(cfg.node.data_dir / "mailstandby.db")
@@ -186,6 +181,52 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
         db.close()
     print(f"standby password set for {user.address}")
     return 0
+
+
+# -- directory import (docs/directory.md) ------------------------------------------------
+
+
+def _add_directory_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("directory", help="import users and devices from LDAP and device exports; show them")
+    p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
+    actions = p.add_subparsers(dest="action", required=True)
+    imp = actions.add_parser("import", help="import now and apply (a running server picks it up)")
+    imp.add_argument("--dry-run", action="store_true", help="print the changes, apply nothing")
+    actions.add_parser("diff", help="print what an import would change")
+    show = actions.add_parser("show", help="list the users, or show one")
+    show.add_argument("user", nargs="?", help="an address (primary or alias)")
+
+
+def _directory_db(cfg: Config) -> sqlite3.Connection:
+    from mailstandby.store.sqlite import connect, migrate
+
+    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = connect(cfg.node.data_dir / "mailstandby.db")
+    migrate(db)
+    return db
+
+
+def _combined_directory(cfg: Config) -> Directory:
+    """The config file's users combined with the stored import, as the server sees them."""
+    from mailstandby.directory.importer import current
+
+    db = _directory_db(cfg)
+    try:
+        return current(db, cfg.directory)
+    finally:
+        db.close()
+
+
+def _directory(cfg: Config, args: argparse.Namespace) -> int:
+    from mailstandby.directory.cli import run as run_directory
+
+    db = _directory_db(cfg)
+    try:
+        return run_directory(
+            args.action, db, cfg.directory, user=getattr(args, "user", None), dry_run=getattr(args, "dry_run", False)
+        )
+    finally:
+        db.close()
 
 
 def _show_queue(cfg: Config) -> int:

@@ -23,9 +23,13 @@ from mailstandby.admin.api import Services, create_app
 from mailstandby.admin.auth import AdminAuthenticator
 from mailstandby.admin.metrics import StandbyCollector, registry
 from mailstandby.admin.server import AdminServer
+from mailstandby.antispam import RspamdScanner
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
-from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.core.model import Mode
+from mailstandby.directory.importer import DirectoryService, configured
+from mailstandby.directory.static import from_settings
+from mailstandby.directory.view import DirectoryView
 from mailstandby.dns.switch import DNSSwitch
 from mailstandby.failover.coordinator import Coordinator
 from mailstandby.imap.server import IMAPServer
@@ -48,6 +52,7 @@ from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 from mailstandby.tls import ensure_self_signed, server_context
+from mailstandby.verify import RecipientVerifier
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,11 @@ class App:
         self.config = config
         node = config.node
         self.store = SQLiteStore(node.data_dir, config.store)
-        self.directory: StaticDirectory = from_settings(config.directory)
+        # One view for everyone; imports swap its contents (no restart, no new references).
+        self.directory = DirectoryView(from_settings(config.directory))
+        self.directory_service = DirectoryService(
+            self.directory, self.store, config.directory, node.data_dir / "mailstandby.db"
+        )
         self.router = Router(self.directory, smarthost=bool(config.outbound.host))
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
@@ -84,8 +93,18 @@ class App:
             domains=config.directory.domains,
         )
         self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
+        self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
         self._failover_wiring()
-        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
+        self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
+        verifier = None
+        if config.smtp.verify_recipients:
+            verifier = RecipientVerifier(
+                config.smtp,
+                config.primary,
+                hostname=node.hostname,
+                in_service=lambda: self.router.mode is not Mode.FAILED_OVER,
+            )
+        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner, verifier)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth)
@@ -217,6 +236,7 @@ class App:
 
     async def start(self) -> None:
         await self.store.open()
+        self._start_directory()
         await self.coordinator.start()  # routing follows the recorded state before the first delivery
         await self.runner.start()
         await self.notifier.start()
@@ -235,6 +255,16 @@ class App:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
+
+    def _start_directory(self) -> None:
+        """The stored import now (LDAP may be dark); then the refresh timer and the reload watch."""
+        settings = self.config.directory
+        self.directory_service.load()
+        if settings.refresh_interval and configured(settings):
+            run = self.directory_service.run_refresh(settings.refresh_interval)
+            self.tasks.append(asyncio.create_task(run, name="directory-refresh"))
+        watch = self.directory_service.watch(settings.reload_interval)
+        self.tasks.append(asyncio.create_task(watch, name="directory-watch"))
 
     async def _prune_journal(self) -> None:
         """Journal copies are history the primary also has: keep `retention_days` of it."""
@@ -281,6 +311,8 @@ class App:
         await self.notifier.stop()
         await self.coordinator.stop()
         await self.runner.stop(grace)
+        if self.scanner is not None:
+            await self.scanner.close()
         await self.store.close()
         self._stopped.set()
 

@@ -94,6 +94,30 @@ class VerifiedCache:
             self._entries.popitem(last=False)
 
 
+class FailureWindow:
+    """Failed logins per client address in a sliding window; `limit` of them throttle the address."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+
+    def throttled(self, peer: str) -> bool:
+        failures = self._failures.get(peer)
+        if not failures:
+            return False
+        cutoff = time.monotonic() - self.window
+        while failures and failures[0] < cutoff:
+            failures.popleft()
+        if not failures:
+            del self._failures[peer]
+            return False
+        return len(failures) >= self.limit
+
+    def add(self, peer: str) -> None:
+        self._failures.setdefault(peer, deque()).append(time.monotonic())
+
+
 class PasswordAuthenticator:
     """argon2id hashes from a CredentialStore, users and aliases from the Directory."""
 
@@ -101,17 +125,11 @@ class PasswordAuthenticator:
         self.directory = directory
         self.credentials = credentials
         self.settings = settings
-        self._failures: dict[str, deque[float]] = {}
+        self._failures = FailureWindow(settings.max_failures, settings.failure_window)
         self._verified = VerifiedCache()
 
     def throttled(self, peer: str) -> bool:
-        window = self._failures.get(peer)
-        if not window:
-            return False
-        cutoff = time.monotonic() - self.settings.failure_window
-        while window and window[0] < cutoff:
-            window.popleft()
-        return len(window) >= self.settings.max_failures
+        return self._failures.throttled(peer)
 
     async def authenticate(self, username: str, password: str, *, peer: str, protocol: str) -> str | None:
         user = self._canonical(username)
@@ -130,7 +148,7 @@ class PasswordAuthenticator:
             await self._audit(user or username, "ok", peer, protocol)
             return user
         throttled = self.throttled(peer)
-        self._failures.setdefault(peer, deque()).append(time.monotonic())
+        self._failures.add(peer)
         log.warning("login failed: user=%r peer=%s protocol=%s", username[:256], peer, protocol)
         await self._audit(username, "throttled" if throttled else "failed", peer, protocol)
         await asyncio.sleep(self.settings.failure_delay)

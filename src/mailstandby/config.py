@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -98,6 +99,13 @@ class SMTPSettings(Section):
     min_free_space: int = Field(
         64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
     )
+    verify_recipients: bool = Field(
+        False,
+        description="Backup-MX mode: also ask the primary at RCPT time (while in service); refuse what it refuses.",
+    )
+    verify_timeout: float = Field(10.0, gt=0, description="Seconds a recipient verification may take.")
+    verify_ttl: float = Field(600.0, ge=0, description="Seconds an accepted verification is cached.")
+    verify_negative_ttl: float = Field(3600.0, ge=0, description="Seconds a refusal by the primary is cached.")
 
 
 def disk_reserve(settings: SMTPSettings) -> int:
@@ -153,12 +161,91 @@ class UserEntry(Section):
         return value
 
 
+class LDAPSettings(Section):
+    """Users imported from the primary's LDAP / Active Directory (`mailstandby directory import`)."""
+
+    url: str = Field("", description="`ldap://HOST[:PORT]` or `ldaps://HOST[:PORT]`; empty: no LDAP import.")
+    start_tls: bool = Field(False, description="Upgrade an `ldap://` connection with StartTLS before binding.")
+    tls_verify: bool = Field(True, description="Verify the server's certificate (ldaps and StartTLS).")
+    ca_file: Path | None = Field(None, description="PEM CA bundle for the server's certificate; unset: system CAs.")
+    bind_dn: str = Field("", description="DN (or AD `user@domain`) to bind as; empty: anonymous bind.")
+    password_file: Path | None = Field(None, description="File holding the bind password (never in this file).")
+    password_env: str = Field("", description="Environment variable holding the bind password (if no file).")
+    base_dn: str = Field("", description="Subtree searched for users, e.g. `ou=people,dc=corp,dc=example`.")
+    filter: str = Field("", description="LDAP filter selecting users; empty: the preset's filter.")
+    preset: Literal["openldap", "active-directory"] = Field(
+        "openldap", description="Attribute mapping preset (docs/directory.md); `attributes` overrides single entries."
+    )
+    attributes: dict[str, str] = Field(
+        {},
+        description='Per-field attribute overrides, e.g. `{ address = "mail", mobile = "telephoneNumber" }`;'
+        " list fields take comma-separated names.",
+    )
+    page_size: int = Field(500, ge=1, le=10000, description="Simple paged results (RFC 2696) page size.")
+    timeout: float = Field(30.0, gt=0, description="Seconds to connect and for each response.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if value and (not sep or scheme.lower() not in ("ldap", "ldaps") or not rest.strip("/")):
+            raise ValueError("must be ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+        return value
+
+    @model_validator(mode="after")
+    def _password_source(self) -> LDAPSettings:
+        if self.url and self.bind_dn and self.password_file is None and not self.password_env:
+            raise ValueError("bind_dn needs password_file or password_env (the password never goes in this file)")
+        if self.url and not self.base_dn:
+            raise ValueError("base_dn is required with url")
+        return self
+
+
+class DeviceImportSettings(Section):
+    """Device-gateway exports (CSV or JSON) joined to users by address (`mailstandby directory import`)."""
+
+    files: list[Path] = Field([], description="CSV (`.csv`) or JSON (`.json`) exports; columns in docs/directory.md.")
+    columns: dict[str, str] = Field(
+        {}, description='Our column name to the export\'s, e.g. `{ user = "UPN", device_id = "DeviceID" }`.'
+    )
+    unknown_users: Literal["skip", "error"] = Field(
+        "skip", description="Rows naming no known user: `skip` (listed in the import report) or `error`."
+    )
+
+
+class DirectoryMergeSettings(Section):
+    """Which source wins per field when LDAP and the device gateway both have one (empty values never win)."""
+
+    display_name: Literal["ldap", "devices"] = Field("ldap", description="Source of the display name.")
+    alternates: Literal["ldap", "devices", "union"] = Field("union", description="Alternate addresses.")
+    notify_urls: Literal["ldap", "devices", "union"] = Field("union", description="Apprise notification URLs.")
+    devices: Literal["ldap", "devices", "union"] = Field(
+        "devices", description="Devices (LDAP knows only a `mobile` number)."
+    )
+    keys: Literal["ldap", "devices", "union"] = Field("union", description="S/MIME certificates and PGP keys.")
+
+
 class DirectorySettings(Section):
     domains: list[str] = Field([], description="Domains served: recipients there are checked against the directory.")
     users: list[UserEntry] = Field([], description="Users defined inline (`[[directory.users]]`).")
     csv: Path | None = Field(
         None, description="CSV file of users: columns `address` and `aliases` (aliases separated by spaces or `;`)."
     )
+    refresh_interval: float = Field(
+        0.0, ge=0, description="Seconds between imports from LDAP and device exports by the server; 0: only by hand."
+    )
+    reload_interval: float = Field(
+        5.0, gt=0, description="Seconds between checks for a directory imported by `mailstandby directory import`."
+    )
+    max_disable_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Refuse an import that would disable more than this fraction of the imported users.",
+    )
+    ldap: LDAPSettings = Field(default_factory=LDAPSettings)
+    devices: DeviceImportSettings = Field(default_factory=DeviceImportSettings)
+    merge: DirectoryMergeSettings = Field(default_factory=DirectoryMergeSettings)
 
 
 class PrimarySettings(Section):
@@ -425,6 +512,21 @@ class NotifySettings(Section):
         return value.rstrip("/")
 
 
+class AntispamSettings(Section):
+    """Content check of inbound mail by rspamd (its HTTP protocol) before mailstandby answers the final dot."""
+
+    rspamd_url: str = Field("", description="rspamd's normal worker, e.g. http://127.0.0.1:11333; empty: no check.")
+    password_file: Path | None = Field(None, description="File holding rspamd's worker password, if it has one.")
+    timeout: float = Field(20.0, gt=0, description="Seconds rspamd may take per message.")
+    on_error: Literal["tempfail", "accept"] = Field(
+        "tempfail",
+        description="When rspamd cannot be asked: `tempfail` (451 4.7.1, the sender retries) or `accept` unchecked.",
+    )
+    max_size: int = Field(
+        20 * MiB, ge=0, description="Larger messages are not sent to rspamd (accepted with a header saying so)."
+    )
+
+
 class MilterSettings(Section):
     """The milter event sink for the primary's own MTA (Postfix `smtpd_milters`, Sendmail `INPUT_MAIL_FILTER`)."""
 
@@ -478,6 +580,7 @@ class Config(Section):
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     dns: DNSSettings = Field(default_factory=DNSSettings)
+    antispam: AntispamSettings = Field(default_factory=AntispamSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     milter: MilterSettings = Field(default_factory=MilterSettings)
 
@@ -542,7 +645,7 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
 
     node = cfg.node.model_copy(update={"data_dir": rel(cfg.node.data_dir) or cfg.node.data_dir})
     tls = cfg.tls.model_copy(update={"cert": rel(cfg.tls.cert) or cfg.tls.cert, "key": rel(cfg.tls.key) or cfg.tls.key})
-    directory = cfg.directory.model_copy(update={"csv": rel(cfg.directory.csv) or cfg.directory.csv})
+    directory = _resolve_directory(cfg.directory, rel)
     outbound = cfg.outbound.model_copy(
         update={"password_file": rel(cfg.outbound.password_file) or cfg.outbound.password_file}
     )
@@ -560,7 +663,21 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
             "monitor": monitor,
             "dns": dns,
             "notify": notify,
+            "antispam": cfg.antispam.model_copy(
+                update={"password_file": rel(cfg.antispam.password_file) or cfg.antispam.password_file}
+            ),
         }
     )
     resolved._source = path
     return resolved
+
+
+def _resolve_directory(d: DirectorySettings, rel: Callable[[Path | None], Path | None]) -> DirectorySettings:
+    ldap = d.ldap.model_copy(
+        update={
+            "password_file": rel(d.ldap.password_file) or d.ldap.password_file,
+            "ca_file": rel(d.ldap.ca_file) or d.ldap.ca_file,
+        }
+    )
+    devices = d.devices.model_copy(update={"files": [rel(f) or f for f in d.devices.files]})
+    return d.model_copy(update={"csv": rel(d.csv) or d.csv, "ldap": ldap, "devices": devices})

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
+from mailstandby.antispam import Action, Verdict, render
 from mailstandby.config import SMTPSettings, disk_reserve
 from mailstandby.core.model import Address, Envelope
-from mailstandby.core.reply import Rejected
+from mailstandby.core.reply import Rejected, Reply
 from mailstandby.directory.base import Directory
 from mailstandby.smtp import codes
 from mailstandby.store.base import MailStore, NewMessage, QueuedMessage, StoreError
@@ -32,7 +34,11 @@ class GatewayIntake:
         store: MailStore,
         settings: SMTPSettings,
         on_accepted: Callable[[QueuedMessage], None],
+        scanner: Scanner | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
+        self.scanner = scanner  # content check (rspamd) of inbound mail, if configured
+        self.verifier = verifier  # recipient verification by the primary (backup-MX mode), if configured
         self.directory = directory
         self.store = store
         self.settings = settings
@@ -53,13 +59,17 @@ class GatewayIntake:
     def check_sender(self, sender: str, user: str | None) -> None:
         """Inbound mail may come from anyone (the primary's own checks follow)."""
 
-    def check_recipient(self, address: Address) -> None:
+    async def check_recipient(self, address: Address) -> None:
         if not self.directory.serves(address.domain):
             raise Rejected(codes.C554_RELAY_DENIED, detail=f"relay to {address}")
         if self.directory.lookup(address) is None:
             raise Rejected(codes.C550_UNKNOWN_USER, detail=f"unknown {address}")
+        if self.verifier is not None and (refusal := await self.verifier.refusal(address)) is not None:
+            raise Rejected(refusal, detail=f"the primary refuses {address}")
 
     async def commit(self, queue_id: str, envelope: Envelope, trace: bytes, message: bytes) -> None:
+        if self.scanner is not None:
+            trace = await self._check_content(queue_id, envelope, message) + trace
         try:
             queued = await self.store.accept(NewMessage(queue_id, envelope, trace + message, time.time()))
         except StoreError as e:
@@ -73,6 +83,26 @@ class GatewayIntake:
             log.error("commit of %s failed: %s", queue_id, e)
             raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
         self.on_accepted(queued)
+
+
+    async def _check_content(self, queue_id: str, envelope: Envelope, message: bytes) -> bytes:
+        """rspamd's verdict, honoured before the final dot is answered; returns headers to prepend."""
+        assert self.scanner is not None
+        v = await self.scanner.scan(queue_id, envelope, message)
+        log.info("content check %s: %s -> %s", queue_id, v.detail, v.action)
+        if v.action is Action.REJECT:
+            raise Rejected(codes.C554_SPAM, detail=v.detail)
+        if v.action is Action.TEMPFAIL:
+            raise Rejected(codes.C451_CONTENT_CHECK, detail=v.detail, user_fault=False)
+        return render(v.headers)
+
+
+class Verifier(Protocol):
+    async def refusal(self, address: Address) -> Reply | None: ...
+
+
+class Scanner(Protocol):
+    async def scan(self, queue_id: str, envelope: Envelope, message: bytes) -> Verdict: ...
 
 
 class SubmissionIntake(GatewayIntake):
@@ -103,7 +133,7 @@ class SubmissionIntake(GatewayIntake):
         if owner is None or owner.address != user:
             raise Rejected(codes.C553_NOT_OWNER, detail=f"{user} as <{sender}>")
 
-    def check_recipient(self, address: Address) -> None:
+    async def check_recipient(self, address: Address) -> None:
         if self.directory.serves(address.domain) and self.directory.lookup(address) is None:
             raise Rejected(codes.C550_UNKNOWN_USER, detail=f"unknown {address}")
 

@@ -66,12 +66,16 @@ class Router:
         """Follow the failover state (called by the coordinator, before it reroutes the queue)."""
         self.mode, self.scope = mode, scope
 
-    def user_of(self, rcpt: str) -> str | None:
-        """The primary address of the user `rcpt` belongs to, if it is one of ours."""
+    def user(self, rcpt: str) -> User | None:
+        """The user `rcpt` belongs to, if it is one of ours."""
         try:
-            user = self.directory.lookup(Address.parse(rcpt))
+            return self.directory.lookup(Address.parse(rcpt))
         except ValueError:
             return None
+
+    def user_of(self, rcpt: str) -> str | None:
+        """The primary address of the user `rcpt` belongs to, if it is one of ours."""
+        user = self.user(rcpt)
         return user.address if user is not None else None
 
     def route(self, rcpt: str) -> Decision:

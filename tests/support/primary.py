@@ -233,6 +233,7 @@ class Primary:
         *,
         aliases: dict[str, str] | None = None,
         relayhost: str | None = None,
+        fallback_relay: str | None = None,
         milters: str | None = None,
         milter_default_action: str = "tempfail",
     ) -> None:
@@ -263,6 +264,7 @@ class Primary:
             if "@" not in addr or any(c.isspace() for c in addr + target):
                 raise ValueError(f"unsupported alias: {addr!r} -> {target!r}")
         self.relayhost = relayhost
+        self.fallback_relay = fallback_relay  # Postfix smtp_fallback_relay: where mail goes when relayhost is dead
         self.milters = milters
         self.milter_default_action = milter_default_action
         self.master_password = "master-" + secrets.token_hex(8)
@@ -832,6 +834,8 @@ service lmtp {{
         valias.write_text("".join(f"{a} {t}\n" for a, t in sorted(self.aliases.items())))
         if self.relayhost:
             outbound = f"relayhost = {self.relayhost}\n"
+            if self.fallback_relay:  # a sender whose first MX is dead tries the next one, as with a backup MX
+                outbound += f"smtp_fallback_relay = {self.fallback_relay}\n"
         else:
             outbound = "default_transport = error:5.7.1 test primary has no outbound route\n"
         if self.milters:

@@ -44,6 +44,7 @@ def test_outage_then_recovery_then_sync_is_the_whole_cycle() -> None:
     assert up is not None and up.state.mode is Mode.FAILING_BACK and StartSync(None) in up.actions
     done = step(up.state, SyncFinished(), 30.0)
     assert done is not None and done.state.mode is Mode.NORMAL and done.state.seq == 1
+    assert done.actions == [Announce(NoticeKind.FAILBACK, None, "failback-1")]  # mail is back: told once
 
 
 @pytest.mark.parametrize("mode", list(Mode))

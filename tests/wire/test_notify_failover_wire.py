@@ -115,3 +115,45 @@ async def test_failover_notice_link_and_one_time_code_in_the_running_standby(
         assert len(smarthost.messages) == 3
     finally:
         await asyncio.to_thread(standby.kill)
+
+
+async def test_outage_mail_is_forwarded_to_the_alternate_address_by_the_queue(
+    tmp_path: Path, smarthost: FakePrimary
+) -> None:
+    """During an outage the queue files alice's mail in her standby INBOX and, as she asked, forwards it
+    whole to her alternate address; a bounce to her is filed but never forwarded."""
+    standby = Standby(
+        tmp_path / "standby",
+        primary_port=smarthost.port,
+        outbound={"host": "127.0.0.1", "port": smarthost.port, "tls": "none", "connect_timeout": 5.0},
+        notify={"bounce_address": "bounces@corp.test"},
+    )
+    config = standby.config_path.read_text().replace(
+        'address = "alice@corp.test"\n',
+        'address = "alice@corp.test"\nalternates = ["alice@home.test"]\nforward = "full"\nnotify = []\n',
+    )
+    standby.config_path.write_text(config)
+    await asyncio.to_thread(standby.start)
+    try:
+        await asyncio.to_thread(standby.add_admin, "admin", ADMIN_PW)
+        done = await asyncio.to_thread(standby.cli, "failover", "--reason", "primary down", password=ADMIN_PW)
+        assert done.returncode == 0, done.stderr
+
+        def send(sender: str, subject: str) -> None:
+            import smtplib
+
+            with smtplib.SMTP("127.0.0.1", standby.port, timeout=30) as s:
+                s.sendmail(sender, ["alice@corp.test"], f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+
+        await asyncio.to_thread(send, "", "a bounce for alice")
+        await asyncio.to_thread(send, "partner@ext.test", "contract draft")
+        await smarthost.wait_for(lambda: len(smarthost.messages) >= 1, timeout=60)
+        await asyncio.to_thread(
+            standby.wait_until, lambda: len(standby.mailbox("alice@corp.test", "INBOX")) == 2, 30, "both filed"
+        )
+        await asyncio.sleep(1)  # a forwarded bounce would have arrived by now
+        [forwarded] = smarthost.messages
+        assert forwarded.rcpts == ["alice@home.test"] and forwarded.sender == "bounces@corp.test"
+        assert b"contract draft" in forwarded.body
+    finally:
+        await asyncio.to_thread(standby.kill)

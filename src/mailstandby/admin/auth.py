@@ -11,11 +11,9 @@ import asyncio
 import base64
 import binascii
 import logging
-import time
-from collections import deque
 from typing import Protocol
 
-from mailstandby.auth import MAX_PASSWORD, VerifiedCache, hash_password, verify_password
+from mailstandby.auth import MAX_PASSWORD, FailureWindow, VerifiedCache, hash_password, verify_password
 from mailstandby.config import AdminSettings
 from mailstandby.core.events import Event
 
@@ -47,17 +45,11 @@ class AdminAuthenticator:
         self.audit = audit
         self.settings = settings
         self.failure_delay = failure_delay
-        self._failures: dict[str, deque[float]] = {}
+        self._failures = FailureWindow(settings.max_failures, settings.failure_window)
         self._verified = VerifiedCache(ttl=300.0, size=100)
 
     def throttled(self, peer: str) -> bool:
-        window = self._failures.get(peer)
-        if not window:
-            return False
-        cutoff = time.monotonic() - self.settings.failure_window
-        while window and window[0] < cutoff:
-            window.popleft()
-        return len(window) >= self.settings.max_failures
+        return self._failures.throttled(peer)
 
     async def check(self, authorization: str | None, *, peer: str) -> str | None:
         """The administrator named by a Basic `Authorization` header, or None. Raises Throttled."""
@@ -78,7 +70,7 @@ class AdminAuthenticator:
         if ok:
             self._verified.put(name, password, stored)  # type: ignore[arg-type]
             return name
-        self._failures.setdefault(peer, deque()).append(time.monotonic())
+        self._failures.add(peer)
         log.warning("%s: admin=%r peer=%s", Event.ADMIN_LOGIN_FAILED, name[:64], peer)
         await self._audit(name, "failed", peer)
         await asyncio.sleep(self.failure_delay)

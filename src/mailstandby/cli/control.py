@@ -191,23 +191,14 @@ def _dns_text(body: dict[str, Any]) -> str:
 
 def _set_admin(cfg: Config, name: str, password_file: Path | None) -> int:
     """Store an argon2id hash of an administrator's password (the server need not be stopped)."""
-    from mailstandby.auth import hash_password
-    from mailstandby.store.sqlite import connect, migrate
+    from mailstandby.cli.passwords import new_password_hash
+    from mailstandby.store.sqlite import connect, insert_audit, migrate
 
     if not name or len(name) > 64 or any(c.isspace() or c == ":" for c in name):
         print("mailstandby: an administrator name has 1-64 characters, no spaces or ':'", file=sys.stderr)
         return 1
-    if password_file is None and sys.stdin.isatty():
-        password = getpass.getpass(f"New password for administrator {name}: ")
-        if getpass.getpass("Again: ") != password:
-            print("mailstandby: the passwords differ", file=sys.stderr)
-            return 1
-    else:
-        password = _password(password_file, "")
-    try:
-        hashed = hash_password(password)
-    except ValueError as e:
-        print(f"mailstandby: {e}", file=sys.stderr)
+    hashed = new_password_hash(f"New password for administrator {name}: ", password_file)
+    if hashed is None:
         return 1
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = connect(cfg.node.data_dir / "mailstandby.db")
@@ -216,11 +207,7 @@ def _set_admin(cfg: Config, name: str, password_file: Path | None) -> int:
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
         db.execute("INSERT OR REPLACE INTO admins (name, hash, updated_at) VALUES (?, ?, ?)", (name, hashed, now))
-        db.execute(
-            "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, 'admin.set-password', 'ok',"
-            " 'cli', ?)",
-            (now, getpass.getuser(), f"administrator {name}"),
-        )
+        insert_audit(db, getpass.getuser(), "admin.set-password", "ok", peer="cli", detail=f"administrator {name}")
         db.execute("COMMIT")
     finally:
         db.close()

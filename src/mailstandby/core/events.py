@@ -38,6 +38,9 @@ class Event(StrEnum):
     NOTIFY_FAILED = "notify.failed"
     NOTIFY_FORWARD = "notify.forward"
     NOTIFY_SETUP = "notify.setup"
+    DIRECTORY_IMPORTED = "directory.imported"
+    DIRECTORY_IMPORT_FAILED = "directory.import-failed"
+    DIRECTORY_RELOADED = "directory.reloaded"
     # milter event sink: one per message at end of body (see milter.policy.Action), then the takeover
     MILTER_PASS = "milter.pass"
     MILTER_JOURNAL = "milter.journal"

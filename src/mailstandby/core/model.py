@@ -59,6 +59,8 @@ class Envelope:
     smtputf8: bool = False
     declared_size: int | None = None
     auth_user: str | None = None  # the authenticated submitter (submission only)
+    client_ip: str = ""  # the SMTP client's address (for content checks such as rspamd)
+    helo: str = ""  # what the client said in HELO/EHLO
 
 
 _PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits per lookup

@@ -22,14 +22,22 @@ class DirectoryError(Exception):
 
 
 class StaticDirectory:
-    def __init__(self, domains: Iterable[str], users: Iterable[User]) -> None:
+    """Users by address. With `first_wins`, an address a later user also claims stays with the
+    first one and the clash is listed in `shadowed` (for a combined directory, see view.combine);
+    otherwise it is an error."""
+
+    def __init__(self, domains: Iterable[str], users: Iterable[User], *, first_wins: bool = False) -> None:
         self._domains = {d.lower().rstrip(".") for d in domains}
         self._by_address: dict[str, User] = {}
+        self.shadowed: list[str] = []
         for user in users:
             for a in (user.address, *user.aliases):
                 key = Address.parse(a).key
                 other = self._by_address.get(key)
                 if other is not None and other is not user:
+                    if first_wins:
+                        self.shadowed.append(f"address {a} stays with {other.address}, not {user.address}")
+                        continue
                     raise DirectoryError(f"address {a} belongs to both {other.address} and {user.address}")
                 self._by_address[key] = user
                 self._domains.add(Address.parse(a).domain)
@@ -77,10 +85,15 @@ def user_from_entry(u: UserEntry) -> User:
 
 
 def from_settings(settings: DirectorySettings) -> StaticDirectory:
+    return StaticDirectory(settings.domains, static_users(settings))
+
+
+def static_users(settings: DirectorySettings) -> list[User]:
+    """The users the config file defines, inline (with their notification profile) and in its CSV file."""
     users = [user_from_entry(u) for u in settings.users]
     if settings.csv is not None:
         users += read_csv(settings.csv)
-    return StaticDirectory(settings.domains, users)
+    return users
 
 
 _SPLIT = re.compile(r"[\s,;]+")

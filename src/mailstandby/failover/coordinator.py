@@ -45,6 +45,7 @@ from mailstandby.monitor.verdict import Verdict
 log = logging.getLogger(__name__)
 
 SYNC_RETRY = 30.0  # seconds before a failed failback sync is tried again
+RESUME_NOTICES = 3600.0  # after a restart, failback notices are completed only for an outage this recent
 
 
 class FailoverStore(Protocol):
@@ -96,6 +97,9 @@ class Coordinator:
             await self._act(Announce(NoticeKind.FAILOVER, self.state.users, f"failover-{self.state.seq}"))
         elif self.state.mode is Mode.FAILING_BACK:
             await self._act(StartSync(self.state.users))
+        elif self.state.seq and self.clock() - self.state.since < RESUME_NOTICES:
+            # A "mail is back" notice interrupted by a crash is still sent (once per user).
+            await self._act(Announce(NoticeKind.FAILBACK, self.state.users, f"failback-{self.state.seq}"))
 
     async def stop(self) -> None:
         await self._stop_sync()

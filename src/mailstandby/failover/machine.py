@@ -32,7 +32,7 @@ from mailstandby.monitor.verdict import Verdict
 @dataclass(frozen=True, slots=True)
 class State:
     mode: Mode = Mode.NORMAL
-    users: frozenset[str] | None = None  # who is failed over; None: everyone
+    users: frozenset[str] | None = None  # who is (in NORMAL: was last) failed over; None: everyone
     seq: int = 0  # the current (or last) outage's number
     since: float = 0.0  # when the mode last changed
     held: bool = False  # an administrator's transition the monitor has not yet agreed with
@@ -134,6 +134,11 @@ def _widen(s: State, users: frozenset[str] | None, reason: str, held: bool) -> S
     return Step(state, [Reroute(), Announce(NoticeKind.FAILOVER, added, f"failover-{s.seq}")], reason)
 
 
+def _back(s: State) -> Announce:
+    """Mail is back on the primary: the users of this outage are told so, once."""
+    return Announce(NoticeKind.FAILBACK, s.users, f"failback-{s.seq}")
+
+
 def _fail_back(s: State, now: float, reason: str, held: bool) -> Step:
     state = State(Mode.FAILING_BACK, s.users, s.seq, now, held)
     return Step(state, [Reroute(), RestoreDns(), StartSync(s.users)], reason)
@@ -156,13 +161,13 @@ def step(s: State, event: Event, now: float) -> Step | None:
         case Declared(Command.END_FAILBACK, actor, reason):
             if s.mode is not Mode.FAILING_BACK:
                 return None
-            state = State(Mode.NORMAL, None, s.seq, now, False)
-            return Step(state, [StopSync()], f"failback ended by {actor}: {reason}")
+            state = State(Mode.NORMAL, s.users, s.seq, now, False)
+            return Step(state, [StopSync(), _back(s)], f"failback ended by {actor}: {reason}")
         case SyncFinished(remaining):
             if s.mode is not Mode.FAILING_BACK:
                 return None
             why = "sync finished" + (f"; {remaining} messages could not be synchronized" if remaining else "")
-            return Step(State(Mode.NORMAL, None, s.seq, now, s.held), [], why)
+            return Step(State(Mode.NORMAL, s.users, s.seq, now, s.held), [_back(s)], why)
     return None
 
 

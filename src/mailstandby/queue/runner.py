@@ -27,6 +27,7 @@ from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.core.reply import Reply
+from mailstandby.directory.base import User
 from mailstandby.queue.dsn import Failure, build_dsn
 from mailstandby.routing import Decision, Route, Router
 from mailstandby.smtp.relay import PrimaryConnection
@@ -66,6 +67,12 @@ class Journal(Protocol):
 Evidence = Callable[[bool, str], None]  # (the primary did its job, what happened) for the monitor
 
 
+class Forwarding(Protocol):
+    """Outage forwarding to users' alternate addresses and modes (idempotent per message and user)."""
+
+    async def forward(self, user: User, raw: bytes, envelope_sender: str, *, message_id: str) -> Any: ...
+
+
 def backoff(settings: QueueSettings, attempts: int) -> float:
     """Delay before the next attempt after `attempts` failed ones (exponential, capped)."""
     exponent = min(max(0, attempts - 1), 62)  # a week-long outage must not overflow a float
@@ -86,6 +93,7 @@ class QueueRunner:
         standby: Journal | None = None,
         connect_outbound: Callable[[], PrimaryConnection] | None = None,
         evidence: Evidence | None = None,
+        forwarding: Forwarding | None = None,
     ) -> None:
         self.connect_outbound = connect_outbound  # the smarthost for other domains, if any
         self.store = store
@@ -93,6 +101,7 @@ class QueueRunner:
         self.journal = journal  # files journal copies (warm standby), if enabled
         self.standby = standby  # the standby mailboxes, for mail routed there during an outage
         self.evidence = evidence
+        self.forwarding = forwarding
         self.connect = connect
         self.settings = settings
         self.hostname = hostname
@@ -265,7 +274,8 @@ class QueueRunner:
     ) -> None:
         """Deliver into standby mailboxes: the copies and the outcomes commit together or not at all."""
         now = self.clock()
-        users = list(dict.fromkeys(u for r in rcpts if (u := self.router.user_of(r.rcpt)) is not None))
+        owners = {u.address: u for r in rcpts if (u := self.router.user(r.rcpt)) is not None}
+        users = list(owners)
         reply = "250 2.0.0 filed in the standby mailbox"
         outcomes = [
             Outcome(message.id, r.rcpt, RcptState.DELIVERED, r.attempts + 1, 0.0, reply, Route.STANDBY.value)
@@ -274,6 +284,9 @@ class QueueRunner:
         try:
             if self.standby is None:
                 raise StoreError("no standby mailboxes configured")
+            for user in owners.values():  # queued first, idempotently: a retry after a crash adds nothing
+                if self.forwarding is not None:
+                    await self.forwarding.forward(user, body, message.sender, message_id=message.id)
             filed = self.standby.standby_copies(users, body, message.received_at)
             result = await self.store.record(outcomes, also=filed, atomic=True)
         except Exception as e:

@@ -64,7 +64,7 @@ class Intake(Protocol):
         """Raise Rejected when `user` (None: not authenticated) may not send as `sender`."""
         ...
 
-    def check_recipient(self, address: Address) -> None:
+    async def check_recipient(self, address: Address) -> None:
         """Raise Rejected (550 5.1.1 unknown user, 554 5.7.1 relay denied) or return."""
         ...
 
@@ -306,6 +306,7 @@ class Session:
             raise Rejected(codes.C530_AUTH_REQUIRED)
         self.intake.check_sender(path.address, self.user)
         envelope.auth_user = self.user
+        envelope.client_ip, envelope.helo = self.io.peer[0], self.helo
         self.intake.check_space(envelope.declared_size or 0)
         self.tx = Transaction(envelope)
         self.state = State.MAIL
@@ -322,7 +323,7 @@ class Session:
         if len(self.tx.envelope.recipients) >= self.settings.max_recipients:
             raise Rejected(codes.C452_TOO_MANY_RCPTS)
         address = Address.parse(path.address)
-        self.intake.check_recipient(address)
+        await self.intake.check_recipient(address)
         if address.key not in self.tx.seen:
             self.tx.seen.add(address.key)
             self.tx.envelope.recipients.append(path.address)

@@ -189,7 +189,37 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX setup_tokens_user ON setup_tokens (user, purpose);
     """,
+    # 7: directory import (directory/stored.py): users imported from LDAP and the device gateway, one row per
+    # user (JSON), and one row per applied import whose largest generation tells the server to reload
+    """
+    CREATE TABLE directory_users (
+        key        TEXT PRIMARY KEY,
+        source     TEXT NOT NULL,
+        enabled    INTEGER NOT NULL,
+        data       TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE directory_imports (
+        generation INTEGER PRIMARY KEY,
+        at         REAL NOT NULL,
+        origin     TEXT NOT NULL,
+        added      INTEGER NOT NULL,
+        changed    INTEGER NOT NULL,
+        disabled   INTEGER NOT NULL,
+        removed    INTEGER NOT NULL
+    );
+    """,
 ]
+
+
+def insert_audit(
+    db: sqlite3.Connection, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "", at: float = 0.0
+) -> None:
+    """One entry of the audit trail (who, what, how it ended, from where; never a secret)."""
+    db.execute(
+        "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (at or time.time(), actor[:256], action, outcome, peer, detail[:1000]),
+    )
 
 
 def connect(path: Path) -> sqlite3.Connection:

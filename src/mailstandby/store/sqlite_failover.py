@@ -16,7 +16,7 @@ from typing import Any
 from mailstandby.core.model import Mode
 from mailstandby.dns.switch import RRset
 from mailstandby.failover.machine import State
-from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.sqlite import SQLiteStore, insert_audit
 
 
 def _users(text: str | None) -> frozenset[str] | None:
@@ -54,10 +54,7 @@ class SQLiteFailoverStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (now, actor, before.mode.value, after.mode.value, _text(after.users), after.seq, reason[:1000]),
             )
-            db.execute(
-                "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (now, actor, f"failover.{after.mode.value}", "ok", peer, reason[:1000]),
-            )
+            insert_audit(db, actor, f"failover.{after.mode.value}", "ok", peer=peer, detail=reason, at=now)
 
         await self.store.call(run)
 
@@ -126,24 +123,14 @@ class SQLiteFailoverStore:
 
         def run(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO admins (name, hash, updated_at) VALUES (?, ?, ?)", (name, hashed, now))
-            db.execute(
-                "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, 'admin.set-password', 'ok',"
-                " '', ?)",
-                (now, actor, f"administrator {name}"),
-            )
+            insert_audit(db, actor, "admin.set-password", "ok", detail=f"administrator {name}", at=now)
 
         await self.store.call(run)
 
     async def audit(self, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "") -> None:
         """Append to the audit trail."""
 
-        def run(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time(), actor[:256], action, outcome, peer, detail[:1000]),
-            )
-
-        await self.store.call(run)
+        await self.store.call(lambda db: insert_audit(db, actor, action, outcome, peer=peer, detail=detail))
 
     async def audit_log(self, limit: int = 100, action: str = "") -> list[dict[str, Any]]:
         def run(db: sqlite3.Connection) -> list[dict[str, Any]]:

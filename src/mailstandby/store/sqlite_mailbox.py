@@ -37,7 +37,7 @@ from mailstandby.store.mailbox import (
     check_flags,
     check_mailbox_name,
 )
-from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.sqlite import SQLiteStore, insert_audit
 
 log = logging.getLogger(__name__)
 
@@ -549,13 +549,7 @@ class SQLiteMailboxStore:
     async def audit(self, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "") -> None:
         """Append to the audit trail (group-committed with whatever else is being written)."""
 
-        def run(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time(), actor[:256], action, outcome, peer, detail[:1000]),
-            )
-
-        await self.store.call(run)
+        await self.store.call(lambda db: insert_audit(db, actor, action, outcome, peer=peer, detail=detail))
 
     # -- helpers -----------------------------------------------------------------------------
     def _read(self) -> sqlite3.Connection:

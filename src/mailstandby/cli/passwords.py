@@ -1,0 +1,28 @@
+"""Reading a new password on the command line, for users (`passwd`) and administrators (`admin`)."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from pathlib import Path
+
+from mailstandby.auth import hash_password
+
+
+def new_password_hash(prompt: str, password_file: Path | None) -> str | None:
+    """An argon2id hash of a new password: from `password_file`, asked twice on a terminal, or one
+    line of stdin. None (after saying why on stderr) when it is unusable or the two entries differ."""
+    if password_file is not None:
+        password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(prompt)
+        if getpass.getpass("Again: ") != password:
+            print("mailstandby: the passwords differ", file=sys.stderr)
+            return None
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        return hash_password(password)
+    except ValueError as e:
+        print(f"mailstandby: {e}", file=sys.stderr)
+        return None
