@@ -274,3 +274,18 @@ def test_a_message_an_earlier_milter_rejected_never_reaches_us(primary: Primary,
         assert standby.mailbox("alice@corp.test", "INBOX") == [] and primary.queue_size() == 0
     finally:
         earlier.close()
+
+
+def test_mail_we_relay_to_postfix_ourselves_is_journaled_once(tmp_path: Path, primary: Primary) -> None:
+    """mailstandby both in front of the primary (relay queue with journal on) and as its milter."""
+    with Standby(
+        tmp_path / "standby2", primary_port=primary.smtp_port, milter={"listen": ["127.0.0.1:0"], "mode": "both"}
+    ) as standby:
+        primary.set_milters(f"inet:127.0.0.1:{standby.listeners['milter']}")
+        with smtplib.SMTP("127.0.0.1", standby.port, timeout=60) as s:
+            s.sendmail("sender@ext.test", ["alice@corp.test"], message(["alice@corp.test"], "via the standby"))
+        assert len(primary.wait_for_messages("alice@corp.test", 1)) == 1
+        standby.wait_until(lambda: standby.queued() == [], 30, "the relay to finish")
+        standby.wait_until(lambda: copies(standby, "alice@corp.test", journaled=1), 30, "the queue's journal copy")
+        assert len(copies(standby, "alice@corp.test", journaled=1)) == 1
+        assert "reason=relayed-by-standby" in standby.log()
