@@ -18,10 +18,11 @@ from tests.support.standby import Standby
 VERIFY = {"listen": ["127.0.0.1:0"], "verify_recipients": True}
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def dead_port() -> socket.socket:
+    """A port bound but not listening: connections are refused, and nothing else can take it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
 
 
 def rcpt(port: int, address: str) -> tuple[int, bytes]:
@@ -33,20 +34,26 @@ def rcpt(port: int, address: str) -> tuple[int, bytes]:
 
 def test_a_sender_whose_primary_mx_is_dead_delivers_through_the_backup_mx(tmp_path: Path, primary: Primary) -> None:
     with Standby(tmp_path / "standby", primary_port=primary.smtp_port, smtp=VERIFY) as standby:
+        dead = dead_port()
         sender = Primary(
             tmp_path / "sender",
             domain="ext.test",
             users={"partner@ext.test": "pw"},
-            relayhost=f"[127.0.0.1]:{closed_port()}",  # the primary MX, unreachable from outside
+            relayhost=f"[127.0.0.1]:{dead.getsockname()[1]}",  # the primary MX, unreachable from outside
             fallback_relay=f"[127.0.0.1]:{standby.port}",  # the lower-priority MX: mailstandby
         )
         try:
             sender.start()
             with smtplib.SMTP("127.0.0.1", sender.smtp_port, timeout=30) as s:
                 s.sendmail("partner@ext.test", ["alice@corp.test"], b"Subject: via the backup MX\r\n\r\nhello\r\n")
-            [got] = primary.wait_for_messages("alice@corp.test", 1, timeout=60)
+            try:
+                [got] = primary.wait_for_messages("alice@corp.test", 1, timeout=90)
+            except AssertionError as e:
+                logs = f"--- sending Postfix:\n{sender.maillog()}\n--- standby:\n{standby.log()}"
+                raise AssertionError(f"{e}\n{logs}") from None
         finally:
             sender.close()
+            dead.close()
     assert b"Subject: via the backup MX" in got
     assert b"by standby.corp.test (mailstandby)" in got  # it came through the backup MX
     assert [d["state"] for d in standby.deliveries()] == ["delivered"]

@@ -305,7 +305,9 @@ def test_the_end_to_end_probe_sees_a_dead_mailbox_server_behind_a_live_mta(tmp_p
                 return api.get("/api/v1/status").json()["health"]["primary"]
 
             standby.wait_until(lambda: primary_health()["detail"] == "probe delivered and read back", SLACK)
-            assert primary.fetch_all("carol@corp.test") == []  # each probe deletes itself
+            for _ in range(5):  # rounds go on: each probe deletes itself, so at most the current one is there
+                assert len(primary.fetch_all("carol@corp.test")) <= 1
+                time.sleep(0.5)
             primary.stop_imap()  # Dovecot down (IMAP and LMTP); Postfix still answers and queues
             wait_mode(standby, "failed-over", 2 * (0.5 + 2.0 + 3.0) + SLACK)
             assert standby.transitions()[0]["reason"].startswith("primary-down")
