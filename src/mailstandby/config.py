@@ -223,6 +223,46 @@ class AuthSettings(Section):
     failure_window: float = Field(300.0, gt=0, description="Seconds over which failed logins are counted.")
 
 
+class SyncSettings(Section):
+    """Failback sync: standby-only mail (and the phones' flags) into the primary mailboxes (docs/sync.md)."""
+
+    imap_host: str = Field("", description="The primary's IMAP host; empty: no IMAP (see `smtp_fallback`).")
+    imap_port: int = Field(993, ge=1, le=65535, description="The primary's IMAP port.")
+    imap_tls: Literal["none", "starttls", "implicit"] = Field(
+        "implicit", description="`implicit` (IMAPS), `starttls` (required: no STARTTLS offered is an error) or `none`."
+    )
+    tls_verify: bool = Field(True, description="Verify the primary's IMAP certificate.")
+    login: Literal["master-user", "sasl-authzid"] = Field(
+        "master-user",
+        description="`master-user`: LOGIN as `login_format` (Dovecot `user*master`); `sasl-authzid`: AUTHENTICATE "
+        "PLAIN as the master user with the user as authorization identity.",
+    )
+    master_user: str = Field("", description="The primary's master (administrator) login name.")
+    login_format: str = Field(
+        "{user}*{master}", description="LOGIN name for `master-user`: `{user}` and `{master}` are replaced."
+    )
+    password_file: Path | None = Field(
+        None, description="File holding the master user's password (never in this file)."
+    )
+    concurrency: int = Field(4, ge=1, le=64, description="Users synchronized in parallel, one IMAP connection each.")
+    batch_messages: int = Field(64, ge=1, le=1000, description="Messages per MULTIAPPEND command (or pipeline window).")
+    batch_bytes: int = Field(
+        8 * MiB, ge=64 * KiB, description="Largest MULTIAPPEND command in bytes (a bigger message goes alone)."
+    )
+    max_attempts: int = Field(5, ge=1, description="Refusals (NO) of one message before it is given up and reported.")
+    timeout: float = Field(120.0, gt=0, description="Seconds to wait for the primary to connect or answer a command.")
+    folder_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='Standby folder -> primary folder, e.g. `{ Sent = "Sent Items" }`; `""` leaves a folder out.',
+    )
+    restore_deleted: bool = Field(
+        False, description="Also copy messages flagged \\Deleted on the standby (expunged ones are gone for good)."
+    )
+    smtp_fallback: bool = Field(
+        True, description="Without `imap_host`, re-inject standby-only INBOX mail through `[primary]` over SMTP."
+    )
+
+
 class Config(Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     tls: TLSSettings = Field(default_factory=TLSSettings)
@@ -237,6 +277,7 @@ class Config(Section):
     submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
 
     _source: Path | None = PrivateAttr(None)
 
@@ -303,6 +344,9 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
     outbound = cfg.outbound.model_copy(
         update={"password_file": rel(cfg.outbound.password_file) or cfg.outbound.password_file}
     )
-    resolved = cfg.model_copy(update={"node": node, "tls": tls, "directory": directory, "outbound": outbound})
+    sync = cfg.sync.model_copy(update={"password_file": rel(cfg.sync.password_file) or cfg.sync.password_file})
+    resolved = cfg.model_copy(
+        update={"node": node, "tls": tls, "directory": directory, "outbound": outbound, "sync": sync}
+    )
     resolved._source = path
     return resolved
