@@ -1,4 +1,4 @@
-"""The `mailstandby` command line: serve | check-config | init | queue | version."""
+"""The `mailstandby` command line: serve | check-config | init | queue | passwd | sync | version."""
 
 from __future__ import annotations
 
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
     sub.add_parser("version", help="print the version")
     sub.add_parser("config-doc", help="print the configuration reference (docs/config.md)")
+    from mailstandby import synccli  # failback sync: `sync run`, `sync status`
+
+    synccli.add_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "version":
@@ -92,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return _show_queue(cfg)
     if args.command == "passwd":
         return _set_password(cfg, args.user, args.password_file)
+    if args.command == "sync":
+        return synccli.main(cfg, args)
     from mailstandby.app import run
     from mailstandby.obs import setup_logging
 
