@@ -108,4 +108,6 @@ async def _run(engine: SyncEngine, users: list[str] | None) -> int:
     )
     for f in report.failures:
         print(f"given up: {f.user} {f.folder} message {f.body_id}: {f.error}", file=sys.stderr)
+    for user, error in sorted(report.errors.items()):
+        print(f"not synchronized: {user}: {error}", file=sys.stderr)
     return 0 if report.complete and not report.failures else 1

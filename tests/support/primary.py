@@ -233,6 +233,7 @@ class Primary:
         *,
         aliases: dict[str, str] | None = None,
         relayhost: str | None = None,
+        max_mail_size: str | None = None,
     ) -> None:
         """Prepare (but do not start) a primary under ``root``.
 
@@ -243,6 +244,8 @@ class Primary:
         is where Postfix sends mail for other domains (e.g. its own bounces to foreign
         senders); without it, other domains are refused at RCPT (550 5.7.1) and mail
         Postfix itself generates for them fails via the ``error`` transport.
+        ``max_mail_size`` (e.g. ``"64k"``) turns on Dovecot's quota plugin with no quota
+        but that per-message limit (``quota_max_mail_size``): a bigger IMAP APPEND gets NO.
         """
         self.root = Path(root).resolve()
         self.base = self.root if _searchable(self.root) else _fresh_tmp_base()
@@ -258,6 +261,7 @@ class Primary:
             if "@" not in addr or any(c.isspace() for c in addr + target):
                 raise ValueError(f"unsupported alias: {addr!r} -> {target!r}")
         self.relayhost = relayhost
+        self.max_mail_size = max_mail_size
         self.master_password = "master-" + secrets.token_hex(8)
         self.smtp_port = 0
         self.imap_port = 0
@@ -714,7 +718,7 @@ mail_fsync = never
 postmaster_address = postmaster@{self.domain}
 hostname = primary.{self.domain}
 lmtp_save_to_detail_mailbox = no
-
+{self._quota_config()}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d / "master-users"}
@@ -774,6 +778,15 @@ service lmtp {{
 }}
 """
         self.dovecot_conf.write_text(conf)
+
+    def _quota_config(self) -> str:
+        if self.max_mail_size is None:
+            return ""
+        return (
+            "mail_plugins = $mail_plugins quota\n"
+            "plugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=0\n"
+            f"  quota_max_mail_size = {self.max_mail_size}\n}}\n"
+        )
 
     def _write_postfix_config(self) -> None:
         vmailbox = self.postfix_conf / "vmailbox"

@@ -68,6 +68,10 @@ class PrimaryUnavailable(SyncError):
     """The primary stopped answering during the sync; a later run resumes where this one stopped."""
 
 
+class LoginRefused(SyncError):
+    """The primary refused the master login for one user (recorded in `SyncReport.errors`)."""
+
+
 @dataclass(slots=True)
 class _Item:
     msg: StandbyMessage
@@ -176,7 +180,11 @@ class SyncEngine:
 
         async def one(user: str, items: list[_Item]) -> None:
             async with slots:
-                await self._sync_user(user, items, password, report)
+                try:
+                    await self._sync_user(user, items, password, report)
+                except LoginRefused as e:  # this user only (e.g. unknown to the primary); the others go on
+                    log.warning("sync: %s", e)
+                    report.errors[user] = str(e)
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -225,7 +233,7 @@ class SyncEngine:
                 await client.login(s.login_format.format(user=user, master=s.master_user), password)
         except CommandFailed as e:
             client.abort()
-            raise SyncError(f"the primary {self._where()} refused the master login for {user}: {e.text}") from None
+            raise LoginRefused(f"the primary {self._where()} refused the master login for {user}: {e.text}") from None
         except BaseException:
             client.abort()
             raise
@@ -240,9 +248,14 @@ class SyncEngine:
                 for item in items:
                     by_folder.setdefault(item.folder, []).append(item)
                 for folder, fitems in by_folder.items():
-                    if folder not in folders and folder.upper() != "INBOX":
-                        await client.create(folder)
-                    await client.select(folder)
+                    try:
+                        if folder not in folders and folder.upper() != "INBOX":
+                            await client.create(folder)
+                        await client.select(folder)
+                    except CommandFailed as e:  # e.g. a name the primary does not allow: refused, counted
+                        for item in fitems:
+                            await self._refused(user, item, e, report)
+                        continue
                     await self._sync_folder(client, user, folder, fitems, report)
             finally:
                 await client.logout()

@@ -202,12 +202,13 @@ class SyncReport:
     planned: int = 0
     reasons: dict[str, int] = field(default_factory=dict)  # Reason value -> count, this run
     failures: list[Failure] = field(default_factory=list)  # gave up (max_attempts) in this run
-    pending: int = 0  # left for a later run (refused, attempts left)
+    pending: int = 0  # left for a later run (refused, attempts left; users whose login failed)
+    errors: dict[str, str] = field(default_factory=dict)  # user -> why nothing was done for them
     elapsed: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.pending == 0
+        return self.pending == 0 and not self.errors
 
     def count(self, reason: Reason, n: int = 1) -> None:
         self.reasons[reason.value] = self.reasons.get(reason.value, 0) + n
