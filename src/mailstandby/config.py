@@ -231,7 +231,10 @@ class SyncSettings(Section):
     imap_tls: Literal["none", "starttls", "implicit"] = Field(
         "implicit", description="`implicit` (IMAPS), `starttls` (required: no STARTTLS offered is an error) or `none`."
     )
-    tls_verify: bool = Field(True, description="Verify the primary's IMAP certificate.")
+    tls_verify: bool = Field(True, description="Verify the primary's IMAP certificate (name and chain).")
+    tls_ca_file: Path | None = Field(
+        None, description="PEM file of the CA(s) to trust for the primary's IMAP certificate; unset: the system's."
+    )
     login: Literal["master-user", "sasl-authzid"] = Field(
         "master-user",
         description="`master-user`: LOGIN as `login_format` (Dovecot `user*master`); `sasl-authzid`: AUTHENTICATE "
@@ -344,7 +347,12 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
     outbound = cfg.outbound.model_copy(
         update={"password_file": rel(cfg.outbound.password_file) or cfg.outbound.password_file}
     )
-    sync = cfg.sync.model_copy(update={"password_file": rel(cfg.sync.password_file) or cfg.sync.password_file})
+    sync = cfg.sync.model_copy(
+        update={
+            "password_file": rel(cfg.sync.password_file) or cfg.sync.password_file,
+            "tls_ca_file": rel(cfg.sync.tls_ca_file) or cfg.sync.tls_ca_file,
+        }
+    )
     resolved = cfg.model_copy(
         update={"node": node, "tls": tls, "directory": directory, "outbound": outbound, "sync": sync}
     )

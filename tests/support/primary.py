@@ -234,6 +234,7 @@ class Primary:
         aliases: dict[str, str] | None = None,
         relayhost: str | None = None,
         max_mail_size: str | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         """Prepare (but do not start) a primary under ``root``.
 
@@ -246,6 +247,8 @@ class Primary:
         Postfix itself generates for them fails via the ``error`` transport.
         ``max_mail_size`` (e.g. ``"64k"``) turns on Dovecot's quota plugin with no quota
         but that per-message limit (``quota_max_mail_size``): a bigger IMAP APPEND gets NO.
+        ``tls`` (certificate chain, key: PEM files) turns on TLS in Dovecot: STARTTLS on the
+        IMAP port and implicit TLS on ``imaps_port`` (without it: no TLS, ``imaps_port`` 0).
         """
         self.root = Path(root).resolve()
         self.base = self.root if _searchable(self.root) else _fresh_tmp_base()
@@ -262,6 +265,8 @@ class Primary:
                 raise ValueError(f"unsupported alias: {addr!r} -> {target!r}")
         self.relayhost = relayhost
         self.max_mail_size = max_mail_size
+        self.tls = tls
+        self.imaps_port = 0
         self.master_password = "master-" + secrets.token_hex(8)
         self.smtp_port = 0
         self.imap_port = 0
@@ -313,7 +318,8 @@ class Primary:
         _LIVE.add(self)
         last: Exception | None = None
         for _attempt in range(3):
-            self.smtp_port, self.imap_port, self.lmtp_port, self.pop3_port = _free_ports(4)
+            self.smtp_port, self.imap_port, self.lmtp_port, self.pop3_port, imaps = _free_ports(5)
+            self.imaps_port = imaps if self.tls else 0
             self._write_dovecot_config()
             self._write_postfix_config()
             try:
@@ -421,6 +427,8 @@ class Primary:
                 self._dovecot_logs,
             )
             self._wait_listening("dovecot imap", self.imap_port, self._dovecot_logs)
+            if self.imaps_port:
+                self._wait_listening("dovecot imaps", self.imaps_port, self._dovecot_logs)
             self._wait_listening("dovecot lmtp", self.lmtp_port, self._dovecot_logs)
         except PrimaryError:
             self.stop_imap()
@@ -700,7 +708,7 @@ log_path = {self.dovecot_log}
 info_log_path = {self.dovecot_log}
 debug_log_path = {self.dovecot_log}
 
-ssl = no
+{self._ssl_config()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %Lu
@@ -758,7 +766,8 @@ service imap-login {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {self.host}
+    port = {self.imaps_port}
   }}
 }}
 service pop3-login {{
@@ -778,6 +787,12 @@ service lmtp {{
 }}
 """
         self.dovecot_conf.write_text(conf)
+
+    def _ssl_config(self) -> str:
+        if self.tls is None:
+            return "ssl = no"
+        cert, key = self.tls
+        return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2"
 
     def _quota_config(self) -> str:
         if self.max_mail_size is None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 from tests.support.outage import primary_state
 from tests.support.primary import Primary
 from tests.support.standby import render_config
@@ -19,7 +20,7 @@ from mailstandby.config import PrimarySettings, StoreSettings, SyncSettings
 from mailstandby.store.mailbox import FlagMode
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
-from mailstandby.sync.engine import SyncEngine
+from mailstandby.sync.engine import PrimaryUnavailable, SyncEngine
 
 ALICE = "alice@corp.test"
 BOB = "bob@corp.test"
@@ -163,3 +164,45 @@ async def test_without_imap_inbox_mail_is_reinjected_over_smtp(primary: Primary,
     assert sorted(ids(primary, BOB, "INBOX")) == [f"<m1.{BOB}>", f"<m2.{BOB}>"]
     again, _ = await run_once(data, primary, imap_host="")
     assert again.planned == 0
+
+
+@pytest.fixture
+def tls_primary(tmp_path: Path) -> Iterator[tuple[Primary, Path]]:
+    """Dovecot with TLS (STARTTLS on its IMAP port, implicit TLS on imaps), certificate from a test CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    cert.private_key_pem.write_to_path(str(keys / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(keys / "cert.pem"))
+    ca.cert_pem.write_to_path(str(keys / "ca.pem"))
+    p = Primary(tmp_path / "primary", users={ALICE: "pw-a"}, tls=(keys / "cert.pem", keys / "key.pem"))
+    try:
+        p.start()
+        yield p, keys / "ca.pem"
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+async def test_tls_to_the_primary_with_certificate_checks(
+    tls_primary: tuple[Primary, Path], tmp_path: Path, mode: str
+) -> None:
+    primary, ca_file = tls_primary
+    data = tmp_path / "standby"
+    await file(data, {ALICE: [("INBOX", message(1))]})
+    port = primary.imaps_port if mode == "implicit" else primary.imap_port
+    report, _ = await run_once(data, primary, imap_tls=mode, imap_port=port, tls_ca_file=str(ca_file))
+    assert report.complete and report.reasons == {"appended": 1}
+    assert ids(primary, ALICE, "INBOX") == [f"<m1.{ALICE}>"]
+
+
+async def test_a_certificate_from_another_ca_stops_the_sync(tls_primary: tuple[Primary, Path], tmp_path: Path) -> None:
+    primary, _ = tls_primary
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    data = tmp_path / "standby"
+    await file(data, {ALICE: [("INBOX", message(1))]})
+    with pytest.raises(PrimaryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        await run_once(data, primary, imap_tls="implicit", imap_port=primary.imaps_port, tls_ca_file=str(other))
+    assert ids(primary, ALICE, "INBOX") == []

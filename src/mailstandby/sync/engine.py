@@ -109,6 +109,7 @@ class SyncEngine:
         self._opened = False
         self._progress: ProgressCallback | None = None
         self._done = self._total = self._failed = 0
+        self._tls: ssl.SSLContext | None = None
 
     async def close(self) -> None:
         if self._opened:
@@ -176,6 +177,7 @@ class SyncEngine:
 
     async def _run_imap(self, work: dict[str, list[_Item]], report: SyncReport) -> None:
         password = self._read_password()
+        self._tls = self._ssl_context()
         slots = asyncio.Semaphore(self.settings.concurrency)
 
         async def one(user: str, items: list[_Item]) -> None:
@@ -211,7 +213,10 @@ class SyncEngine:
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.settings.imap_tls == "none":
             return None
-        ctx = ssl.create_default_context()
+        try:
+            ctx = ssl.create_default_context(cafile=self.settings.tls_ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise SyncError(f"sync.tls_ca_file: cannot load {self.settings.tls_ca_file}: {e}") from None
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if not self.settings.tls_verify:
             ctx.check_hostname = False
@@ -224,7 +229,7 @@ class SyncEngine:
     async def _login(self, user: str, password: str) -> IMAPClient:
         s = self.settings
         client = await IMAPClient.connect(
-            s.imap_host, s.imap_port, tls=s.imap_tls, ssl_context=self._ssl_context(), timeout=s.timeout
+            s.imap_host, s.imap_port, tls=s.imap_tls, ssl_context=self._tls, timeout=s.timeout
         )
         try:
             if s.login == "sasl-authzid":
