@@ -57,6 +57,8 @@ from mailstandby.sync.records import SyncDB
 
 log = logging.getLogger(__name__)
 
+_CHUNK = 512  # messages whose bodies are read, checked and sent together
+
 ProgressCallback = Callable[[Progress], None]
 
 
@@ -278,6 +280,19 @@ class SyncEngine:
                 by_trace.setdefault(trace, (uid, flags))
             if mid:
                 by_mid.setdefault(mid, (uid, flags))
+        for start in range(0, len(items), _CHUNK):  # bodies in memory: one chunk's at a time
+            await self._sync_chunk(client, user, folder, items[start : start + _CHUNK], by_trace, by_mid, report)
+
+    async def _sync_chunk(
+        self,
+        client: IMAPClient,
+        user: str,
+        folder: str,
+        items: list[_Item],
+        by_trace: dict[str, tuple[int, frozenset[str]]],
+        by_mid: dict[str, tuple[int, frozenset[str]]],
+        report: SyncReport,
+    ) -> None:
         found: list[tuple[_Item, int, frozenset[str], Reason]] = []
         appends: list[tuple[_Item, bytes]] = []
         gone: list[_Done] = []
@@ -288,7 +303,7 @@ class SyncEngine:
                 continue
             hit = by_trace.get(item.trace) if not item.msg.journaled else None
             reason = Reason.FOUND_BY_TRACE
-            if hit is None:
+            if hit is None and by_mid:  # (an empty folder needs no header parse)
                 mid = message_id_of(body)
                 hit = by_mid.get(mid) if mid else None
                 reason = Reason.FOUND_BY_MESSAGE_ID
