@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mailstandby.imap import mutf7
+from mailstandby.transport import Connection, ConnectionClosed, LineTooLong
 
 MAX_LINE = 256 * 1024
 MAX_LITERAL = 64 * 1024 * 1024
@@ -156,9 +157,8 @@ class Appendable:
 
 # -- the client -------------------------------------------------------------------------------------
 class IMAPClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, conn: Connection, timeout: float) -> None:
+        self.conn = conn
         self.timeout = timeout
         self.capabilities: set[str] = set()
         self._tag = 0
@@ -168,35 +168,45 @@ class IMAPClient:
         cls, host: str, port: int, *, tls: str, ssl_context: ssl.SSLContext | None, timeout: float
     ) -> IMAPClient:
         """`tls`: "none", "starttls" (required: no STARTTLS offered is an error) or "implicit"."""
+        loop = asyncio.get_running_loop()
+        implicit = tls == "implicit"
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=ssl_context if tls == "implicit" else None, limit=MAX_LINE
+                _, conn = await loop.create_connection(
+                    Connection,
+                    host,
+                    port,
+                    ssl=ssl_context if implicit else None,
+                    server_hostname=host if implicit else None,
                 )
         except (OSError, TimeoutError, ssl.SSLError) as e:
             raise ConnectionLost(f"cannot connect to {host}:{port}: {e or type(e).__name__}") from None
-        client = cls(reader, writer, timeout)
+        client = cls(conn, timeout)
         try:
             greeting = await client._read_pieces()
             words = tokenize(greeting)
-            if words[:2] == ["*", "BYE"] or words[:2] != ["*", "OK"]:
+            if words[:2] != ["*", "OK"]:
                 raise ConnectionLost(f"unexpected greeting: {bytes(greeting[0])[:200]!r}")
             await client.capability()
             if tls == "starttls":
-                if "STARTTLS" not in client.capabilities:
-                    raise ConnectionLost(f"{host}:{port} does not offer STARTTLS")
-                await client.command(b"STARTTLS")
-                assert ssl_context is not None
-                try:
-                    async with asyncio.timeout(timeout):
-                        await writer.start_tls(ssl_context, server_hostname=host)
-                except (OSError, TimeoutError, ssl.SSLError) as e:
-                    raise ConnectionLost(f"TLS with {host}:{port} failed: {e}") from None
-                await client.capability()  # RFC 3501 §6.2.1: forget what was said in clear
+                await client._starttls(host, ssl_context)
         except BaseException:
             client.abort()
             raise
         return client
+
+    async def _starttls(self, host: str, ssl_context: ssl.SSLContext | None) -> None:
+        if "STARTTLS" not in self.capabilities:
+            raise ConnectionLost(f"{host} does not offer STARTTLS")
+        await self.command(b"STARTTLS")
+        if self.conn.has_buffered_input():  # a response injected before the handshake (NO STARTTLS)
+            raise ConnectionLost(f"{host} sent data between its STARTTLS reply and the handshake")
+        assert ssl_context is not None
+        try:
+            await self.conn.start_tls(ssl_context, self.timeout, server_hostname=host)
+        except (OSError, TimeoutError, ssl.SSLError, ConnectionClosed) as e:
+            raise ConnectionLost(f"TLS with {host} failed: {e or type(e).__name__}") from None
+        await self.capability()  # RFC 3501 §6.2.1: forget what was said in clear
 
     # -- commands ----------------------------------------------------------------------------------
     async def capability(self) -> set[str]:
@@ -305,7 +315,7 @@ class IMAPClient:
             self.abort()
 
     def abort(self) -> None:
-        self.writer.close()
+        self.conn.close()
 
     @property
     def utf8(self) -> bool:
@@ -327,11 +337,11 @@ class IMAPClient:
 
     async def command(self, line: bytes, *, continuation: bytes | None = None, secret: bool = False) -> Response:
         tag = self._next_tag()
-        self.writer.write(tag + b" " + line + b"\r\n")
+        self.conn.write(tag + b" " + line + b"\r\n")
         if continuation is not None:
             await self._drain()
             await self._expect_continuation()
-            self.writer.write(continuation + b"\r\n")
+            self.conn.write(continuation + b"\r\n")
         return await self.finish(tag, "AUTH" if secret else line.split(b" ", 1)[0].decode())
 
     async def _append_command(self, messages: Sequence[Appendable]) -> Response:
@@ -346,7 +356,7 @@ class IMAPClient:
             out += [b" (", " ".join(sorted(m.flags)).encode(), b") ", internal_date(m.date)]
             out += [b" {%d+}\r\n" % len(m.body), m.body]
         out.append(b"\r\n")
-        self.writer.write(b"".join(out))
+        self.conn.write(b"".join(out))
         return tag
 
     @property
@@ -356,7 +366,7 @@ class IMAPClient:
     async def append_synchronizing(self, m: Appendable) -> list[int | None]:
         """APPEND one message waiting for the server's "+" before its literal (no LITERAL+)."""
         tag = self._next_tag()
-        self.writer.write(
+        self.conn.write(
             tag
             + b" APPEND "
             + mailbox_arg(m.mailbox, self.utf8)
@@ -368,7 +378,7 @@ class IMAPClient:
         )
         await self._drain()
         await self._expect_continuation()
-        self.writer.write(m.body + b"\r\n")
+        self.conn.write(m.body + b"\r\n")
         return self.appenduids(await self.finish(tag, "APPEND"), 1)
 
     @staticmethod
@@ -385,9 +395,8 @@ class IMAPClient:
 
     async def _drain(self) -> None:
         try:
-            async with asyncio.timeout(self.timeout):
-                await self.writer.drain()
-        except (OSError, TimeoutError) as e:
+            await self.conn.flush()
+        except (ConnectionClosed, OSError) as e:
             raise ConnectionLost(f"write failed: {e or type(e).__name__}") from None
 
     async def _expect_continuation(self) -> None:
@@ -433,20 +442,19 @@ class IMAPClient:
         """One response: its lines and literals, alternating."""
         pieces: list[bytes] = []
         try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    line = await self.reader.readuntil(b"\r\n")
-                    pieces.append(line)
-                    m = _LITERAL_AT_END.search(line)
-                    if m is None:
-                        return pieces
-                    size = int(m.group(1))
-                    if size > MAX_LITERAL:
-                        raise ConnectionLost(f"server literal of {size} octets is over the limit")
-                    pieces.append(await self.reader.readexactly(size))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
+            while True:
+                line = await self.conn.read_line(MAX_LINE, self.timeout)
+                pieces.append(line)
+                m = _LITERAL_AT_END.search(line)
+                if m is None:
+                    return pieces
+                size = int(m.group(1))
+                if size > MAX_LITERAL:
+                    raise ConnectionLost(f"server literal of {size} octets is over the limit")
+                pieces.append(await self.conn.read_exact(size, self.timeout))
+        except (ConnectionClosed, OSError) as e:
             raise ConnectionLost(f"connection lost: {e or type(e).__name__}") from None
-        except asyncio.LimitOverrunError:
+        except LineTooLong:
             raise ConnectionLost("server response line over the limit") from None
         except TimeoutError:
             raise ConnectionLost(f"no response within {self.timeout:g}s") from None

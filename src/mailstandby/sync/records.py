@@ -11,6 +11,7 @@ the call returns (synchronous=FULL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sqlite3
 import time
@@ -65,10 +66,20 @@ class SyncDB:
                 await asyncio.to_thread(db.close)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
+        """`fn(db, *args)` in a worker thread, one at a time. Cancelled, it still holds the connection
+        until the thread is done (a thread cannot be stopped), so no two threads ever share it and
+        `close()` never closes it under a running query."""
         assert self._db is not None, "sync records are not open"
         db = self._db
         async with self._lock:
-            return await asyncio.to_thread(fn, db, *args)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, db, *args))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                while not work.done():  # a short query: wait it out, even through repeated cancels
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([work])
+                raise
 
     # -- reads --------------------------------------------------------------------------------------
     async def instance(self) -> int:
