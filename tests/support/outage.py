@@ -185,7 +185,7 @@ def primary_state(primary: Primary, user: str) -> dict[str, list[tuple[str, bool
     client = IMAPClient(primary.host, primary.imap_port, ssl=False, timeout=30)
     client.normalise_times = False
     try:
-        client.login(f"{user}*{primary.master_user}", primary.master_password)
+        client.login(user, primary.users[user])
         out: dict[str, list[tuple[str, bool, int, bytes]]] = {}
         for _flags, _sep, name in client.list_folders():
             folder = name if isinstance(name, str) else name.decode()

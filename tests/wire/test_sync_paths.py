@@ -206,3 +206,17 @@ async def test_a_certificate_from_another_ca_stops_the_sync(tls_primary: tuple[P
     with pytest.raises(PrimaryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         await run_once(data, primary, imap_tls="implicit", imap_port=primary.imaps_port, tls_ca_file=str(other))
     assert ids(primary, ALICE, "INBOX") == []
+
+
+async def test_an_8bit_master_password_goes_by_sasl_plain(tmp_path: Path) -> None:
+    primary = Primary(tmp_path / "primary", users={ALICE: "pw-a"})
+    primary.master_password = "mäster-pässwörd"  # a quoted LOGIN string cannot carry it
+    try:
+        primary.start()
+        data = tmp_path / "standby"
+        await file(data, {ALICE: [("INBOX", message(1))]})
+        report, _ = await run_once(data, primary)
+        assert report.complete and report.reasons == {"appended": 1}
+        assert ids(primary, ALICE, "INBOX") == [f"<m1.{ALICE}>"]
+    finally:
+        primary.close()

@@ -217,7 +217,11 @@ class IMAPClient:
         return self.capabilities
 
     async def login(self, user: str, password: str) -> None:
-        await self.command(b"LOGIN " + self._string(user) + b" " + self._string(password), secret=True)
+        """LOGIN; credentials that a quoted string cannot carry (8-bit, CR, LF) go by AUTHENTICATE PLAIN."""
+        if not (user + password).isascii() or any(c in user + password for c in "\r\n\0"):
+            await self.authenticate_plain("", user, password)
+            return
+        await self.command(b"LOGIN " + quote(user) + b" " + quote(password), secret=True)
         await self._refresh_capabilities()
 
     async def authenticate_plain(self, authzid: str, authcid: str, password: str) -> None:
@@ -324,12 +328,6 @@ class IMAPClient:
     # -- plumbing -------------------------------------------------------------------------------------
     async def _refresh_capabilities(self) -> None:
         await self.capability()
-
-    def _string(self, value: str) -> bytes:
-        try:
-            return quote(value)
-        except ValueError:
-            raise CommandFailed("LOGIN", "BAD", "credential holds CR, LF or NUL") from None
 
     def _next_tag(self) -> bytes:
         self._tag += 1
