@@ -25,3 +25,8 @@ class Event(StrEnum):
     IMAP_LOGIN_FAILED = "imap.login-failed"
     IMAP_REJECTED = "imap.rejected"
     IMAP_SESSION_ABUSE = "imap.session-abuse"
+    SYNC_RUN = "sync.run"
+    SYNC_REFUSED = "sync.refused"
+    SYNC_GAVE_UP = "sync.gave-up"
+    SYNC_LOGIN_REFUSED = "sync.login-refused"
+    SYNC_PRIMARY_FAILED = "sync.primary-failed"

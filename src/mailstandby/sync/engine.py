@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstandby.config import PrimarySettings, SyncSettings
+from mailstandby.core.events import Event
 from mailstandby.sync.imapclient import Appendable, CommandFailed, ConnectionLost, IMAPClient
 from mailstandby.sync.plan import (
     SYNC_FLAGS,
@@ -167,7 +168,8 @@ class SyncEngine:
             report.elapsed = time.monotonic() - started
         report.pending = (await self.db.status(names)).total.pending
         log.info(
-            "sync run: planned=%d done=%d failed=%d pending=%d in %.1fs reasons=%s",
+            "%s: planned=%d done=%d failed=%d pending=%d in %.1fs reasons=%s",
+            Event.SYNC_RUN,
             report.planned,
             self._done,
             len(report.failures),
@@ -187,7 +189,7 @@ class SyncEngine:
                 try:
                     await self._sync_user(user, items, password, report)
                 except LoginRefused as e:  # this user only (e.g. unknown to the primary); the others go on
-                    log.warning("sync: %s", e)
+                    log.warning("%s: %s", Event.SYNC_LOGIN_REFUSED, e)
                     report.errors[user] = str(e)
 
         try:
@@ -267,6 +269,7 @@ class SyncEngine:
             finally:
                 await client.logout()
         except ConnectionLost as e:
+            log.error("%s: user=%s: %s", Event.SYNC_PRIMARY_FAILED, user, e)
             raise PrimaryUnavailable(f"the primary's IMAP server {self._where()} failed during the sync: {e}") from None
 
     async def _sync_folder(
@@ -310,7 +313,8 @@ class SyncEngine:
             if hit is not None:
                 found.append((item, hit[0], hit[1], reason))
             elif item.msg.journaled or item.decision.action is Action.FLAGS:
-                gone.append(_Done(item, frozenset(), Reason.PRIMARY_COPY_MISSING))
+                # nothing to flag; remembered with the flags wanted so that only a new change retries
+                gone.append(_Done(item, item.msg.flags & SYNC_FLAGS, Reason.PRIMARY_COPY_MISSING))
             else:
                 appends.append((item, body))
         await self._finish(user, gone, report)
@@ -403,7 +407,8 @@ class SyncEngine:
 
     async def _refused(self, user: str, item: _Item, e: CommandFailed, report: SyncReport) -> None:
         gave_up = await self.db.refused(user, item.msg.body_id, item.folder, str(e), self.settings.max_attempts)
-        log.warning("sync: %s %s body=%d refused by the primary: %s", user, item.folder, item.msg.body_id, e.text)
+        event = Event.SYNC_GAVE_UP if gave_up else Event.SYNC_REFUSED
+        log.warning("%s: user=%s folder=%s body=%d: %s", event, user, item.folder, item.msg.body_id, e.text)
         report.count(Reason.REFUSED)
         if gave_up:
             report.failures.append(Failure(user, item.folder, item.msg.body_id, str(e)))
