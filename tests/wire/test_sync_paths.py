@@ -220,3 +220,20 @@ async def test_an_8bit_master_password_goes_by_sasl_plain(tmp_path: Path) -> Non
         assert ids(primary, ALICE, "INBOX") == [f"<m1.{ALICE}>"]
     finally:
         primary.close()
+
+
+async def test_a_journal_copy_the_primary_no_longer_has_is_not_copied(primary: Primary, tmp_path: Path) -> None:
+    data = tmp_path / "standby"
+    store = SQLiteStore(data, StoreSettings())
+    await store.open()
+    try:
+        boxes = SQLiteMailboxStore(store)
+        await boxes.ensure_user(ALICE)
+        await boxes.append(ALICE, "INBOX", message(1), frozenset({"\\Seen"}), journaled=True)
+    finally:
+        await store.close()
+    first, _ = await run_once(data, primary)
+    assert first.reasons == {"primary-copy-missing": 1} and first.complete
+    assert ids(primary, ALICE, "INBOX") == []  # the journal copy is history, never copied back
+    second, _ = await run_once(data, primary)
+    assert second.planned == 0 and second.reasons == {"in-sync": 1}
