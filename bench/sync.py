@@ -26,13 +26,17 @@ Dovecot (tests/support/primary.py: maildir, `mail_fsync = never`):
   `--batch` messages), logging in with Dovecot's master user (`user*admin`), into
   the user of the same name; the time is that of `run()` (reading the store,
   planning, APPENDing, recording every message durably in SQLite);
-* mbsync (isync): one process per user, all at once, each pulling that user's
-  INBOX from a running Standby's IMAP server (the same store) into Dovecot
-  user `mb-<user>` (master login as well), `Sync Pull New`, `Create Near`; the
-  time is from spawning the first process to the exit of the last.
+* mbsync (isync): one process per user, all at once, each copying that user's
+  messages into Dovecot user `mb-<user>` (master login as well), `Sync Pull
+  New`, `Create Near`; the time is from spawning the first process to the exit
+  of the last. Its source (`--mbsync-source`): by default Dovecot accounts
+  `src-<user>` in the same Dovecot, loaded beforehand with the same messages,
+  flags and dates (untimed): IMAP to IMAP between two Dovecot mailboxes, mbsync
+  at its fastest; or `standby`: a running Standby's IMAP server on the same
+  store (the path a phone takes).
 
-Before every round both targets are emptied (Dovecot is stopped, the users'
-maildirs removed, Dovecot started) and the sync records are cleared, so every
+Before every round both targets are emptied (Dovecot is stopped, the target
+users' maildirs removed, Dovecot started) and the sync records are cleared, so every
 round copies everything. Rounds alternate which tool goes first; the best round
 of each is reported. Each round checks that every target INBOX holds its
 users' message count.
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import imaplib
 import os
 import shutil
 import signal
@@ -83,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=4, help="users the messages are spread over (default 4)")
     p.add_argument("--batch", type=int, default=64, help="mailstandby: messages per MULTIAPPEND (default 64)")
     p.add_argument("--repeat", type=int, default=3, help="rounds; the best of each side counts (default 3)")
+    p.add_argument(
+        "--mbsync-source",
+        choices=["dovecot", "standby"],
+        default="dovecot",
+        help="where mbsync copies from: Dovecot accounts holding the same messages (default), or the Standby's IMAP",
+    )
     p.add_argument("--seed", type=int, default=1, help="message generator seed")
     p.add_argument("--tmpdir", type=Path, default=None, help="where the temp dir goes")
     p.add_argument("--keep", action="store_true", help="keep the temp dir")
@@ -120,10 +131,12 @@ def counts(primary: Primary, users: list[str]) -> dict[str, int]:
     return out
 
 
-def reset_targets(primary: Primary, data_dir: Path) -> None:
+def reset_targets(primary: Primary, data_dir: Path, targets: list[str]) -> None:
+    """Empty the target users' mailboxes (their maildirs go; a source account stays) and the sync records."""
     primary.stop_imap()
-    for domain_dir in primary.mail_dir.iterdir():
-        shutil.rmtree(domain_dir, ignore_errors=True)
+    for user in targets:
+        local, domain = user.split("@")
+        shutil.rmtree(primary.mail_dir / domain / local, ignore_errors=True)
     primary.start_imap()
     db = sqlite3.connect(data_dir / "mailstandby.db")
     try:
@@ -131,6 +144,21 @@ def reset_targets(primary: Primary, data_dir: Path) -> None:
         db.commit()
     finally:
         db.close()
+
+
+def load_source(primary: Primary, users: list[str], messages: list[tuple[bytes, tuple[str, ...]]]) -> None:
+    """`--mbsync-source dovecot`: the same messages in Dovecot accounts `src-<user>` (untimed)."""
+    for n, user in enumerate(users):
+        client = primary.imap_login(f"src-{user}", as_master=True)
+        try:
+            for i in range(n, len(messages), len(users)):
+                raw, flags = messages[i]
+                system = " ".join(f for f in flags if f in SYSTEM_FLAGS)
+                typ, data = client.append("INBOX", f"({system})", imaplib.Time2Internaldate(1_740_000_000 + i), raw)
+                if typ != "OK":
+                    raise BenchError(f"loading the mbsync source: {typ} {data!r}")
+        finally:
+            client.logout()
 
 
 def time_mailstandby(primary: Primary, data_dir: Path, users: list[str], batch: int) -> float:
@@ -159,12 +187,16 @@ def time_mailstandby(primary: Primary, data_dir: Path, users: list[str], batch: 
     return asyncio.run(go())
 
 
-def mbsync_config(root: Path, standby: Standby, primary: Primary, user: str) -> Path:
+def mbsync_config(root: Path, source: str, standby: Standby, primary: Primary, user: str) -> Path:
     state = root / "mbsync-state" / user
     state.mkdir(parents=True, exist_ok=True)
     rc = root / f"mbsyncrc-{user}"
+    if source == "standby":
+        far = f"Port {standby.listeners['imap']}\nUser {user}\nPass {PASSWORD}\n"
+    else:
+        far = f"Port {primary.imap_port}\nUser src-{user}*{primary.master_user}\nPass {primary.master_password}\n"
     rc.write_text(
-        f"IMAPAccount standby\nHost {HOST}\nPort {standby.listeners['imap']}\nUser {user}\nPass {PASSWORD}\n"
+        f"IMAPAccount standby\nHost {HOST}\n{far}"
         "SSLType None\nAuthMechs LOGIN\n\n"
         "IMAPStore standby-remote\nAccount standby\n\n"
         f"IMAPAccount dovecot\nHost {HOST}\nPort {primary.imap_port}\nUser mb-{user}*{primary.master_user}\n"
@@ -176,9 +208,9 @@ def mbsync_config(root: Path, standby: Standby, primary: Primary, user: str) -> 
     return rc
 
 
-def time_mbsync(root: Path, standby: Standby, primary: Primary, users: list[str]) -> float:
+def time_mbsync(root: Path, source: str, standby: Standby, primary: Primary, users: list[str]) -> float:
     shutil.rmtree(root / "mbsync-state", ignore_errors=True)
-    configs = [mbsync_config(root, standby, primary, u) for u in users]
+    configs = [mbsync_config(root, source, standby, primary, u) for u in users]
     env = {"HOME": str(root), "PATH": "/usr/bin:/bin"}
     started = time.perf_counter()
     procs = [
@@ -201,7 +233,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
     size = sum(len(raw) for raw, _ in messages)
     per_user = {u: len(range(n, args.messages, args.users)) for n, u in enumerate(users)}
     print(f"# {args.messages} messages ({size / 2**20:.1f} MiB) over {args.users} users", flush=True)
-    primary = Primary(root / "primary", users={u: PASSWORD for u in users + [f"mb-{u}" for u in users]})
+    accounts = users + [f"mb-{u}" for u in users] + [f"src-{u}" for u in users]
+    primary = Primary(root / "primary", users=dict.fromkeys(accounts, PASSWORD))
     csv = root / "users.csv"
     csv.write_text("address,aliases\n" + "".join(f"{u},\n" for u in users))
     standby = Standby(
@@ -215,18 +248,20 @@ def run(args: argparse.Namespace, root: Path) -> int:
     try:
         primary.start()
         asyncio.run(file_outage(standby.data_dir, users, messages))
+        if args.mbsync_source == "dovecot":
+            load_source(primary, users, messages)
         standby.start()
         data_dir = standby.data_dir
         order = ["mailstandby", "mbsync"]
         for n in range(args.repeat):
             for name in order if n % 2 == 0 else order[::-1]:
-                reset_targets(primary, data_dir)
+                reset_targets(primary, data_dir, users + [f"mb-{u}" for u in users])
                 if name == "mailstandby":
                     seconds = time_mailstandby(primary, data_dir, users, args.batch)
                     got = counts(primary, users)
                     want = per_user
                 else:
-                    seconds = time_mbsync(root, standby, primary, users)
+                    seconds = time_mbsync(root, args.mbsync_source, standby, primary, users)
                     got = counts(primary, [f"mb-{u}" for u in users])
                     want = {f"mb-{u}": c for u, c in per_user.items()}
                 if got != want:
@@ -240,7 +275,11 @@ def run(args: argparse.Namespace, root: Path) -> int:
         finally:
             primary.close()
     for name in ("mailstandby", "mbsync"):
-        print(f"{name}: {best[name]:.0f} msgs/s ({args.messages} messages, {args.users} users, best of {args.repeat})")
+        print(
+            f"{name}: {best[name]:.0f} msgs/s ({args.messages} messages, {args.users} users, best of {args.repeat}"
+            + (f", from {args.mbsync_source}" if name == "mbsync" else "")
+            + ")"
+        )
     print(f"ratio={best['mailstandby'] / best['mbsync']:.2f}")
     return 0
 
