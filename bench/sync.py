@@ -87,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=5000, help="messages in all (default 5000)")
     p.add_argument("--users", type=int, default=4, help="users the messages are spread over (default 4)")
     p.add_argument("--batch", type=int, default=64, help="mailstandby: messages per MULTIAPPEND (default 64)")
+    p.add_argument(
+        "--no-multiappend", action="store_true", help="mailstandby: one APPEND per message, pipelined (LITERAL+)"
+    )
     p.add_argument("--repeat", type=int, default=3, help="rounds; the best of each side counts (default 3)")
     p.add_argument(
         "--mbsync-source",
@@ -161,7 +164,7 @@ def load_source(primary: Primary, users: list[str], messages: list[tuple[bytes, 
             client.logout()
 
 
-def time_mailstandby(primary: Primary, data_dir: Path, users: list[str], batch: int) -> float:
+def time_mailstandby(primary: Primary, data_dir: Path, users: list[str], batch: int, multiappend: bool) -> float:
     settings = SyncSettings(
         imap_host=HOST,
         imap_port=primary.imap_port,
@@ -169,6 +172,7 @@ def time_mailstandby(primary: Primary, data_dir: Path, users: list[str], batch: 
         master_user=primary.master_user,
         concurrency=len(users),
         batch_messages=batch,
+        multiappend=multiappend,
     )
 
     async def go() -> float:
@@ -257,7 +261,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             for name in order if n % 2 == 0 else order[::-1]:
                 reset_targets(primary, data_dir, users + [f"mb-{u}" for u in users])
                 if name == "mailstandby":
-                    seconds = time_mailstandby(primary, data_dir, users, args.batch)
+                    seconds = time_mailstandby(primary, data_dir, users, args.batch, not args.no_multiappend)
                     got = counts(primary, users)
                     want = per_user
                 else:

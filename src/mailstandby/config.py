@@ -248,9 +248,14 @@ class SyncSettings(Section):
         None, description="File holding the master user's password (never in this file)."
     )
     concurrency: int = Field(4, ge=1, le=64, description="Users synchronized in parallel, one IMAP connection each.")
-    batch_messages: int = Field(64, ge=1, le=1000, description="Messages per MULTIAPPEND command (or pipeline window).")
+    batch_messages: int = Field(
+        64, ge=1, le=1000, description="Messages per MULTIAPPEND command (two in flight), or APPENDs in flight without."
+    )
     batch_bytes: int = Field(
         8 * MiB, ge=64 * KiB, description="Largest MULTIAPPEND command in bytes (a bigger message goes alone)."
+    )
+    multiappend: bool = Field(
+        True, description="Use MULTIAPPEND (RFC 3502) when offered; off: one APPEND per message, pipelined (LITERAL+)."
     )
     max_attempts: int = Field(5, ge=1, description="Refusals (NO) of one message before it is given up and reported.")
     timeout: float = Field(120.0, gt=0, description="Seconds to wait for the primary to connect or answer a command.")

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
-from tests.support.outage import primary_state
+from tests.support.outage import closed_port, primary_state
 from tests.support.primary import Primary
-from tests.support.standby import render_config
+from tests.support.standby import Standby, render_config
 
 from mailstandby.config import PrimarySettings, StoreSettings, SyncSettings
 from mailstandby.store.mailbox import FlagMode
@@ -237,3 +238,62 @@ async def test_a_journal_copy_the_primary_no_longer_has_is_not_copied(primary: P
     assert ids(primary, ALICE, "INBOX") == []  # the journal copy is history, never copied back
     second, _ = await run_once(data, primary)
     assert second.planned == 0 and second.reasons == {"in-sync": 1}
+
+
+@pytest.mark.parametrize("multiappend", [True, False])
+async def test_pipelined_single_appends_when_multiappend_is_off(
+    primary: Primary, tmp_path: Path, multiappend: bool
+) -> None:
+    data = tmp_path / "standby"
+    await file(data, {ALICE: [("INBOX", message(n)) for n in range(7)]})
+    report, _ = await run_once(data, primary, multiappend=multiappend, batch_messages=3)
+    assert report.complete and report.reasons == {"appended": 7}
+    assert ids(primary, ALICE, "INBOX") == sorted(f"<m{n}.{ALICE}>" for n in range(7))
+
+
+async def test_synchronizing_literals_into_a_server_without_literal_plus(tmp_path: Path) -> None:
+    """mailstandby's own IMAP server offers LITERAL- and no MULTIAPPEND: one message per round trip,
+    each literal sent after the server's "+"; the trace header is found there too after a lost record."""
+    target = Standby(
+        tmp_path / "target",
+        primary_port=closed_port(),
+        imap={"listen": ["127.0.0.1:0"], "allow_plaintext_auth_on_loopback": True},
+        journal={"enabled": False},
+    )
+    target.set_password(ALICE, "target-pw")
+    data = tmp_path / "standby"
+    bodies = [("INBOX", message(1)), ("INBOX", message(2, size=9000)), ("Sent", message(3)), ("Projects", message(4))]
+    await file(data, {ALICE: bodies[:3]})
+    store = SQLiteStore(data, StoreSettings())
+    await store.open()
+    try:
+        boxes = SQLiteMailboxStore(store)
+        await boxes.create_mailbox(ALICE, "Projects")
+        await boxes.append(ALICE, "Projects", message(4), frozenset({"\\Seen", "\\Flagged"}), 1_760_000_000)
+    finally:
+        await store.close()
+    with target:
+        settings = SyncSettings(
+            imap_host="127.0.0.1",
+            imap_port=target.listeners["imap"],
+            imap_tls="none",
+            master_user="unused",
+            login_format="{user}",
+        )
+        sync = SyncEngine(data / "mailstandby.db", settings, PrimarySettings(), password="target-pw")
+        try:
+            report = await sync.run()
+            assert report.complete and report.reasons == {"appended": 4}
+            db = sqlite3.connect(data / "mailstandby.db")  # as if the process died before recording
+            db.execute("UPDATE sync_items SET state = 'pending'")
+            db.commit()
+            db.close()
+            again = await sync.run()
+            assert again.reasons == {"found-by-trace": 4}
+        finally:
+            await sync.close()
+        for folder, want in (("INBOX", [1, 2]), ("Sent", [3]), ("Projects", [4])):
+            got = [body for body, _, _ in target.mailbox(ALICE, folder)]
+            assert [b.split(b"\r\n", 1)[1] for b in got] == [message(n, size=9000 if n == 2 else 200) for n in want]
+        [(_, _, flags)] = target.mailbox(ALICE, "Projects")
+        assert flags == "\\Flagged \\Seen"

@@ -341,7 +341,7 @@ class SyncEngine:
     async def _append_all(
         self, client: IMAPClient, user: str, folder: str, appends: list[tuple[_Item, bytes]], report: SyncReport
     ) -> None:
-        multi = "MULTIAPPEND" in client.capabilities and client.can_pipeline
+        multi = self.settings.multiappend and "MULTIAPPEND" in client.capabilities and client.can_pipeline
         size = self.settings.batch_messages if multi else 1
         window = 2 if multi else self.settings.batch_messages
         batches: list[list[tuple[_Item, Appendable]]] = [[]]
@@ -361,12 +361,17 @@ class SyncEngine:
             return
         inflight: deque[tuple[bytes, list[tuple[_Item, Appendable]]]] = deque()
         refused: list[list[tuple[_Item, Appendable]]] = []
+        accepted: list[_Done] = []  # recorded a batch's worth at a time: one commit, not one per APPEND
         for batch in batches:
             inflight.append((client.send_append([m for _, m in batch]), batch))
             if len(inflight) >= window:
-                await self._complete(client, user, *inflight.popleft(), refused, report)
+                accepted += await self._complete(client, user, *inflight.popleft(), refused, report)
+                if len(accepted) >= self.settings.batch_messages:
+                    await self._finish(user, accepted, report)
+                    accepted = []
         while inflight:
-            await self._complete(client, user, *inflight.popleft(), refused, report)
+            accepted += await self._complete(client, user, *inflight.popleft(), refused, report)
+        await self._finish(user, accepted, report)
         for batch in refused:  # find which message the primary refuses: one at a time
             for item, m in batch:
                 await self._append_one(client, user, item, m, report)
@@ -379,7 +384,8 @@ class SyncEngine:
         batch: list[tuple[_Item, Appendable]],
         refused: list[list[tuple[_Item, Appendable]]],
         report: SyncReport,
-    ) -> None:
+    ) -> list[_Done]:
+        """The next completion: what the primary accepted (for the caller to record), or the refusal."""
         try:
             uids = client.appenduids(await client.finish(tag, "APPEND"), len(batch))
         except CommandFailed as e:
@@ -387,12 +393,8 @@ class SyncEngine:
                 await self._refused(user, batch[0][0], e, report)
             else:
                 refused.append(batch)
-            return
-        await self._finish(
-            user,
-            [_Done(item, m.flags, Reason.APPENDED, uid) for (item, m), uid in zip(batch, uids, strict=True)],
-            report,
-        )
+            return []
+        return [_Done(item, m.flags, Reason.APPENDED, uid) for (item, m), uid in zip(batch, uids, strict=True)]
 
     async def _append_one(self, client: IMAPClient, user: str, item: _Item, m: Appendable, report: SyncReport) -> None:
         try:
