@@ -297,3 +297,22 @@ async def test_synchronizing_literals_into_a_server_without_literal_plus(tmp_pat
             assert [b.split(b"\r\n", 1)[1] for b in got] == [message(n, size=9000 if n == 2 else 200) for n in want]
         [(_, _, flags)] = target.mailbox(ALICE, "Projects")
         assert flags == "\\Flagged \\Seen"
+
+
+async def test_a_message_deleted_on_the_phone_after_a_failed_run_is_forgotten(primary: Primary, tmp_path: Path) -> None:
+    data = tmp_path / "standby"
+    await file(data, {ALICE: [("INBOX", message(1)), ("INBOX", message(2))]})
+    with pytest.raises(PrimaryUnavailable, match="cannot connect"):  # planned, then the primary is gone
+        await run_once(data, primary, imap_port=closed_port())
+    store = SQLiteStore(data, StoreSettings())
+    await store.open()
+    try:
+        boxes = SQLiteMailboxStore(store)
+        await boxes.store_flags(ALICE, "INBOX", [2], frozenset({"\\Deleted"}), FlagMode.ADD)
+        await boxes.expunge(ALICE, "INBOX")
+    finally:
+        await store.close()
+    report, status = await run_once(data, primary)
+    assert report.complete and report.reasons == {"gone-from-standby": 1, "appended": 1}
+    assert (status.total.total, status.total.done, status.total.pending) == (1, 1, 0)
+    assert ids(primary, ALICE, "INBOX") == [f"<m1.{ALICE}>"]

@@ -45,6 +45,7 @@ from mailstandby.sync.plan import (
     Progress,
     Reason,
     StandbyMessage,
+    State,
     SyncReport,
     SyncStatus,
     decide,
@@ -135,22 +136,8 @@ class SyncEngine:
         started = time.monotonic()
         await self._open()
         report = SyncReport()
-        instance = await self.db.instance()
         names = list(users) if users is not None else await self.db.users()
-        records = await self.db.records(names)
-        work: dict[str, list[_Item]] = {}
-        for msg in await self.db.candidates(names):
-            folder = map_folder(msg.mailbox, self.settings.folder_map)
-            if folder is None:
-                report.count(Reason.FOLDER_EXCLUDED)
-                continue
-            decision = decide(
-                msg, records.get((msg.user, msg.body_id, folder)), restore_deleted=self.settings.restore_deleted
-            )
-            if decision.action is Action.NOTHING:
-                report.count(decision.reason)
-                continue
-            work.setdefault(msg.user, []).append(_Item(msg, folder, decision, trace_id(instance, msg.body_id)))
+        work = await self._plan(names, report)
         planned = [
             (i.msg, i.folder, Kind.FLAGS if i.msg.journaled else Kind.APPEND) for items in work.values() for i in items
         ]
@@ -178,6 +165,31 @@ class SyncEngine:
             report.reasons,
         )
         return report
+
+    async def _plan(self, names: list[str], report: SyncReport) -> dict[str, list[_Item]]:
+        """Decide for every candidate; forget pending records of messages that no longer need syncing
+        (expunged or flagged \\Deleted on the standby since they were planned), so that a run can complete."""
+        instance = await self.db.instance()
+        records = await self.db.records(names)
+        work: dict[str, list[_Item]] = {}
+        wanted: set[tuple[str, int, str]] = set()
+        for msg in await self.db.candidates(names):
+            folder = map_folder(msg.mailbox, self.settings.folder_map)
+            if folder is None:
+                report.count(Reason.FOLDER_EXCLUDED)
+                continue
+            key = (msg.user, msg.body_id, folder)
+            decision = decide(msg, records.get(key), restore_deleted=self.settings.restore_deleted)
+            if decision.action is Action.NOTHING:
+                report.count(decision.reason)
+                continue
+            wanted.add(key)
+            work.setdefault(msg.user, []).append(_Item(msg, folder, decision, trace_id(instance, msg.body_id)))
+        stale = [key for key, r in records.items() if r.state is State.PENDING and key not in wanted]
+        if stale:
+            await self.db.forget(stale)
+            report.count(Reason.GONE_FROM_STANDBY, len(stale))
+        return work
 
     async def _run_imap(self, work: dict[str, list[_Item]], report: SyncReport) -> None:
         password = self._read_password()

@@ -64,6 +64,7 @@ class Reason(StrEnum):
     REFUSED = "refused"  # the primary answered NO
     REINJECTED = "reinjected"  # SMTP fallback
     NO_IMAP = "no-imap"  # not INBOX and no IMAP access: nothing sensible to re-inject
+    GONE_FROM_STANDBY = "gone-from-standby"  # planned, then expunged or deleted on the phone: record dropped
 
 
 @dataclass(frozen=True, slots=True)

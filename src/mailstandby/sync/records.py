@@ -198,6 +198,19 @@ class SyncDB:
         if done:
             await self._run(run)
 
+    async def forget(self, keys: Sequence[tuple[str, int, str]]) -> None:
+        """Drop pending records (user, body id, folder) of messages that no longer need syncing."""
+
+        def run(db: sqlite3.Connection) -> None:
+            _tx(
+                db,
+                lambda: db.executemany(
+                    "DELETE FROM sync_items WHERE user = ? AND body_id = ? AND folder = ? AND state = 'pending'", keys
+                ),
+            )
+
+        await self._run(run)
+
     async def refused(self, user: str, body_id: int, folder: str, error: str, max_attempts: int) -> bool:
         """Count a refusal; returns True when the record is now given up (failed)."""
 
