@@ -1,4 +1,5 @@
-"""The `mailstandby` command line: serve | check-config | init | queue | passwd | sync | version."""
+"""The `mailstandby` command line: serve | check-config | init | queue | passwd | directory | status | failover |
+failback | audit | admin | dns | notify | sync | version."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from importlib import resources
 from pathlib import Path
 
 from mailstandby import __version__
+from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
+from mailstandby.directory.base import Directory
 from mailstandby.directory.static import DirectoryError, from_settings
 
 DEFAULT_CONFIG = Path("mailstandby.toml")
@@ -37,6 +40,9 @@ def _load(path: Path | None) -> Config:
             )
     cfg = load(path)
     from_settings(cfg.directory)  # fail early on a bad directory source
+    from mailstandby.directory.importer import check
+
+    check(cfg.directory)  # and on a bad attribute mapping or column name
     return cfg
 
 
@@ -54,11 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
     p.add_argument("user", help="the user's address (or an alias)")
     p.add_argument("--password-file", type=Path, help="read the password from this file (default: prompt, or stdin)")
+    _add_directory_parser(sub)
     p = sub.add_parser("init", help="write the sample configuration to a file")
     p.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
+    control.add_commands(sub, f"config file (default ./{DEFAULT_CONFIG})")
+    _add_notify_commands(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("config-doc", help="print the configuration reference (docs/config.md)")
-    from mailstandby import synccli  # failback sync: `sync run`, `sync status`
+    from mailstandby.cli import sync as synccli  # failback sync: `sync run`, `sync status`
 
     synccli.add_commands(sub)
     args = parser.parse_args(argv)
@@ -89,12 +98,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailstandby: directory: {e}", file=sys.stderr)
         return 2
     if args.command == "check-config":
+        from mailstandby.notify.cli import check_templates
+
+        broken = check_templates(cfg)
+        if broken:
+            print(f"mailstandby: {len(broken)} notification template(s) broken:", file=sys.stderr)
+            for problem in broken:
+                print(f"  notify.templates: {problem}", file=sys.stderr)
+            return 2
         print(f"{cfg.source}: ok")
         return 0
+    if args.command == "notify":
+        return _notify(cfg, args)
     if args.command == "queue":
         return _show_queue(cfg)
     if args.command == "passwd":
         return _set_password(cfg, args.user, args.password_file)
+    if args.command in control.COMMANDS:
+        return control.run(args, cfg)
+    if args.command == "directory":
+        return _directory(cfg, args)
     if args.command == "sync":
         return synccli.main(cfg, args)
     from mailstandby.app import run
@@ -109,6 +132,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _add_notify_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("notify", help="user notifications: readiness, test, status")
+    p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
+    what = p.add_subparsers(dest="notify_command", required=True)
+    r = what.add_parser("readiness", help="users who cannot be reached or cannot use the standby")
+    r.add_argument("--json", action="store_true", help="print plain data (JSON)")
+    t = what.add_parser("test", help="send a test notification (setup notice) to a user's alternates")
+    t.add_argument("user", help="the user's address (or an alias)")
+    s = what.add_parser("status", help="every notification and its delivery state")
+    s.add_argument("--json", action="store_true", help="print plain data (JSON)")
+    for q in (r, t, s):  # `-c FILE` also after the subcommand, as with the other commands
+        q.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _notify(cfg: Config, args: argparse.Namespace) -> int:
+    from mailstandby.notify import cli
+
+    if args.notify_command == "readiness":
+        return cli.show_readiness(cfg, args.json)
+    if args.notify_command == "test":
+        return cli.send_test(cfg, args.user)
+    return cli.show_status(cfg, args.json)
+
+
 def _set_password(cfg: Config, username: str, password_file: Path | None) -> int:
     """Store an argon2id hash of the user's standby password (the server need not be stopped)."""
     import getpass
@@ -119,7 +166,7 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
     from mailstandby.store.sqlite import connect, migrate
 
     try:
-        user = from_settings(cfg.directory).lookup(Address.parse(username))
+        user = _combined_directory(cfg).lookup(Address.parse(username))
     except ValueError:
         user = None
     if user is None:
@@ -151,6 +198,52 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
         db.close()
     print(f"standby password set for {user.address}")
     return 0
+
+
+# -- directory import (docs/directory.md) ------------------------------------------------
+
+
+def _add_directory_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("directory", help="import users and devices from LDAP and device exports; show them")
+    p.add_argument("-c", "--config", type=Path, help=f"config file (default ./{DEFAULT_CONFIG})")
+    actions = p.add_subparsers(dest="action", required=True)
+    imp = actions.add_parser("import", help="import now and apply (a running server picks it up)")
+    imp.add_argument("--dry-run", action="store_true", help="print the changes, apply nothing")
+    actions.add_parser("diff", help="print what an import would change")
+    show = actions.add_parser("show", help="list the users, or show one")
+    show.add_argument("user", nargs="?", help="an address (primary or alias)")
+
+
+def _directory_db(cfg: Config) -> sqlite3.Connection:
+    from mailstandby.store.sqlite import connect, migrate
+
+    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = connect(cfg.node.data_dir / "mailstandby.db")
+    migrate(db)
+    return db
+
+
+def _combined_directory(cfg: Config) -> Directory:
+    """The config file's users combined with the stored import, as the server sees them."""
+    from mailstandby.directory.importer import current
+
+    db = _directory_db(cfg)
+    try:
+        return current(db, cfg.directory)
+    finally:
+        db.close()
+
+
+def _directory(cfg: Config, args: argparse.Namespace) -> int:
+    from mailstandby.directory.cli import run as run_directory
+
+    db = _directory_db(cfg)
+    try:
+        return run_directory(
+            args.action, db, cfg.directory, user=getattr(args, "user", None), dry_run=getattr(args, "dry_run", False)
+        )
+    finally:
+        db.close()
 
 
 def _show_queue(cfg: Config) -> int:

@@ -14,13 +14,30 @@ import os
 import signal
 import ssl
 import time
+from pathlib import Path
+
+from starlette.routing import BaseRoute
 
 from mailstandby import __version__
+from mailstandby.admin.api import Services, create_app
+from mailstandby.admin.auth import AdminAuthenticator
+from mailstandby.admin.metrics import StandbyCollector, registry
+from mailstandby.admin.server import AdminServer
+from mailstandby.antispam import RspamdScanner
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
-from mailstandby.directory.static import StaticDirectory, from_settings
+from mailstandby.directory.importer import DirectoryService, configured
+from mailstandby.directory.static import from_settings
+from mailstandby.directory.view import DirectoryView
+from mailstandby.dns.switch import DNSSwitch
+from mailstandby.failover.coordinator import Coordinator
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
+from mailstandby.monitor.service import Monitor
+from mailstandby.notify.forward import Forwarder
+from mailstandby.notify.notifier import Notifier
+from mailstandby.notify.setup import SetupService, setup_routes
+from mailstandby.notify.tokens import load_key
 from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
@@ -29,7 +46,9 @@ from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
 from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
+from mailstandby.sync.engine import SyncEngine
 from mailstandby.tls import ensure_self_signed, server_context
 
 log = logging.getLogger(__name__)
@@ -40,7 +59,11 @@ class App:
         self.config = config
         node = config.node
         self.store = SQLiteStore(node.data_dir, config.store)
-        self.directory: StaticDirectory = from_settings(config.directory)
+        # One view for everyone; imports swap its contents (no restart, no new references).
+        self.directory = DirectoryView(from_settings(config.directory))
+        self.directory_service = DirectoryService(
+            self.directory, self.store, config.directory, node.data_dir / "mailstandby.db"
+        )
         self.router = Router(self.directory, smarthost=bool(config.outbound.host))
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
@@ -51,12 +74,26 @@ class App:
             config.queue,
             hostname=node.hostname,
             journal=self.mailboxes if config.journal.enabled else None,
+            standby=self.mailboxes,
             connect_outbound=(lambda: RelayConnection(config.outbound, node.hostname))
             if config.outbound.host
             else None,
         )
         self.tasks: list[asyncio.Task[None]] = []
-        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit)
+        self.notifier = Notifier(
+            self.store,
+            self.directory,
+            config.notify,
+            hostname=node.hostname,
+            submit=self.runner.submit,
+            key=load_key(node.data_dir),
+            domains=config.directory.domains,
+        )
+        self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
+        self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
+        self._failover_wiring()
+        self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
+        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth)
@@ -74,6 +111,81 @@ class App:
         )
         self._stopped = asyncio.Event()
 
+    def _failover_wiring(self) -> None:
+        """Monitor -> coordinator -> router and queue; the admin API on top."""
+        config = self.config
+        self.failover_store = SQLiteFailoverStore(self.store)
+        self.coordinator = Coordinator(
+            self.failover_store, self.router, automatic=config.failover.control == "automatic"
+        )
+        self.coordinator.reroute = self.runner.reroute
+        self.coordinator.announce = self.notifier.announce_scope
+        self.sync: SyncEngine | None = None  # failback sync (docs/sync.md): FAILING_BACK runs it
+        if config.sync.automatic and (config.sync.imap_host or config.sync.smtp_fallback):
+            node = config.node
+            self.sync = SyncEngine(
+                node.data_dir / "mailstandby.db", config.sync, config.primary, hostname=node.hostname
+            )
+            self.coordinator.sync = self.sync.failback
+        self.transitions = 0
+
+        def counted(*_: object) -> None:
+            self.transitions += 1
+
+        self.coordinator.on_transition.append(counted)
+        self.monitor = Monitor(
+            config.monitor,
+            config.primary,
+            config.failover,
+            hostname=config.node.hostname,
+            owner_of=self.router.user_of,
+            on_verdict=self.coordinator.observe,
+            history=self.failover_store,
+        )
+        self.runner.evidence = self.monitor.evidence
+        metrics = registry(
+            StandbyCollector(
+                self.coordinator.snapshot, self.monitor.snapshot, lambda: self.runner.depth, lambda: self.transitions
+            )
+        )
+        self.dns = DNSSwitch(config.dns, self.failover_store) if config.dns.enabled else None
+        if self.dns is not None:
+            dns = self.dns
+
+            async def switch_dns() -> None:
+                await dns.switch()
+
+            async def restore_dns() -> None:
+                await dns.restore()
+
+            self.coordinator.switch_dns, self.coordinator.restore_dns = switch_dns, restore_dns
+        services = Services(
+            failover=self.coordinator,
+            history=self.failover_store,
+            auth=AdminAuthenticator(self.failover_store, self.failover_store, config.admin),
+            monitor=self.monitor.snapshot,
+            queue_depth=lambda: self.runner.depth,
+            metrics=metrics,
+            metrics_public=config.admin.metrics_public,
+            dns=self.dns,
+            routes=self._setup_routes(),
+        )
+        cert, key = self._certificate()
+        self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))
+
+    def _setup_routes(self) -> list[BaseRoute]:
+        """Phone setup links and autoconfig (notify), served by the admin HTTPS server."""
+        service = SetupService(
+            self.store,
+            self.directory,
+            self.config.notify,
+            hostname=self.config.node.hostname,
+            key=self.notifier.key,
+            credentials=self.mailboxes,
+            send_code=self.notifier.send_code,
+        )
+        return setup_routes(service)
+
     def _primary_connection(self) -> PrimaryConnection:
         primary, hostname = self.config.primary, self.config.node.hostname
         if primary.protocol == "lmtp":
@@ -83,12 +195,14 @@ class App:
     def _smarthost_connection(self) -> PrimaryConnection:
         return RelayConnection(self.config.outbound, self.config.node.hostname)
 
-    def _tls_context(self) -> ssl.SSLContext:
+    def _certificate(self) -> tuple[Path, Path]:
         tls = self.config.tls
         if tls.cert is not None and tls.key is not None:
-            return server_context(tls.cert, tls.key)
-        cert, key = ensure_self_signed(self.config.node.data_dir / "tls", self.config.node.hostname)
-        return server_context(cert, key)
+            return tls.cert, tls.key
+        return ensure_self_signed(self.config.node.data_dir / "tls", self.config.node.hostname)
+
+    def _tls_context(self) -> ssl.SSLContext:
+        return server_context(*self._certificate())
 
     def addresses(self) -> dict[str, list[str]]:
         """Every listener by service name: smtp, submission(s), imap(s), pop3(s)."""
@@ -104,24 +218,40 @@ class App:
             "imaps": fmt(self.imap.tls_addresses),
             "pop3": fmt(self.pop3.addresses),
             "pop3s": fmt(self.pop3.tls_addresses),
+            "admin": fmt(self.admin.addresses),
         }
         return {name: addrs for name, addrs in found.items() if addrs}
 
     async def start(self) -> None:
         await self.store.open()
+        self._start_directory()
+        await self.coordinator.start()  # routing follows the recorded state before the first delivery
         await self.runner.start()
+        await self.notifier.start()
+        self.tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
         await self.smtp.start()
         await self.submission.start()
         await self.imap.start()
         await self.pop3.start()
+        await self.admin.start()
         self._announce()
         # Objects alive after start-up live as long as the process: keep them out of
         # the collector's way, and collect young objects less often under load.
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
+
+    def _start_directory(self) -> None:
+        """The stored import now (LDAP may be dark); then the refresh timer and the reload watch."""
+        settings = self.config.directory
+        self.directory_service.load()
+        if settings.refresh_interval and configured(settings):
+            run = self.directory_service.run_refresh(settings.refresh_interval)
+            self.tasks.append(asyncio.create_task(run, name="directory-refresh"))
+        watch = self.directory_service.watch(settings.reload_interval)
+        self.tasks.append(asyncio.create_task(watch, name="directory-watch"))
 
     async def _prune_journal(self) -> None:
         """Journal copies are history the primary also has: keep `retention_days` of it."""
@@ -160,10 +290,17 @@ class App:
         await self.submission.stop(grace)
         await self.imap.stop(grace)
         await self.pop3.stop(grace)
+        await self.admin.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.notifier.stop()
+        await self.coordinator.stop()  # cancels a failback sync in progress (the next start resumes it)
+        if self.sync is not None:
+            await self.sync.close()
         await self.runner.stop(grace)
+        if self.scanner is not None:
+            await self.scanner.close()
         await self.store.close()
         self._stopped.set()
 

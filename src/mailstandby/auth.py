@@ -120,7 +120,7 @@ class PasswordAuthenticator:
             stored = await self.credentials.password_hash(user) if user else None
             ok = stored is not None and self._verified.get(user, password) == stored
             if not ok:
-                ok = await asyncio.to_thread(_verify, stored or _dummy_hash(), password) and stored is not None
+                ok = await asyncio.to_thread(verify_password, stored or _dummy_hash(), password) and stored is not None
                 if ok:
                     self._verified.put(user, password, stored)  # type: ignore[arg-type]
             if ok and stored is not None and HASHER.check_needs_rehash(stored):
@@ -150,7 +150,7 @@ class PasswordAuthenticator:
         return found.address if found is not None else None
 
 
-def _verify(hashed: str, password: str) -> bool:
+def verify_password(hashed: str, password: str) -> bool:
     try:
         return HASHER.verify(hashed, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):

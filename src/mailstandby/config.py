@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -96,11 +106,45 @@ def disk_reserve(settings: SMTPSettings) -> int:
     return max(settings.min_free_space, int(1.5 * settings.max_message_size))
 
 
+class DeviceEntry(Section):
+    """A phone or pager of a user defined inline (`[[directory.users.devices]]`)."""
+
+    id: str = Field(description="The device's id (as the device-management gateway knows it).")
+    platform: Literal["ios", "android", "blackberry", "windows", "pager", "other"] = Field(
+        "other", description="The device's platform."
+    )
+    phone: str = Field("", description="Phone number (E.164) where known.")
+    sms_gateway: str = Field("", description="Carrier email-to-SMS address, e.g. 15551234567@txt.example.")
+    push_url: str = Field("", description="An Apprise URL reaching this device (ntfy, Gotify, ...).")
+
+
 class UserEntry(Section):
     address: str = Field(description="The user's primary address.")
     aliases: list[str] = Field([], description="Other addresses delivered to the same user.")
+    # Notification profile (see docs/notifications.md).
+    display_name: str = Field("", description="The user's name, for notifications.")
+    alternates: list[str] = Field([], description="Other email addresses (personal, pager) for notifications.")
+    notify_urls: list[str] = Field([], description="Apprise URLs (SMS providers, push, chat, webhooks).")
+    devices: list[DeviceEntry] = Field([], description="Phones and pagers (`[[directory.users.devices]]`).")
+    notify: list[Literal["failover", "failback", "sync-finished", "setup"]] | None = Field(
+        None, description="Notices the user wants; unset: all of them."
+    )
+    forward: Literal["off", "full", "summary"] = Field(
+        "off", description="During an outage, forward each message: whole to alternates, or a summary everywhere."
+    )
+    summary_length: int = Field(160, ge=20, le=2000, description="Characters of an SMS-sized summary.")
+    quiet_hours: tuple[int, int] | None = Field(
+        None, description="[start hour, end hour] (standby local time) without SMS/push notifications."
+    )
 
-    @field_validator("address", "aliases")
+    @field_validator("quiet_hours")
+    @classmethod
+    def _hours(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not all(0 <= h <= 23 for h in value):
+            raise ValueError("hours must be 0..23")
+        return value
+
+    @field_validator("address", "aliases", "alternates")
     @classmethod
     def _addresses(cls, value: str | list[str]) -> str | list[str]:
         for a in [value] if isinstance(value, str) else value:
@@ -110,12 +154,91 @@ class UserEntry(Section):
         return value
 
 
+class LDAPSettings(Section):
+    """Users imported from the primary's LDAP / Active Directory (`mailstandby directory import`)."""
+
+    url: str = Field("", description="`ldap://HOST[:PORT]` or `ldaps://HOST[:PORT]`; empty: no LDAP import.")
+    start_tls: bool = Field(False, description="Upgrade an `ldap://` connection with StartTLS before binding.")
+    tls_verify: bool = Field(True, description="Verify the server's certificate (ldaps and StartTLS).")
+    ca_file: Path | None = Field(None, description="PEM CA bundle for the server's certificate; unset: system CAs.")
+    bind_dn: str = Field("", description="DN (or AD `user@domain`) to bind as; empty: anonymous bind.")
+    password_file: Path | None = Field(None, description="File holding the bind password (never in this file).")
+    password_env: str = Field("", description="Environment variable holding the bind password (if no file).")
+    base_dn: str = Field("", description="Subtree searched for users, e.g. `ou=people,dc=corp,dc=example`.")
+    filter: str = Field("", description="LDAP filter selecting users; empty: the preset's filter.")
+    preset: Literal["openldap", "active-directory"] = Field(
+        "openldap", description="Attribute mapping preset (docs/directory.md); `attributes` overrides single entries."
+    )
+    attributes: dict[str, str] = Field(
+        {},
+        description='Per-field attribute overrides, e.g. `{ address = "mail", mobile = "telephoneNumber" }`;'
+        " list fields take comma-separated names.",
+    )
+    page_size: int = Field(500, ge=1, le=10000, description="Simple paged results (RFC 2696) page size.")
+    timeout: float = Field(30.0, gt=0, description="Seconds to connect and for each response.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if value and (not sep or scheme.lower() not in ("ldap", "ldaps") or not rest.strip("/")):
+            raise ValueError("must be ldap://HOST[:PORT] or ldaps://HOST[:PORT]")
+        return value
+
+    @model_validator(mode="after")
+    def _password_source(self) -> LDAPSettings:
+        if self.url and self.bind_dn and self.password_file is None and not self.password_env:
+            raise ValueError("bind_dn needs password_file or password_env (the password never goes in this file)")
+        if self.url and not self.base_dn:
+            raise ValueError("base_dn is required with url")
+        return self
+
+
+class DeviceImportSettings(Section):
+    """Device-gateway exports (CSV or JSON) joined to users by address (`mailstandby directory import`)."""
+
+    files: list[Path] = Field([], description="CSV (`.csv`) or JSON (`.json`) exports; columns in docs/directory.md.")
+    columns: dict[str, str] = Field(
+        {}, description='Our column name to the export\'s, e.g. `{ user = "UPN", device_id = "DeviceID" }`.'
+    )
+    unknown_users: Literal["skip", "error"] = Field(
+        "skip", description="Rows naming no known user: `skip` (listed in the import report) or `error`."
+    )
+
+
+class DirectoryMergeSettings(Section):
+    """Which source wins per field when LDAP and the device gateway both have one (empty values never win)."""
+
+    display_name: Literal["ldap", "devices"] = Field("ldap", description="Source of the display name.")
+    alternates: Literal["ldap", "devices", "union"] = Field("union", description="Alternate addresses.")
+    notify_urls: Literal["ldap", "devices", "union"] = Field("union", description="Apprise notification URLs.")
+    devices: Literal["ldap", "devices", "union"] = Field(
+        "devices", description="Devices (LDAP knows only a `mobile` number)."
+    )
+    keys: Literal["ldap", "devices", "union"] = Field("union", description="S/MIME certificates and PGP keys.")
+
+
 class DirectorySettings(Section):
     domains: list[str] = Field([], description="Domains served: recipients there are checked against the directory.")
     users: list[UserEntry] = Field([], description="Users defined inline (`[[directory.users]]`).")
     csv: Path | None = Field(
         None, description="CSV file of users: columns `address` and `aliases` (aliases separated by spaces or `;`)."
     )
+    refresh_interval: float = Field(
+        0.0, ge=0, description="Seconds between imports from LDAP and device exports by the server; 0: only by hand."
+    )
+    reload_interval: float = Field(
+        5.0, gt=0, description="Seconds between checks for a directory imported by `mailstandby directory import`."
+    )
+    max_disable_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Refuse an import that would disable more than this fraction of the imported users.",
+    )
+    ldap: LDAPSettings = Field(default_factory=LDAPSettings)
+    devices: DeviceImportSettings = Field(default_factory=DeviceImportSettings)
+    merge: DirectoryMergeSettings = Field(default_factory=DirectoryMergeSettings)
 
 
 class PrimarySettings(Section):
@@ -223,9 +346,186 @@ class AuthSettings(Section):
     failure_window: float = Field(300.0, gt=0, description="Seconds over which failed logins are counted.")
 
 
+class MonitorSettings(Section):
+    """How the primary is watched. Down after `down_after` failed rounds in a row, up after `up_after`
+    good ones, and no status change within `min_dwell` seconds of the last (hysteresis)."""
+
+    interval: float = Field(10.0, gt=0, description="Seconds between probe rounds.")
+    timeout: float = Field(5.0, gt=0, description="Seconds each probe may take before it counts as failed.")
+    down_after: int = Field(2, ge=1, description="Failed rounds in a row before the primary is declared down.")
+    up_after: int = Field(3, ge=1, description="Good rounds in a row before a down primary is declared up.")
+    min_dwell: float = Field(30.0, ge=0, description="Seconds a status holds at least before it may change again.")
+    probe: Literal["tcp", "smtp"] = Field(
+        "smtp", description="System probe: `tcp` connect, or `smtp` banner + EHLO + QUIT on the primary's port."
+    )
+    watch: list[str] = Field(
+        [], description="Addresses probed with `RCPT TO` each round (mailbox unavailable vs user unknown)."
+    )
+    rcpt_host: str = Field("", description="Host for the RCPT probes; empty: the primary's host.")
+    rcpt_port: int = Field(0, ge=0, le=65535, description="Port for the RCPT probes; 0: the primary's port.")
+    rcpt_protocol: Literal["", "smtp", "lmtp"] = Field(
+        "", description="Protocol for the RCPT probes (LMTP asks the mailbox server itself); empty: the primary's."
+    )
+    end_to_end: bool = Field(
+        False, description="Also send a probe message through the primary and read it back over IMAP each round."
+    )
+    probe_address: str = Field("", description="Mailbox that receives the end-to-end probe messages.")
+    probe_password_file: Path | None = Field(None, description="File holding that mailbox's IMAP password.")
+    imap_host: str = Field("", description="The primary's IMAP host for the end-to-end probe; empty: primary host.")
+    imap_port: int = Field(993, ge=1, le=65535, description="Its IMAP port (993: implicit TLS; else STARTTLS).")
+    imap_tls_verify: bool = Field(True, description="Verify the primary IMAP server's certificate.")
+    end_to_end_deadline: float = Field(
+        60.0, gt=0, description="Seconds for the probe message to appear in the mailbox before the round fails."
+    )
+    queue_evidence: bool = Field(
+        True, description="Count the queue's delivery results (refused, timeouts, 4.3.x/4.4.x) as evidence too."
+    )
+
+    @model_validator(mode="after")
+    def _end_to_end_needs_a_mailbox(self) -> MonitorSettings:
+        if self.end_to_end and not (self.probe_address and self.probe_password_file):
+            raise ValueError("end_to_end needs probe_address and probe_password_file")
+        return self
+
+
+class FailoverSettings(Section):
+    control: Literal["automatic", "manual"] = Field(
+        "automatic", description="`automatic`: the monitor fails over and back; `manual`: only administrators do."
+    )
+    scope: Literal["all-on-any", "all-on-fraction", "per-address"] = Field(
+        "all-on-any",
+        description="Who fails over: everyone when any watched address is down, when more than `fraction` is, "
+        "or only the users whose addresses are down.",
+    )
+    fraction: float = Field(0.5, ge=0, lt=1, description="For `all-on-fraction`: share of watched addresses down.")
+
+
+class AdminSettings(Section):
+    """The administrators' HTTP API (status, failover, failback, audit, metrics)."""
+
+    listen: list[Listen] = Field(["127.0.0.1:8440"], description="Admin API listeners (HTTPS); empty: off.")
+    tls: bool = Field(True, description="Serve HTTPS with the [tls] certificate; `false` is refused off loopback.")
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without credentials (for a Prometheus scraper on a trusted network)."
+    )
+    max_failures: int = Field(5, ge=1, description="Failed admin logins per client in `failure_window` before 429.")
+    failure_window: float = Field(300.0, gt=0, description="Seconds over which failed admin logins are counted.")
+
+    @model_validator(mode="after")
+    def _plain_http_only_on_loopback(self) -> AdminSettings:
+        if not self.tls:
+            for value in self.listen:
+                host = split_listen(value)[0]
+                if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+                    raise ValueError(f"tls = false is allowed only on loopback listeners, not {value}")
+        return self
+
+
+class DNSSettings(Section):
+    """The MX switch: on failover the domain's MX (and optional A/AAAA) point at the standby by RFC 2136
+    dynamic update signed with TSIG; on failback exactly the previous records are put back."""
+
+    enabled: bool = Field(False, description="Switch DNS on failover and restore it on failback.")
+    server: str = Field("127.0.0.1", description="The zone's primary authoritative server (it takes the updates).")
+    port: int = Field(53, ge=1, le=65535, description="Its DNS port (updates and checks go over TCP).")
+    zone: str = Field("", description="The zone to update, e.g. example.com.")
+    mx_name: str = Field("", description="Owner name of the MX records to switch; empty: the zone apex.")
+    standby_mx: str = Field("", description="Host name of mailstandby's MX target, e.g. standby.example.com.")
+    standby_preference: int = Field(10, ge=0, le=65535, description="Preference of the standby MX record.")
+    addresses: dict[str, list[str]] = Field(
+        {}, description="Host names whose A/AAAA records are replaced too, with the standby's addresses."
+    )
+    ttl: int = Field(300, ge=0, description="TTL of the standby's records (the saved ones keep their own).")
+    tsig_key_name: str = Field("", description="TSIG key name, as in the server's `key` statement.")
+    tsig_algorithm: Literal["hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1", "hmac-md5"] = (
+        Field("hmac-sha256", description="TSIG algorithm.")
+    )
+    tsig_secret_file: Path | None = Field(None, description="File holding the base64 TSIG secret.")
+    timeout: float = Field(10.0, gt=0, description="Seconds for each DNS exchange.")
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> DNSSettings:
+        missing = [
+            k
+            for k in ("zone", "standby_mx", "tsig_key_name", "tsig_secret_file")
+            if self.enabled and not getattr(self, k)
+        ]
+        if missing:
+            raise ValueError(f"enabled needs {', '.join(missing)}")
+        return self
+
+
+class NotifySettings(Section):
+    """Notifications to users on their alternate addresses and modes, forwarding, and phone setup links."""
+
+    templates: Path | None = Field(
+        None, description="Directory of template overrides (same file names as the shipped ones); unset: shipped."
+    )
+    sender: str = Field("", description="From address of notifications; empty: mailstandby@ the first domain.")
+    bounce_address: str = Field(
+        "", description="Envelope sender of notifications and forwards (bounces come here); empty: `sender`."
+    )
+    organization: str = Field("", description="Organization name shown in notifications and setup profiles.")
+    public_host: str = Field("", description="Host name users' phones connect to; empty: node.hostname.")
+    imap_port: int = Field(993, ge=1, le=65535, description="IMAP port users should use.")
+    imap_security: Literal["ssl", "starttls"] = Field("ssl", description="TLS on that port: implicit or STARTTLS.")
+    pop3_port: int = Field(995, ge=1, le=65535, description="POP3 port users should use.")
+    pop3_security: Literal["ssl", "starttls"] = Field("ssl", description="TLS on that port.")
+    submission_port: int = Field(587, ge=1, le=65535, description="SMTP submission port users should use.")
+    submission_security: Literal["ssl", "starttls"] = Field("starttls", description="TLS on that port.")
+    setup_url: str = Field(
+        "", description="Public HTTPS base URL of the setup pages (e.g. https://standby.example.com); empty: no links."
+    )
+    link_lifetime: float = Field(7 * 86400.0, gt=0, description="Seconds a personal setup link stays valid.")
+    code_lifetime: float = Field(900.0, gt=0, description="Seconds a one-time code for setting a password is valid.")
+    retry_initial: float = Field(30.0, gt=0, description="Seconds before retrying a failed notification.")
+    retry_max: float = Field(1800.0, gt=0, description="Longest wait between retries (exponential backoff).")
+    max_attempts: int = Field(12, ge=1, description="Attempts before a notification is marked failed.")
+    forward_lists: bool = Field(False, description="Also forward mailing-list traffic (List-Id and friends).")
+    forward_summaries_per_hour: int = Field(
+        30, ge=1, description="Forwarded summaries per user and hour (SMS and push cost money); more are dropped."
+    )
+    forward_hop_limit: int = Field(
+        3, ge=1, description="A message already forwarded this many times by a standby is not forwarded again."
+    )
+
+    @field_validator("sender", "bounce_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        local, at, domain = value.rpartition("@")
+        if value and (not at or not local or not domain or any(c.isspace() or c in '<>",' for c in value)):
+            raise ValueError(f"{value!r} is not an address (local@domain)")
+        return value
+
+    @field_validator("setup_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if value and not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1/localhost tests)")
+        return value.rstrip("/")
+
+
+class AntispamSettings(Section):
+    """Content check of inbound mail by rspamd (its HTTP protocol) before mailstandby answers the final dot."""
+
+    rspamd_url: str = Field("", description="rspamd's normal worker, e.g. http://127.0.0.1:11333; empty: no check.")
+    password_file: Path | None = Field(None, description="File holding rspamd's worker password, if it has one.")
+    timeout: float = Field(20.0, gt=0, description="Seconds rspamd may take per message.")
+    on_error: Literal["tempfail", "accept"] = Field(
+        "tempfail",
+        description="When rspamd cannot be asked: `tempfail` (451 4.7.1, the sender retries) or `accept` unchecked.",
+    )
+    max_size: int = Field(
+        20 * MiB, ge=0, description="Larger messages are not sent to rspamd (accepted with a header saying so)."
+    )
+
+
 class SyncSettings(Section):
     """Failback sync: standby-only mail (and the phones' flags) into the primary mailboxes (docs/sync.md)."""
 
+    automatic: bool = Field(
+        True, description="Run when failback starts (FAILING_BACK); the failover waits for it before NORMAL."
+    )
     imap_host: str = Field("", description="The primary's IMAP host; empty: no IMAP (see `smtp_fallback`).")
     imap_port: int = Field(993, ge=1, le=65535, description="The primary's IMAP port.")
     imap_tls: Literal["none", "starttls", "implicit"] = Field(
@@ -285,6 +585,12 @@ class Config(Section):
     submission: SubmissionSettings = Field(default_factory=SubmissionSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    dns: DNSSettings = Field(default_factory=DNSSettings)
+    antispam: AntispamSettings = Field(default_factory=AntispamSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
 
     _source: Path | None = PrivateAttr(None)
@@ -348,18 +654,45 @@ def resolve_paths(cfg: Config, path: Path) -> Config:
 
     node = cfg.node.model_copy(update={"data_dir": rel(cfg.node.data_dir) or cfg.node.data_dir})
     tls = cfg.tls.model_copy(update={"cert": rel(cfg.tls.cert) or cfg.tls.cert, "key": rel(cfg.tls.key) or cfg.tls.key})
-    directory = cfg.directory.model_copy(update={"csv": rel(cfg.directory.csv) or cfg.directory.csv})
+    directory = _resolve_directory(cfg.directory, rel)
     outbound = cfg.outbound.model_copy(
         update={"password_file": rel(cfg.outbound.password_file) or cfg.outbound.password_file}
     )
-    sync = cfg.sync.model_copy(
-        update={
-            "password_file": rel(cfg.sync.password_file) or cfg.sync.password_file,
-            "tls_ca_file": rel(cfg.sync.tls_ca_file) or cfg.sync.tls_ca_file,
-        }
+    monitor = cfg.monitor.model_copy(
+        update={"probe_password_file": rel(cfg.monitor.probe_password_file) or cfg.monitor.probe_password_file}
     )
+    dns = cfg.dns.model_copy(update={"tsig_secret_file": rel(cfg.dns.tsig_secret_file) or cfg.dns.tsig_secret_file})
+    notify = cfg.notify.model_copy(update={"templates": rel(cfg.notify.templates) or cfg.notify.templates})
     resolved = cfg.model_copy(
-        update={"node": node, "tls": tls, "directory": directory, "outbound": outbound, "sync": sync}
+        update={
+            "node": node,
+            "tls": tls,
+            "directory": directory,
+            "outbound": outbound,
+            "monitor": monitor,
+            "dns": dns,
+            "notify": notify,
+            "sync": cfg.sync.model_copy(
+                update={
+                    "password_file": rel(cfg.sync.password_file) or cfg.sync.password_file,
+                    "tls_ca_file": rel(cfg.sync.tls_ca_file) or cfg.sync.tls_ca_file,
+                }
+            ),
+            "antispam": cfg.antispam.model_copy(
+                update={"password_file": rel(cfg.antispam.password_file) or cfg.antispam.password_file}
+            ),
+        }
     )
     resolved._source = path
     return resolved
+
+
+def _resolve_directory(d: DirectorySettings, rel: Callable[[Path | None], Path | None]) -> DirectorySettings:
+    ldap = d.ldap.model_copy(
+        update={
+            "password_file": rel(d.ldap.password_file) or d.ldap.password_file,
+            "ca_file": rel(d.ldap.ca_file) or d.ldap.ca_file,
+        }
+    )
+    devices = d.devices.model_copy(update={"files": [rel(f) or f for f in d.devices.files]})
+    return d.model_copy(update={"csv": rel(d.csv) or d.csv, "ldap": ldap, "devices": devices})

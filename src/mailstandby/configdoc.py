@@ -7,7 +7,7 @@ import re
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from mailstandby.config import Config, UserEntry
+from mailstandby.config import Config, DeviceEntry, UserEntry
 
 HEADER = """# Configuration reference
 
@@ -60,5 +60,9 @@ def render() -> str:
     out.append("\n## [[directory.users]]\n")
     out.append("| key | type | default | meaning |\n|---|---|---|---|")
     for key, field in UserEntry.model_fields.items():
+        out.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {field.description or ''} |")
+    out.append("\n## [[directory.users.devices]]\n")
+    out.append("| key | type | default | meaning |\n|---|---|---|---|")
+    for key, field in DeviceEntry.model_fields.items():
         out.append(f"| `{key}` | {_type(field.annotation)} | {_default(field)} | {field.description or ''} |")
     return "\n".join(out) + "\n"

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
+from mailstandby.antispam import Action, Verdict, render
 from mailstandby.config import SMTPSettings, disk_reserve
 from mailstandby.core.model import Address, Envelope
 from mailstandby.core.reply import Rejected
@@ -32,7 +34,9 @@ class GatewayIntake:
         store: MailStore,
         settings: SMTPSettings,
         on_accepted: Callable[[QueuedMessage], None],
+        scanner: Scanner | None = None,
     ) -> None:
+        self.scanner = scanner  # content check (rspamd) of inbound mail, if configured
         self.directory = directory
         self.store = store
         self.settings = settings
@@ -60,6 +64,8 @@ class GatewayIntake:
             raise Rejected(codes.C550_UNKNOWN_USER, detail=f"unknown {address}")
 
     async def commit(self, queue_id: str, envelope: Envelope, trace: bytes, message: bytes) -> None:
+        if self.scanner is not None:
+            trace = await self._check_content(queue_id, envelope, message) + trace
         try:
             queued = await self.store.accept(NewMessage(queue_id, envelope, trace + message, time.time()))
         except StoreError as e:
@@ -73,6 +79,22 @@ class GatewayIntake:
             log.error("commit of %s failed: %s", queue_id, e)
             raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
         self.on_accepted(queued)
+
+
+    async def _check_content(self, queue_id: str, envelope: Envelope, message: bytes) -> bytes:
+        """rspamd's verdict, honoured before the final dot is answered; returns headers to prepend."""
+        assert self.scanner is not None
+        v = await self.scanner.scan(queue_id, envelope, message)
+        log.info("content check %s: %s -> %s", queue_id, v.detail, v.action)
+        if v.action is Action.REJECT:
+            raise Rejected(codes.C554_SPAM, detail=v.detail)
+        if v.action is Action.TEMPFAIL:
+            raise Rejected(codes.C451_CONTENT_CHECK, detail=v.detail, user_fault=False)
+        return render(v.headers)
+
+
+class Scanner(Protocol):
+    async def scan(self, queue_id: str, envelope: Envelope, message: bytes) -> Verdict: ...
 
 
 class SubmissionIntake(GatewayIntake):

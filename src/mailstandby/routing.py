@@ -2,8 +2,12 @@
 
 `choose_route` is pure. Routing is decided when a delivery is attempted, not
 when mail is accepted, so a message queued for the primary when the primary
-fails can be delivered to the standby instead (the failover controller will
-change the mode; today it is always NORMAL).
+fails is delivered to the standby instead. The failover coordinator sets the
+mode and the users in scope with `Router.apply`; the queue asks `route()` for
+every recipient of every attempt.
+
+During FAILING_BACK new mail goes to the primary again: the primary is back,
+and the failback sync brings the outage mail over beside it.
 """
 
 from __future__ import annotations
@@ -11,21 +15,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mailstandby.core.model import Address
+from mailstandby.core.model import Address, Mode
 from mailstandby.directory.base import Directory, User
-
-
-class Mode(StrEnum):
-    NORMAL = "normal"
 
 
 class Route(StrEnum):
     PRIMARY = "primary"  # relay to the primary mail system
+    STANDBY = "standby"  # file in the user's standby mailbox
     OUTBOUND = "outbound"  # the smarthost, for other domains
 
 
 class Reason(StrEnum):
     PRIMARY_HEALTHY = "primary-healthy"
+    FAILED_OVER = "failed-over"  # the user is in the outage's scope
+    NOT_IN_SCOPE = "not-in-outage-scope"  # per-address outage that does not cover this user
+    FAILING_BACK = "failing-back"  # the primary is back: new mail goes there
     OUTBOUND_VIA_PRIMARY = "outbound-via-primary"  # not our user, and no smarthost configured
     OUTBOUND_SMARTHOST = "outbound-smarthost"  # not our user: the configured smarthost
 
@@ -36,11 +40,18 @@ class Decision:
     reason: Reason
 
 
-def choose_route(mode: Mode, user: User | None, *, smarthost: bool = False) -> Decision:
+def choose_route(mode: Mode, scope: frozenset[str] | None, user: User | None, *, smarthost: bool = False) -> Decision:
+    """`scope`: the users failed over (None: everyone)."""
     if user is None:
         if smarthost:
             return Decision(Route.OUTBOUND, Reason.OUTBOUND_SMARTHOST)
         return Decision(Route.PRIMARY, Reason.OUTBOUND_VIA_PRIMARY)
+    if mode is Mode.FAILED_OVER:
+        if scope is None or user.address in scope:
+            return Decision(Route.STANDBY, Reason.FAILED_OVER)
+        return Decision(Route.PRIMARY, Reason.NOT_IN_SCOPE)
+    if mode is Mode.FAILING_BACK:
+        return Decision(Route.PRIMARY, Reason.FAILING_BACK)
     return Decision(Route.PRIMARY, Reason.PRIMARY_HEALTHY)
 
 
@@ -49,13 +60,22 @@ class Router:
         self.directory = directory
         self.smarthost = smarthost
         self.mode = Mode.NORMAL
+        self.scope: frozenset[str] | None = None
+
+    def apply(self, mode: Mode, scope: frozenset[str] | None) -> None:
+        """Follow the failover state (called by the coordinator, before it reroutes the queue)."""
+        self.mode, self.scope = mode, scope
+
+    def user(self, rcpt: str) -> User | None:
+        """The user `rcpt` belongs to, if it is one of ours."""
+        try:
+            return self.directory.lookup(Address.parse(rcpt))
+        except ValueError:
+            return None
 
     def user_of(self, rcpt: str) -> str | None:
         """The primary address of the user `rcpt` belongs to, if it is one of ours."""
-        try:
-            user = self.directory.lookup(Address.parse(rcpt))
-        except ValueError:
-            return None
+        user = self.user(rcpt)
         return user.address if user is not None else None
 
     def route(self, rcpt: str) -> Decision:
@@ -63,4 +83,4 @@ class Router:
             user = self.directory.lookup(Address.parse(rcpt))
         except ValueError:
             user = None
-        return choose_route(self.mode, user, smarthost=self.smarthost)
+        return choose_route(self.mode, self.scope, user, smarthost=self.smarthost)

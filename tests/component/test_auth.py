@@ -99,13 +99,13 @@ async def test_a_verified_login_is_cached_until_the_password_changes(
     import mailstandby.auth as auth_module
 
     runs: list[str] = []
-    real_verify = auth_module._verify
+    real_verify = auth_module.verify_password
 
     def counting_verify(hashed: str, password: str) -> bool:
         runs.append(password)
         return real_verify(hashed, password)
 
-    monkeypatch.setattr(auth_module, "_verify", counting_verify)
+    monkeypatch.setattr(auth_module, "verify_password", counting_verify)
     auth = PasswordAuthenticator(DIRECTORY, creds, AuthSettings(failure_delay=0))
     for _ in range(3):
         assert await auth.authenticate("alice@corp.test", "right horse battery", peer="p", protocol="imap")

@@ -245,8 +245,8 @@ class Primary:
         is where Postfix sends mail for other domains (e.g. its own bounces to foreign
         senders); without it, other domains are refused at RCPT (550 5.7.1) and mail
         Postfix itself generates for them fails via the ``error`` transport.
-        ``max_mail_size`` (e.g. ``"64k"``) turns on Dovecot's quota plugin with no quota
-        but that per-message limit (``quota_max_mail_size``): a bigger IMAP APPEND gets NO.
+        ``max_mail_size`` (e.g. ``"64k"``) sets Dovecot's per-message limit
+        (``quota_max_mail_size``): a bigger IMAP APPEND gets NO.
         ``tls`` (certificate chain, key: PEM files) turns on TLS in Dovecot: STARTTLS on the
         IMAP port and implicit TLS on ``imaps_port`` (without it: no TLS, ``imaps_port`` 0).
         """
@@ -256,6 +256,7 @@ class Primary:
         if users is None:
             users = {f"alice@{self.domain}": "pw-alice"}
         self.users = {addr.lower(): pw for addr, pw in users.items()}
+        self.user_fields: dict[str, str] = {}  # extra passwd-file fields per user (e.g. a quota rule)
         for addr, pw in self.users.items():
             if "@" not in addr or any(c in addr + pw for c in ":\r\n\0") or " " in addr:
                 raise ValueError(f"unsupported address/password for passwd-file: {addr!r}")
@@ -661,7 +662,6 @@ class Primary:
     def _prepare_dirs(self) -> None:
         postfix = pwd.getpwnam(POSTFIX_USER)
         mail = pwd.getpwnam(MAIL_USER)
-        dovecot_gid = grp.getgrnam(DOVECOT_INTERNAL_USER).gr_gid
         self.root.mkdir(parents=True, exist_ok=True)
         if self.base != self.root:
             self.base.mkdir(mode=0o755, exist_ok=True)
@@ -679,13 +679,39 @@ class Primary:
         self.dovecot_run.mkdir(mode=0o755, exist_ok=True)
         (self.dovecot_dir / "state").mkdir(mode=0o750, exist_ok=True)
         # passwd-files are read by the auth process (uid dovecot).
-        users = "".join(f"{addr}:{{PLAIN}}{pw}::::::\n" for addr, pw in self.users.items())
+        self._write_users()
+
+    def _write_users(self) -> None:
+        """Dovecot's passwd-files (read by the auth process, uid dovecot; re-read when changed)."""
+        dovecot_gid = grp.getgrnam(DOVECOT_INTERNAL_USER).gr_gid
+        users = "".join(
+            f"{addr}:{{PLAIN}}{pw}::::::{self.user_fields.get(addr, '')}\n" for addr, pw in self.users.items()
+        )
         masters = f"{self.master_user}:{{PLAIN}}{self.master_password}::::::\n"
         for name, text in (("users", users), ("master-users", masters)):
             path = self.dovecot_dir / name
-            path.write_text(text)
-            os.chown(path, 0, dovecot_gid)
-            os.chmod(path, 0o640)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.chown(tmp, 0, dovecot_gid)
+            os.chmod(tmp, 0o640)
+            tmp.replace(path)
+
+    def set_quota(self, address: str, rule: str | None) -> None:
+        """Give one mailbox a quota rule (e.g. `*:storage=1B`: any stored mail puts it over quota, and
+        Dovecot's LMTP then refuses it at RCPT with 552 5.2.2); None removes the rule."""
+        address = address.lower()
+        if rule is None:
+            self.user_fields.pop(address, None)
+            local, _, domain = address.partition("@")
+            # Maildir++ quota keeps the limit it saw in `maildirsize`: drop it to forget the rule.
+            (self.mail_dir / domain / local / "Maildir" / "maildirsize").unlink(missing_ok=True)
+        else:
+            self.user_fields[address] = f"userdb_quota_rule={rule}"
+        self._write_users()
+        if self.dovecot_conf.exists():  # a running Dovecot re-reads its passwd-files when reloaded
+            subprocess.run(
+                ["doveadm", "-c", str(self.dovecot_conf), "reload"], capture_output=True, timeout=30, check=False
+            )
 
     @property
     def _domains(self) -> list[str]:
@@ -726,7 +752,12 @@ mail_fsync = never
 postmaster_address = postmaster@{self.domain}
 hostname = primary.{self.domain}
 lmtp_save_to_detail_mailbox = no
-{self._quota_config()}
+mail_plugins = $mail_plugins quota
+lmtp_rcpt_check_quota = yes
+plugin {{
+  quota = maildir:User quota
+{self._max_mail_size_config()}}}
+
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d / "master-users"}
@@ -794,14 +825,8 @@ service lmtp {{
         cert, key = self.tls
         return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2"
 
-    def _quota_config(self) -> str:
-        if self.max_mail_size is None:
-            return ""
-        return (
-            "mail_plugins = $mail_plugins quota\n"
-            "plugin {\n  quota = maildir:User quota\n  quota_rule = *:storage=0\n"
-            f"  quota_max_mail_size = {self.max_mail_size}\n}}\n"
-        )
+    def _max_mail_size_config(self) -> str:
+        return "" if self.max_mail_size is None else f"  quota_max_mail_size = {self.max_mail_size}\n"
 
     def _write_postfix_config(self) -> None:
         vmailbox = self.postfix_conf / "vmailbox"

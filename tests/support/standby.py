@@ -10,11 +10,14 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 
 def toml_value(value: Any) -> str:
@@ -26,6 +29,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(value)
 
 
@@ -61,6 +66,9 @@ class Standby:
                 "data_timeout": 60.0,
             },
             "queue": {"retry_initial": 0.5, "retry_max": 2.0, "concurrency": 4},
+            # Tests that are not about failover keep routing where they put it.
+            "failover": {"control": "manual"},
+            "admin": {"listen": ["127.0.0.1:0"]},
         }
         for name, values in overrides.items():
             sections.setdefault(name, {}).update(values)
@@ -129,6 +137,49 @@ class Standby:
             capture_output=True,
             timeout=60,
         )
+
+    def cli(self, *args: str, password: str | None = None, admin: str = "admin") -> subprocess.CompletedProcess[str]:
+        """Run `mailstandby ARGS -c CONFIG` as an administrator would (the password on stdin)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTANDBY_")}
+        env["MAILSTANDBY_ADMIN"] = admin
+        return subprocess.run(
+            [sys.executable, "-m", "mailstandby", *args, "-c", str(self.config_path)],
+            input=(password or "") + "\n",
+            text=True,
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
+
+    def add_admin(self, name: str, password: str) -> None:
+        done = self.cli("admin", name, password=password)
+        assert done.returncode == 0, done.stderr
+
+    def api(self, admin: str | None = "admin", password: str = "") -> httpx.Client:
+        """An HTTPS client for the admin API, trusting the server's self-signed certificate."""
+        context = ssl.create_default_context(cafile=str(self.data_dir / "tls" / "selfsigned.crt"))
+        auth = (admin, password) if admin is not None else None
+        url = f"https://127.0.0.1:{self.listeners['admin']}"
+        return httpx.Client(base_url=url, verify=context, auth=auth, timeout=30)
+
+    def failover_state(self) -> dict[str, Any]:
+        """The recorded failover state, straight from the store."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
+        try:
+            db.row_factory = sqlite3.Row
+            row = db.execute("SELECT mode, users, seq, held FROM failover_state").fetchone()
+            return dict(row) if row else {"mode": "normal", "users": None, "seq": 0, "held": 0}
+        finally:
+            db.close()
+
+    def transitions(self) -> list[dict[str, Any]]:
+        """Every recorded failover transition, oldest first."""
+        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
+        try:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute("SELECT * FROM failover_log ORDER BY id")]
+        finally:
+            db.close()
 
     def kill(self) -> None:
         """kill -9 (the whole process group); a no-op when not running."""

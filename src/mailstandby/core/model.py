@@ -36,6 +36,14 @@ class Address:
         return f"{self.local}@{self.domain}"
 
 
+class Mode(StrEnum):
+    """Where mail for the company's users goes (the failover state machine's states)."""
+
+    NORMAL = "normal"  # to the primary
+    FAILED_OVER = "failed-over"  # to the standby mailboxes (for the users in scope)
+    FAILING_BACK = "failing-back"  # new mail to the primary again; outage mail being synchronized back
+
+
 class BodyType(StrEnum):
     SEVEN_BIT = "7BIT"
     EIGHT_BIT = "8BITMIME"
@@ -51,6 +59,8 @@ class Envelope:
     smtputf8: bool = False
     declared_size: int | None = None
     auth_user: str | None = None  # the authenticated submitter (submission only)
+    client_ip: str = ""  # the SMTP client's address (for content checks such as rspamd)
+    helo: str = ""  # what the client said in HELO/EHLO
 
 
 _PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits per lookup

@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from mailstandby.config import DirectorySettings
+from mailstandby.config import DirectorySettings, UserEntry
 from mailstandby.core.model import Address
-from mailstandby.directory.base import User
+from mailstandby.directory.base import Device, Forwarding, NoticeKind, Platform, Preferences, User
 
 
 class DirectoryError(Exception):
@@ -22,14 +22,22 @@ class DirectoryError(Exception):
 
 
 class StaticDirectory:
-    def __init__(self, domains: Iterable[str], users: Iterable[User]) -> None:
+    """Users by address. With `first_wins`, an address a later user also claims stays with the
+    first one and the clash is listed in `shadowed` (for a combined directory, see view.combine);
+    otherwise it is an error."""
+
+    def __init__(self, domains: Iterable[str], users: Iterable[User], *, first_wins: bool = False) -> None:
         self._domains = {d.lower().rstrip(".") for d in domains}
         self._by_address: dict[str, User] = {}
+        self.shadowed: list[str] = []
         for user in users:
             for a in (user.address, *user.aliases):
                 key = Address.parse(a).key
                 other = self._by_address.get(key)
                 if other is not None and other is not user:
+                    if first_wins:
+                        self.shadowed.append(f"address {a} stays with {other.address}, not {user.address}")
+                        continue
                     raise DirectoryError(f"address {a} belongs to both {other.address} and {user.address}")
                 self._by_address[key] = user
                 self._domains.add(Address.parse(a).domain)
@@ -56,11 +64,36 @@ class StaticDirectory:
                 yield user
 
 
+def user_from_entry(u: UserEntry) -> User:
+    """A `User` with the notification profile given inline in the config."""
+    prefs = Preferences(
+        notify=frozenset(NoticeKind(k) for k in u.notify) if u.notify is not None else frozenset(NoticeKind),
+        forward=Forwarding(u.forward),
+        summary_length=u.summary_length,
+        quiet_hours=u.quiet_hours,
+    )
+    devices = tuple(Device(d.id, Platform(d.platform), d.phone, d.sms_gateway, d.push_url) for d in u.devices)
+    return User(
+        u.address,
+        tuple(u.aliases),
+        display_name=u.display_name,
+        alternates=tuple(u.alternates),
+        notify_urls=tuple(u.notify_urls),
+        devices=devices,
+        preferences=prefs,
+    )
+
+
 def from_settings(settings: DirectorySettings) -> StaticDirectory:
-    users = [User(u.address, tuple(u.aliases)) for u in settings.users]
+    return StaticDirectory(settings.domains, static_users(settings))
+
+
+def static_users(settings: DirectorySettings) -> list[User]:
+    """The users the config file defines, inline (with their notification profile) and in its CSV file."""
+    users = [user_from_entry(u) for u in settings.users]
     if settings.csv is not None:
         users += read_csv(settings.csv)
-    return StaticDirectory(settings.domains, users)
+    return users
 
 
 _SPLIT = re.compile(r"[\s,;]+")

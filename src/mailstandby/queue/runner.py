@@ -27,8 +27,9 @@ from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.core.reply import Reply
+from mailstandby.directory.base import User
 from mailstandby.queue.dsn import Failure, build_dsn
-from mailstandby.routing import Route, Router
+from mailstandby.routing import Decision, Route, Router
 from mailstandby.smtp.relay import PrimaryConnection
 from mailstandby.store.base import (
     CorruptMessage,
@@ -54,9 +55,22 @@ class Journal(Protocol):
         """A function for the store to run in the transaction that records the outcomes."""
         ...
 
+    def standby_copies(self, users: list[str], body: bytes, internal_date: float) -> Callable[[Any], Any]:
+        """The same for mail delivered to the standby (an outage): the delivery itself."""
+        ...
+
     def published(self, result: Any) -> None:
         """Called with that function's result once it is committed (to wake IDLE sessions)."""
         ...
+
+
+Evidence = Callable[[bool, str], None]  # (the primary did its job, what happened) for the monitor
+
+
+class Forwarding(Protocol):
+    """Outage forwarding to users' alternate addresses and modes (idempotent per message and user)."""
+
+    async def forward(self, user: User, raw: bytes, envelope_sender: str, *, message_id: str) -> Any: ...
 
 
 def backoff(settings: QueueSettings, attempts: int) -> float:
@@ -76,12 +90,18 @@ class QueueRunner:
         hostname: str,
         clock: Callable[[], float] = time.time,
         journal: Journal | None = None,
+        standby: Journal | None = None,
         connect_outbound: Callable[[], PrimaryConnection] | None = None,
+        evidence: Evidence | None = None,
+        forwarding: Forwarding | None = None,
     ) -> None:
         self.connect_outbound = connect_outbound  # the smarthost for other domains, if any
         self.store = store
         self.router = router
-        self.journal = journal
+        self.journal = journal  # files journal copies (warm standby), if enabled
+        self.standby = standby  # the standby mailboxes, for mail routed there during an outage
+        self.evidence = evidence
+        self.forwarding = forwarding
         self.connect = connect
         self.settings = settings
         self.hostname = hostname
@@ -91,6 +111,7 @@ class QueueRunner:
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.workers: list[asyncio.Task[None]] = []
         self.in_flight: set[str] = set()
+        self.reroute_pending: set[str] = set()  # in flight when routing changed: due again when done
         self.stopping = False
         # Per destination: after a failed connect, new mail waits for the next retry
         # instead of hammering a dead host (Postfix "dead destination").
@@ -136,9 +157,26 @@ class QueueRunner:
     def depth(self) -> int:
         return len(self.messages)
 
+    def reroute(self) -> None:
+        """Routing changed (failover or failback): every queued recipient is due now, so each
+        goes where routing now says, and no destination is still considered dead."""
+        now = self.clock()
+        self.dead_until.clear()
+        self.dead_failures.clear()
+        for mid, message in self.messages.items():
+            for r in message.recipients:
+                r.next_attempt = min(r.next_attempt, now)
+            if mid in self.in_flight:
+                self.reroute_pending.add(mid)
+            else:
+                self._schedule(message)
+
     def _schedule(self, message: QueuedMessage) -> None:
         if self.stopping:
             return
+        timer = self.timers.pop(message.id, None)
+        if timer is not None:
+            timer.cancel()
         due = min(r.next_attempt for r in message.recipients)
         delay = due - self.clock()
         if delay <= 0:
@@ -174,8 +212,18 @@ class QueueRunner:
                     self._retry_later(message)
                 finally:
                     self.in_flight.discard(mid)
+                    if mid in self.reroute_pending:
+                        self.reroute_pending.discard(mid)
+                        if mid in self.messages:
+                            self._reroute_one(self.messages[mid])
         finally:
             await asyncio.shield(_close_all(conns))
+
+    def _reroute_one(self, message: QueuedMessage) -> None:
+        now = self.clock()
+        for r in message.recipients:
+            r.next_attempt = min(r.next_attempt, now)
+        self._schedule(message)
 
     def _retry_later(self, message: QueuedMessage) -> None:
         now = self.clock()
@@ -187,15 +235,16 @@ class QueueRunner:
         """One attempt for every due recipient, one transaction per destination."""
         now = self.clock()
         groups: dict[Route, list[QueuedRecipient]] = {}
+        decisions: dict[str, Decision] = {}  # asked once per attempt: settling logs what was done
         for r in message.recipients:
             if r.next_attempt > now:
                 continue
-            route = self.router.route(r.rcpt).route
-            retry_at = self.dead_until.get(route, 0.0)
-            if route not in conns and now < retry_at:
+            decisions[r.rcpt] = decision = self.router.route(r.rcpt)
+            retry_at = self.dead_until.get(decision.route, 0.0)
+            if decision.route not in conns and now < retry_at:
                 r.next_attempt = retry_at  # that destination is known to be down: wait for its retry
             else:
-                groups.setdefault(route, []).append(r)
+                groups.setdefault(decision.route, []).append(r)
         if not groups:
             self._schedule(message)
             return
@@ -204,15 +253,73 @@ class QueueRunner:
         except CorruptMessage:
             self.messages.pop(message.id, None)
             return
+        standby = groups.pop(Route.STANDBY, [])
+        if standby:
+            await self._file_in_standby(message, standby, decisions, body)
         replies: dict[str, Reply] = {}
         for route, rcpts in groups.items():
             replies |= await self._relay(route, message, [r.rcpt for r in rcpts], body, conns)
         due = [r for rcpts in groups.values() for r in rcpts]
+        if not due:
+            self._finish(message)
+            return
         try:
-            await self._settle(message, due, replies, body)
+            await self._settle(message, due, replies, decisions, body)
         except Exception:
             log.exception("settling %s failed; keeping what the peers accepted, retrying the rest", message.id)
             await self._settle_minimally(message, due, replies)
+
+    async def _file_in_standby(
+        self, message: QueuedMessage, rcpts: list[QueuedRecipient], decisions: dict[str, Decision], body: bytes
+    ) -> None:
+        """Deliver into standby mailboxes: the copies and the outcomes commit together or not at all."""
+        now = self.clock()
+        owners = {u.address: u for r in rcpts if (u := self.router.user(r.rcpt)) is not None}
+        users = list(owners)
+        reply = "250 2.0.0 filed in the standby mailbox"
+        outcomes = [
+            Outcome(message.id, r.rcpt, RcptState.DELIVERED, r.attempts + 1, 0.0, reply, Route.STANDBY.value)
+            for r in rcpts
+        ]
+        try:
+            if self.standby is None:
+                raise StoreError("no standby mailboxes configured")
+            for user in owners.values():  # queued first, idempotently: a retry after a crash adds nothing
+                if self.forwarding is not None:
+                    await self.forwarding.forward(user, body, message.sender, message_id=message.id)
+            filed = self.standby.standby_copies(users, body, message.received_at)
+            result = await self.store.record(outcomes, also=filed, atomic=True)
+        except Exception as e:
+            for r in rcpts:
+                r.attempts += 1
+                r.next_attempt = now + backoff(self.settings, r.attempts)
+                log.warning(
+                    "%s: id=%s to=<%s> route=standby attempts=%d: cannot file: %s",
+                    Event.QUEUE_DEFERRED,
+                    message.id,
+                    r.rcpt,
+                    r.attempts,
+                    e,
+                )
+            return
+        self.standby.published(result)
+        for r in rcpts:
+            log.info(
+                "%s: id=%s to=<%s> route=standby reason=%s attempts=%d",
+                Event.QUEUE_DELIVERED,
+                message.id,
+                r.rcpt,
+                decisions[r.rcpt].reason,
+                r.attempts + 1,
+            )
+        done = {r.rcpt for r in rcpts}
+        message.recipients = [r for r in message.recipients if r.rcpt not in done]
+
+    def _finish(self, message: QueuedMessage) -> None:
+        if message.recipients:
+            self._schedule(message)
+        else:
+            self.messages.pop(message.id, None)
 
     async def _relay(
         self, route: Route, message: QueuedMessage, rcpts: list[str], body: bytes, conns: dict[Route, PrimaryConnection]
@@ -229,6 +336,8 @@ class QueueRunner:
                 self.dead_failures[route] = failures = self.dead_failures.get(route, 0) + 1
                 self.dead_until[route] = self.clock() + backoff(self.settings, failures)
                 why = f"{type(e).__name__}: {e}"
+                if route is Route.PRIMARY and self.evidence is not None:
+                    self.evidence(False, f"queue could not connect: {why}"[:200])
                 return dict.fromkeys(rcpts, Reply(451, "4.4.1", f"cannot reach the {route.value}: {why}"[:300]))
             self.dead_failures.pop(route, None)
             self.dead_until.pop(route, None)
@@ -241,10 +350,27 @@ class QueueRunner:
         )
         if conn.usable:
             conns[route] = conn
+        if route is Route.PRIMARY and self.evidence is not None:
+            self._report(replies)
         return replies
 
+    def _report(self, replies: dict[str, Reply]) -> None:
+        """Delivery results as health evidence: any acceptance is a working primary; only
+        system-level trouble (421, 4.3.x, 4.4.x) counts against it, never one mailbox's reply."""
+        assert self.evidence is not None
+        if any(r.code < 400 for r in replies.values()):
+            self.evidence(True, "queue delivered")
+        elif replies and all(r.code == 421 or r.status[:4] in ("4.3.", "4.4.") for r in replies.values()):
+            reply = next(iter(replies.values()))
+            self.evidence(False, f"queue deferred: {reply}"[:200])
+
     async def _settle(
-        self, message: QueuedMessage, due: list[QueuedRecipient], replies: dict[str, Reply], body: bytes
+        self,
+        message: QueuedMessage,
+        due: list[QueuedRecipient],
+        replies: dict[str, Reply],
+        decisions: dict[str, Decision],
+        body: bytes,
     ) -> None:
         now = self.clock()
         expired = now - message.received_at > self.settings.max_lifetime
@@ -253,7 +379,7 @@ class QueueRunner:
         for r in due:
             reply = replies[r.rcpt]
             attempts = r.attempts + 1
-            decision = self.router.route(r.rcpt)
+            decision = decisions[r.rcpt]
             if reply.code < 400:
                 state, event = RcptState.DELIVERED, Event.QUEUE_DELIVERED
             elif reply.code >= 500 or expired:
@@ -290,10 +416,7 @@ class QueueRunner:
         await self._record(outcomes, also=self._journal_copies(message, outcomes, body))
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
-        if message.recipients:
-            self._schedule(message)
-        else:
-            self.messages.pop(message.id, None)
+        self._finish(message)
 
     async def _settle_minimally(
         self, message: QueuedMessage, due: list[QueuedRecipient], replies: dict[str, Reply]
@@ -313,10 +436,7 @@ class QueueRunner:
         delivered = {o.rcpt for o in outcomes}
         message.recipients = [r for r in message.recipients if r.rcpt not in delivered]
         await self._record(outcomes)
-        if message.recipients:
-            self._schedule(message)
-        else:
-            self.messages.pop(message.id, None)
+        self._finish(message)
 
     def _journal_copies(
         self, message: QueuedMessage, outcomes: list[Outcome], body: bytes

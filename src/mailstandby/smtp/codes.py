@@ -38,6 +38,7 @@ C421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors")  # Postfix 
 C421_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")  # RFC 3463 X.4.2
 C451_LOCAL_ERROR = Reply(451, "4.3.0", "Error: queue file write error")  # Postfix cleanup_strerror.c
 C452_NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")  # RFC 3463 X.3.1
+C451_CONTENT_CHECK = Reply(451, "4.7.1", "Try again later")  # content check deferred (rspamd soft reject)
 C452_TOO_MANY_RCPTS = Reply(452, "4.5.3", "Error: too many recipients")  # RFC 5321 §4.5.3.1.10
 C454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")  # RFC 3207
 
@@ -78,6 +79,7 @@ C552_FILE_TOO_BIG = Reply(552, "5.3.4", "Error: message file too big")  # Postfi
 C553_NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")  # RFC 6531 §3.7.4.1
 C554_NO_VALID_RCPTS = Reply(554, "5.5.1", "Error: no valid recipients")
 C554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")  # RFC 3463 X.7.1
+C554_SPAM = Reply(554, "5.7.1", "Message rejected as spam")  # RFC 3463 X.7.1 (rspamd action `reject`)
 C554_SYNC = Reply(554, "5.5.0", "Error: SMTP protocol synchronization")  # Postfix smtpd_forbid_unauth_pipelining
 C555_PARAM = Reply(555, "5.5.4", "Unsupported option")  # RFC 5321 §4.1.1.11
 C530_MUST_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207

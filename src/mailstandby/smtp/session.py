@@ -306,6 +306,7 @@ class Session:
             raise Rejected(codes.C530_AUTH_REQUIRED)
         self.intake.check_sender(path.address, self.user)
         envelope.auth_user = self.user
+        envelope.client_ip, envelope.helo = self.io.peer[0], self.helo
         self.intake.check_space(envelope.declared_size or 0)
         self.tx = Transaction(envelope)
         self.state = State.MAIL

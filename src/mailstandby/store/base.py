@@ -95,11 +95,15 @@ class MailStore(Protocol):
         """Make `message` durable (fsync'd) and return its queue view."""
         ...
 
-    async def record(self, outcomes: list[Outcome], *, also: Callable[[Any], T] | None = None) -> T | None:
+    async def record(
+        self, outcomes: list[Outcome], *, also: Callable[[Any], T] | None = None, atomic: bool = False
+    ) -> T | None:
         """Durably record delivery outcomes; messages with nothing left queued are retired.
 
         `also`, when given, is run by the store in the same transaction (e.g. filing
-        journal copies); its result is returned. Its failure undoes only its own work.
+        journal copies); its result is returned. Its failure undoes only its own work,
+        unless `atomic`: then the outcomes are undone with it and StoreError is raised
+        (a delivery into a standby mailbox is that filing: one without the other is loss).
         """
         ...
 

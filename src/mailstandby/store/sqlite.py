@@ -117,6 +117,98 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_at ON audit (at);
     """,
+    # 4: failover state (one row), its transitions, the monitor's health changes, administrators
+    """
+    CREATE TABLE failover_state (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        mode   TEXT NOT NULL,
+        users  TEXT,
+        seq    INTEGER NOT NULL,
+        since  REAL NOT NULL,
+        held   INTEGER NOT NULL
+    );
+    CREATE TABLE failover_log (
+        id        INTEGER PRIMARY KEY,
+        at        REAL NOT NULL,
+        actor     TEXT NOT NULL,
+        from_mode TEXT NOT NULL,
+        to_mode   TEXT NOT NULL,
+        users     TEXT,
+        seq       INTEGER NOT NULL,
+        reason    TEXT NOT NULL
+    );
+    CREATE TABLE health_log (
+        id     INTEGER PRIMARY KEY,
+        at     REAL NOT NULL,
+        target TEXT NOT NULL,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX health_log_at ON health_log (at);
+    CREATE TABLE admins (name TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
+    """,
+    # 5: the DNS records a switch replaced, to be put back on failback
+    """
+    CREATE TABLE dns_saved (
+        name     TEXT NOT NULL,
+        rdtype   TEXT NOT NULL,
+        ttl      INTEGER NOT NULL,
+        rdatas   TEXT NOT NULL,
+        saved_at REAL NOT NULL,
+        PRIMARY KEY (name, rdtype)
+    );
+    """,
+    # 6: user notifications (one row per user, kind, occurrence and destination), setup links and codes
+    """
+    CREATE TABLE notifications (
+        id           INTEGER PRIMARY KEY,
+        user         TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        occurrence   TEXT NOT NULL,
+        mode         TEXT NOT NULL,
+        destination  TEXT NOT NULL,
+        payload      TEXT NOT NULL DEFAULT '',
+        state        TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL DEFAULT 0,
+        last_error   TEXT NOT NULL DEFAULT '',
+        message_id   TEXT NOT NULL DEFAULT '',
+        created_at   REAL NOT NULL,
+        updated_at   REAL NOT NULL,
+        UNIQUE (user, kind, occurrence, mode, destination)
+    );
+    CREATE INDEX notifications_due ON notifications (state, next_attempt);
+    CREATE TABLE setup_tokens (
+        hash       TEXT PRIMARY KEY,
+        user       TEXT NOT NULL,
+        purpose    TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        used_at    REAL,
+        tries      INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX setup_tokens_user ON setup_tokens (user, purpose);
+    """,
+    # 7: directory import (directory/stored.py): users imported from LDAP and the device gateway, one row per
+    # user (JSON), and one row per applied import whose largest generation tells the server to reload
+    """
+    CREATE TABLE directory_users (
+        key        TEXT PRIMARY KEY,
+        source     TEXT NOT NULL,
+        enabled    INTEGER NOT NULL,
+        data       TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE directory_imports (
+        generation INTEGER PRIMARY KEY,
+        at         REAL NOT NULL,
+        origin     TEXT NOT NULL,
+        added      INTEGER NOT NULL,
+        changed    INTEGER NOT NULL,
+        disabled   INTEGER NOT NULL,
+        removed    INTEGER NOT NULL
+    );
+    """,
     # failback sync (sync/): one record per standby message per user and primary folder
     """
     CREATE TABLE sync_items (
@@ -176,7 +268,8 @@ class _Accept(_Op):
 @dataclass(slots=True)
 class _Record(_Op):
     outcomes: list[Outcome] = field(default_factory=list)
-    also: Callable[[sqlite3.Connection], Any] | None = None  # run atomically with the outcomes
+    also: Callable[[sqlite3.Connection], Any] | None = None  # run in the same transaction as the outcomes
+    atomic: bool = False  # `also` failing undoes the outcomes too
 
 
 @dataclass(slots=True)
@@ -236,12 +329,13 @@ class SQLiteStore:
         return await self._submit(_Accept(done=_noop, message=message))
 
     async def record(
-        self, outcomes: list[Outcome], *, also: Callable[[sqlite3.Connection], T] | None = None
+        self, outcomes: list[Outcome], *, also: Callable[[sqlite3.Connection], T] | None = None, atomic: bool = False
     ) -> T | None:
         """Record outcomes; `also(db)` (e.g. filing journal copies) commits in the same transaction,
-        in its own savepoint: if it fails, only its work is undone (and logged)."""
+        in its own savepoint: if it fails, only its work is undone (and logged) — or, when `atomic`,
+        the outcomes are undone with it and StoreError is raised."""
         if outcomes or also is not None:
-            return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also))
+            return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also, atomic=atomic))
         return None
 
     async def read_body(self, message_id: str) -> bytes:
@@ -357,7 +451,10 @@ class SQLiteStore:
                     op.result = self._insert(op.message, loc, now)  # type: ignore[arg-type]
             touched: set[str] = set()
             for op in batch:
-                if isinstance(op, _Record):
+                if isinstance(op, _Record) and op.atomic:
+                    if self._run_atomic(op, now):
+                        touched.update(o.message_id for o in op.outcomes)
+                elif isinstance(op, _Record):
                     self._apply_outcomes(op.outcomes, now)
                     touched.update(o.message_id for o in op.outcomes)
                     if op.also is not None:
@@ -390,6 +487,22 @@ class SQLiteStore:
             return None
         finally:
             self._db.execute("RELEASE also")
+
+    def _run_atomic(self, op: _Record, now: float) -> bool:
+        """Outcomes and their `also` together, or neither (the op then carries the error)."""
+        assert self._db is not None
+        self._db.execute("SAVEPOINT atomic")
+        try:
+            self._apply_outcomes(op.outcomes, now)
+            op.result = op.also(self._db) if op.also is not None else None
+        except Exception as e:
+            self._db.execute("ROLLBACK TO atomic")
+            no_space = isinstance(e, sqlite3.OperationalError) and "full" in str(e)
+            op.error = e if isinstance(e, StoreError) else StoreError(f"recording failed: {e}", no_space=no_space)
+            return False
+        finally:
+            self._db.execute("RELEASE atomic")
+        return True
 
     def _run_call(self, op: _Call) -> None:
         assert self._db is not None and op.fn is not None

@@ -459,11 +459,23 @@ class SQLiteMailboxStore:
         self, users: list[str], body: bytes, internal_date: float
     ) -> Callable[[sqlite3.Connection], Any]:
         """A writer-thread function filing one journal copy per user in INBOX (creating the user's
-        mailboxes if needed); its result is given to `published()` after the commit."""
+        mailboxes if needed); its result is given to `published()` after the commit. Skipped when
+        free space is below the reserve: the primary has the message."""
+        return self._copies(users, body, internal_date, journaled=True)
 
+    def standby_copies(
+        self, users: list[str], body: bytes, internal_date: float
+    ) -> Callable[[sqlite3.Connection], Any]:
+        """Like `journal_copies`, for mail delivered to the standby during an outage: only we hold
+        it, so no reserve applies, and a failure must undo the delivery outcome with it."""
+        return self._copies(users, body, internal_date, journaled=False)
+
+    def _copies(
+        self, users: list[str], body: bytes, internal_date: float, *, journaled: bool
+    ) -> Callable[[sqlite3.Connection], Any]:
         def run(db: sqlite3.Connection) -> list[tuple[Change, int]]:
             pairs: list[tuple[Change, int]] = []
-            if self.store.free_space() - len(body) < self.journal_reserve:
+            if journaled and self.store.free_space() - len(body) < self.journal_reserve:
                 # The primary has the message; disk space is for mail only we hold.
                 log.warning("journal copy skipped for %d user(s): free space below the reserve", len(users))
                 return pairs
@@ -484,10 +496,10 @@ class SQLiteMailboxStore:
                 modseq = _bump(db, box, uids_added=1)
                 db.execute(
                     "INSERT INTO mail (mailbox_id, uid, body_id, flags, internal_date, size, modseq, journaled)"
-                    " VALUES (?, ?, ?, '', ?, ?, ?, 1)",
-                    (box.id, uid, body_id, internal_date, len(body), modseq),
+                    " VALUES (?, ?, ?, '', ?, ?, ?, ?)",
+                    (box.id, uid, body_id, internal_date, len(body), modseq, int(journaled)),
                 )
-                meta = MessageMeta(uid, frozenset(), internal_date, len(body), modseq, body_id, True)
+                meta = MessageMeta(uid, frozenset(), internal_date, len(body), modseq, body_id, journaled)
                 pairs.append((Change(user, "INBOX", added=(meta,)), box.id))
             return pairs
 

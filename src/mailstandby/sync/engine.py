@@ -129,6 +129,19 @@ class SyncEngine:
         await self._open()
         return await self.db.status()
 
+    async def failback(self, users: frozenset[str] | None = None) -> int:
+        """The failover coordinator's `SyncRunner`: run until another run could not do more (refused
+        messages are retried until `max_attempts`); returns how many messages are left unsynchronized
+        (given up, or of users whose login was refused), for the administrator. Raises
+        PrimaryUnavailable (the coordinator tries again later) and SyncError; cancellable."""
+        names = sorted(users) if users is not None else None
+        while True:
+            report = await self.run(names)
+            if report.pending == 0 or report.errors or not report.reasons.get(Reason.REFUSED.value):
+                break
+        status = await self.db.status(names)
+        return status.total.failed + status.total.pending
+
     # -- a run -------------------------------------------------------------------------------------
     async def run(self, users: Sequence[str] | None = None, progress: ProgressCallback | None = None) -> SyncReport:
         """Synchronize `users` (default: every user with a standby mailbox). Raises PrimaryUnavailable

@@ -1,0 +1,1 @@
+"""Command-line front ends that are more than a line or two of `__main__`."""

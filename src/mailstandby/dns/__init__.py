@@ -1,0 +1,1 @@
+"""The MX switch by RFC 2136 dynamic update."""

@@ -1,0 +1,220 @@
+"""The failover coordinator: turns the machine's steps into effects.
+
+One transition at a time (a lock). For each step: persist the new state with
+the transition and an audit entry, point the router at it, then carry out the
+actions through hooks that other parts subscribe to (queue reroute, notify,
+sync, DNS). A hook that fails is logged; it never undoes a transition that is
+already recorded: routing (the part that decides where mail goes) has
+already followed it.
+
+At start-up the recorded state is applied again and its level-triggered
+actions re-run: notifications are idempotent per outage, and an interrupted
+failback sync resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from mailstandby.core.events import Event
+from mailstandby.core.model import Mode
+from mailstandby.directory.base import NoticeKind
+from mailstandby.failover.machine import (
+    Action,
+    Announce,
+    Command,
+    Declared,
+    Observed,
+    Reroute,
+    RestoreDns,
+    StartSync,
+    State,
+    Step,
+    StopSync,
+    SwitchDns,
+    SyncFinished,
+    step,
+)
+from mailstandby.monitor.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+SYNC_RETRY = 30.0  # seconds before a failed failback sync is tried again
+RESUME_NOTICES = 3600.0  # after a restart, failback notices are completed only for an outage this recent
+
+
+class FailoverStore(Protocol):
+    async def load(self) -> State: ...
+
+    async def save(self, before: State, after: State, *, actor: str, reason: str, peer: str = "") -> None: ...
+
+
+class RoutingTarget(Protocol):
+    def apply(self, mode: Mode, scope: frozenset[str] | None) -> None: ...
+
+
+Announcer = Callable[[NoticeKind, frozenset[str] | None, str], Awaitable[None]]
+SyncRunner = Callable[[frozenset[str] | None], Awaitable[int]]  # returns messages left unsynchronized
+
+
+class Coordinator:
+    def __init__(
+        self,
+        store: FailoverStore,
+        router: RoutingTarget,
+        *,
+        automatic: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.automatic = automatic
+        self.clock = clock
+        self.state = State()
+        self.last_verdict: Verdict | None = None
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        # Hooks (set by the composition root; all optional).
+        self.reroute: Callable[[], None] | None = None
+        self.announce: Announcer | None = None
+        self.sync: SyncRunner | None = None
+        self.switch_dns: Callable[[], Awaitable[None]] | None = None
+        self.restore_dns: Callable[[], Awaitable[None]] | None = None
+        self.on_transition: list[Callable[[State, State, str], None]] = []
+        self._sync_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.state = await self.store.load()
+        self.router.apply(self.state.mode, self.state.users)
+        log.info("failover state: %s (outage %d)", self.state.mode, self.state.seq)
+        if self.state.mode is Mode.FAILED_OVER:
+            await self._act(Announce(NoticeKind.FAILOVER, self.state.users, f"failover-{self.state.seq}"))
+        elif self.state.mode is Mode.FAILING_BACK:
+            await self._act(StartSync(self.state.users))
+        elif self.state.seq and self.clock() - self.state.since < RESUME_NOTICES:
+            # A "mail is back" notice interrupted by a crash is still sent (once per user).
+            await self._act(Announce(NoticeKind.FAILBACK, self.state.users, f"failback-{self.state.seq}"))
+
+    async def stop(self) -> None:
+        await self._stop_sync()
+
+    # -- events ------------------------------------------------------------------------------
+    async def observe(self, verdict: Verdict) -> Step | None:
+        """The monitor's verdict; acted on in automatic control, only reported in manual."""
+        self.last_verdict = verdict
+        if not self.automatic:
+            if verdict.outage is not None and verdict.outage != (self.state.mode is Mode.FAILED_OVER):
+                log.warning(
+                    "%s: monitor says %s; manual control: waiting for an administrator",
+                    Event.FAILOVER_IGNORED,
+                    verdict.why,
+                )
+            return None
+        return await self._handle(Observed(verdict), actor="monitor")
+
+    async def declare(
+        self, command: Command, actor: str, reason: str, users: frozenset[str] | None = None, *, peer: str = ""
+    ) -> Step | None:
+        """An administrator's transition; None when it does not apply in the current state."""
+        return await self._handle(Declared(command, actor, reason, users), actor=actor, peer=peer)
+
+    async def sync_finished(self, remaining: int) -> Step | None:
+        return await self._handle(SyncFinished(remaining), actor="sync")
+
+    async def wait_for(self, mode: Mode) -> State:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.state.mode is mode)
+            return self.state
+
+    # -- the one place a transition happens ------------------------------------------------
+    async def _handle(self, event: Any, *, actor: str, peer: str = "") -> Step | None:
+        async with self._lock:
+            before = self.state
+            done = step(before, event, self.clock())
+            if done is None:
+                return None
+            await self.store.save(before, done.state, actor=actor, reason=done.reason, peer=peer)
+            self.state = done.state
+            self.router.apply(done.state.mode, done.state.users)
+            scope = "everyone" if done.state.users is None else f"{len(done.state.users)} users"
+            log.warning(
+                "%s: %s -> %s (outage %d, %s) by %s: %s",
+                Event.FAILOVER_TRANSITION,
+                before.mode,
+                done.state.mode,
+                done.state.seq,
+                scope,
+                actor,
+                done.reason,
+            )
+            for listener in self.on_transition:
+                listener(before, done.state, done.reason)
+            for action in done.actions:
+                await self._act(action)
+        async with self._changed:
+            self._changed.notify_all()
+        return done
+
+    async def _act(self, action: Action) -> None:
+        try:
+            match action:
+                case Reroute():
+                    if self.reroute is not None:
+                        self.reroute()
+                case Announce(kind, users, occurrence):
+                    if self.announce is not None:
+                        await self.announce(kind, users, occurrence)
+                case StartSync(users):
+                    await self._stop_sync()
+                    self._sync_task = asyncio.create_task(self._run_sync(users), name="failback-sync")
+                case StopSync():
+                    await self._stop_sync()
+                case SwitchDns():
+                    if self.switch_dns is not None:
+                        await self.switch_dns()
+                case RestoreDns():
+                    if self.restore_dns is not None:
+                        await self.restore_dns()
+        except Exception:
+            log.exception("failover action %s failed; the transition stands", type(action).__name__)
+
+    async def _run_sync(self, users: frozenset[str] | None) -> None:
+        """Run the failback sync until it completes; after a failure, try again a little later
+        (the monitor fails over again meanwhile if the primary is really gone)."""
+        remaining = 0
+        while self.sync is not None:
+            try:
+                remaining = await self.sync(users)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("failback sync failed; trying again in %.0fs", SYNC_RETRY)
+                await asyncio.sleep(SYNC_RETRY)
+        self._sync_task = None  # finished: the transition below must not cancel this task
+        await self.sync_finished(remaining)
+
+    async def _stop_sync(self) -> None:
+        task, self._sync_task = self._sync_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def snapshot(self) -> dict[str, Any]:
+        s, v = self.state, self.last_verdict
+        return {
+            "mode": s.mode.value,
+            "users": None if s.users is None else sorted(s.users),
+            "outage": s.seq,
+            "since": s.since,
+            "held": s.held,
+            "control": "automatic" if self.automatic else "manual",
+            "verdict": None if v is None else {"outage": v.outage, "why": v.why.value, "down": list(v.down)},
+        }

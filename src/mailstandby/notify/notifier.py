@@ -1,0 +1,464 @@
+"""The notifier: tells users, on their alternate addresses and modes, where their mail is.
+
+Contract (the failover controller calls `announce`):
+- per (user, kind, occurrence, mode, destination) there is exactly one row in
+  `notifications`; `announce` inserts the missing rows (and the user's setup
+  link) in one durable transaction and returns; repeating it, or calling it
+  again after a crash, adds nothing that exists already.
+- a background task delivers pending rows, retrying with exponential backoff
+  up to `max_attempts`, and records each attempt (state, attempts, last error).
+- email goes into the durable queue under a queue id derived from the row id
+  (`notify-<id>`): before queueing, the store is asked whether that id exists,
+  so a crash between queueing and recording "sent" never queues a second copy.
+- an Apprise delivery is recorded after the provider answered: a crash in
+  that instant can repeat it (a provider offers no way to ask), nothing else can.
+
+Delivery reads the user's current profile from the directory: a destination
+removed meanwhile is marked failed, never sent. URLs are not stored (they may
+hold credentials): the row keeps a digest of the URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+import apprise
+
+from mailstandby.config import NotifySettings
+from mailstandby.core.events import Event
+from mailstandby.core.model import Address, Envelope
+from mailstandby.directory.base import Directory, NoticeKind, User
+from mailstandby.notify import compose, readiness, tokens
+from mailstandby.notify.compose import Destination, Mode
+from mailstandby.notify.templates import Templates
+from mailstandby.store.base import NewMessage, QueuedMessage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+POLL = 5.0  # seconds between looks for rows added by another process (`mailstandby notify test`)
+CODE_KIND = "code"
+FORWARD_KIND = "forward"
+APPRISE_TIMEOUT = 60.0
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class NotifyStore(Protocol):
+    """What the notifier needs of the store (SQLiteStore has it)."""
+
+    async def accept(self, message: NewMessage) -> QueuedMessage: ...
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def read_connection(self) -> sqlite3.Connection: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    user: str
+    kind: str
+    occurrence: str
+    mode: Mode
+    destination: str
+    payload: str
+    attempts: int
+
+
+_COLUMNS = "id, user, kind, occurrence, mode, destination, payload, attempts"
+
+
+def queue_id(row_id: int) -> str:
+    return f"notify-{row_id}"
+
+
+def insert_rows(
+    db: sqlite3.Connection, rows: Sequence[tuple[str, str, str, Mode, str, str]], now: float, not_before: float = 0.0
+) -> int:
+    """Add (user, kind, occurrence, mode, destination, payload) rows that do not exist yet; the count added."""
+    added = 0
+    for user, kind, occurrence, mode, destination, payload in rows:
+        cur = db.execute(
+            "INSERT OR IGNORE INTO notifications (user, kind, occurrence, mode, destination, payload, state,"
+            " next_attempt, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (user, kind, occurrence, mode.value, destination, payload, State.PENDING.value, not_before, now, now),
+        )
+        added += cur.rowcount
+    return added
+
+
+def plan_announcement(
+    kind: NoticeKind, users: Sequence[User], occurrence: str
+) -> list[tuple[str, str, str, Mode, str, str]]:
+    """The rows `announce` records: one per enabled user who wants `kind` and per destination (pure)."""
+    rows = []
+    for user in users:
+        if not user.enabled or kind not in user.preferences.notify:
+            continue
+        for d in compose.destinations(user):
+            rows.append((user.address, kind.value, occurrence, d.mode, d.key, ""))
+    return rows
+
+
+class Notifier:
+    def __init__(
+        self,
+        store: NotifyStore,
+        directory: Directory,
+        settings: NotifySettings,
+        *,
+        hostname: str,
+        submit: Callable[[QueuedMessage], None],
+        key: bytes,
+        domains: Sequence[str] = (),
+        templates: Templates | None = None,
+        clock: Callable[[], float] = time.time,
+        concurrency: int = 4,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.settings = settings
+        self.hostname = hostname
+        self.submit = submit
+        self.key = key
+        self.templates = templates or Templates(settings.templates)
+        self.clock = clock
+        self.sender = settings.sender or f"mailstandby@{domains[0] if domains else hostname}"
+        self.bounce_address = settings.bounce_address or self.sender
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[int] = set()
+        self._limit = asyncio.Semaphore(concurrency)
+        self._workers: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        for problem in self.templates.check(compose.sample_context(self.settings, self.hostname)):
+            log.error("notification template broken (the shipped one is used instead): %s", problem)
+        self._task = asyncio.create_task(self._run(), name="notifier")
+
+    async def stop(self) -> None:
+        """Stop delivering; rows in flight stay pending and are sent by the next start."""
+        tasks = [t for t in (self._task, *self._workers) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- the controller's interface ----------------------------------------------------------
+    async def announce(self, kind: NoticeKind, users: Sequence[User], occurrence: str) -> int:
+        """Record one notification per user and destination (idempotent); returns how many are new."""
+        rows = plan_announcement(kind, users, occurrence)
+        now = self.clock()
+        links: list[tuple[str, str]] = []  # (token hash, user): the personal setup link of each user
+        if self.settings.setup_url and kind in (NoticeKind.FAILOVER, NoticeKind.SETUP):
+            links = [(tokens.token_hash(tokens.link_token(self.key, u, occurrence)), u) for u in {r[0] for r in rows}]
+        expires = now + self.settings.link_lifetime
+
+        def run(db: sqlite3.Connection) -> int:
+            for hashed, user in links:
+                tokens.add_token(db, hashed, user, tokens.Purpose.LINK, now, expires)
+            return insert_rows(db, rows, now)
+
+        added = await self.store.call(run)
+        log.info("%s: %s %s: %d users, %d new", Event.NOTIFY_ANNOUNCED, kind.value, occurrence, len(users), added)
+        self.wake()
+        return added
+
+    async def announce_scope(self, kind: NoticeKind, scope: frozenset[str] | None, occurrence: str) -> None:
+        """`announce` for the failover coordinator's hook: `scope` is a set of addresses, or None for everyone."""
+        if scope is None:
+            users = list(self.directory.users())
+        else:
+            found: dict[str, User] = {}
+            for address in sorted(scope):
+                try:
+                    user = self.directory.lookup(Address.parse(address))
+                except ValueError:
+                    user = None
+                if user is not None:
+                    found[user.address] = user
+            users = list(found.values())
+        await self.announce(kind, users, occurrence)
+
+    async def send_code(self, user: User, nonce: str) -> str:
+        """Queue a one-time code to every destination of `user`; returns the code's hash for the token row."""
+        code = tokens.code_for(self.key, user.address, nonce)
+        rows = [(user.address, CODE_KIND, nonce, d.mode, d.key, "") for d in compose.destinations(user)]
+        now = self.clock()
+        hashed = tokens.code_hash(self.key, user.address, code)
+
+        def run(db: sqlite3.Connection) -> None:
+            tokens.add_token(db, hashed, user.address, tokens.Purpose.CODE, now, now + self.settings.code_lifetime)
+            insert_rows(db, rows, now)
+
+        await self.store.call(run)
+        self.wake()
+        return hashed
+
+    async def status(
+        self, *, user: str | None = None, kind: str | None = None, occurrence: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every notification matching the filters, as plain data (for the admin API)."""
+        return read_status(self.store.read_connection(), user=user, kind=kind, occurrence=occurrence)
+
+    async def readiness(self) -> dict[str, Any]:
+        """Who cannot be reached or cannot use the standby, as plain data (see `readiness.report`)."""
+        return readiness.report(self.directory.users(), self.store.read_connection())
+
+    # -- delivery -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                due, next_at = self._due()
+            except sqlite3.Error:
+                log.exception("notify: cannot read pending notifications")
+                due, next_at = [], self.clock() + POLL
+            for row in due:
+                await self._limit.acquire()
+                self._in_flight.add(row.id)
+                task = asyncio.create_task(self._deliver_one(row), name=f"notify-{row.id}")
+                self._workers.add(task)
+                task.add_done_callback(self._workers.discard)
+            wait = POLL if next_at is None else max(0.0, min(POLL, next_at - self.clock()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+
+    def _due(self) -> tuple[list[Row], float | None]:
+        db = self.store.read_connection()
+        now = self.clock()
+        rows = [
+            Row(r[0], r[1], r[2], r[3], Mode(r[4]), r[5], r[6], r[7])
+            for r in db.execute(
+                f"SELECT {_COLUMNS} FROM notifications WHERE state = ? AND next_attempt <= ? ORDER BY id LIMIT 500",
+                (State.PENDING.value, now),
+            )
+            if r[0] not in self._in_flight
+        ]
+        nxt = db.execute(
+            "SELECT min(next_attempt) FROM notifications WHERE state = ? AND next_attempt > ?",
+            (State.PENDING.value, now),
+        ).fetchone()[0]
+        return rows, nxt
+
+    async def _deliver_one(self, row: Row) -> None:
+        try:
+            await self._deliver(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # never lose the row: count the attempt and retry later
+            log.exception("notify: delivering notification %d failed", row.id)
+            try:
+                await self._record(row, ok=False, error=f"internal error: {type(e).__name__}")
+            except Exception:  # the store itself fails: the row stays pending and is tried again
+                log.exception("notify: cannot record the failure of notification %d", row.id)
+        finally:
+            self._in_flight.discard(row.id)
+            self._limit.release()
+            self.wake()
+
+    async def _deliver(self, row: Row) -> None:
+        try:
+            user = self.directory.lookup(Address.parse(row.user))
+        except ValueError:
+            user = None
+        if user is None:
+            await self._record(row, ok=False, error="user no longer in the directory", final=True)
+            return
+        dest = next((d for d in compose.destinations(user) if d.mode is row.mode and d.key == row.destination), None)
+        if dest is None:
+            await self._record(row, ok=False, error="destination no longer in the user's profile", final=True)
+            return
+        if dest.mode is not Mode.EMAIL and row.kind != CODE_KIND:
+            quiet_end = compose.in_quiet_hours(user.preferences.quiet_hours, self.clock())
+            if quiet_end is not None:
+                await self._postpone(row, quiet_end)
+                return
+        if dest.mode is Mode.APPRISE:
+            title, body = self._short(row, user)
+            error = await _apprise(dest.target, title, body)
+            await self._record(row, ok=error is None, error=error or "")
+        else:
+            await self._queue_email(row, user, dest)
+
+    def _short(self, row: Row, user: User) -> tuple[str, str]:
+        """(title, text) of the SMS/push form of `row`."""
+        limit = user.preferences.summary_length
+        if row.kind == FORWARD_KIND:
+            ctx = self._context(row, user, extra={"message": json.loads(row.payload)})
+            return "Mail", self.templates.render_one("forward.short", ctx)[: max(limit, 20)]
+        if row.kind == CODE_KIND:
+            ctx = self._context(row, user, extra={"code": tokens.code_for(self.key, user.address, row.occurrence)})
+            return "Code", " ".join(self.templates.render_one("code.short", ctx).split())
+        rendered = self.templates.render(NoticeKind(row.kind), self._context(row, user))
+        return rendered.subject, rendered.short
+
+    def _context(self, row: Row, user: User, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        setup_url, expires = "", None
+        db = self.store.read_connection()
+        if self.settings.setup_url and row.kind in (NoticeKind.FAILOVER.value, NoticeKind.SETUP.value):
+            token = tokens.link_token(self.key, user.address, row.occurrence)
+            found = tokens.find(db, tokens.token_hash(token))
+            if found is not None:
+                setup_url, expires = f"{self.settings.setup_url}/setup/{token}", found.expires_at
+        has_password = db.execute("SELECT 1 FROM credentials WHERE user = ?", (user.address,)).fetchone() is not None
+        return compose.notice_context(
+            user,
+            row.kind,
+            row.occurrence,
+            self.settings,
+            self.hostname,
+            setup_url=setup_url,
+            setup_expires=expires,
+            has_password=has_password,
+            extra=extra,
+        )
+
+    async def _queue_email(self, row: Row, user: User, dest: Destination) -> None:
+        qid = queue_id(row.id)
+        db = self.store.read_connection()
+        if db.execute("SELECT 1 FROM messages WHERE id = ?", (qid,)).fetchone() is None:
+            body = self._email(row, user, dest, qid)
+            envelope = Envelope(self.bounce_address, [dest.target])
+            queued = await self.store.accept(NewMessage(qid, envelope, body, self.clock()))
+            self.submit(queued)
+        await self._record(row, ok=True, message_id=qid)
+
+    def _email(self, row: Row, user: User, dest: Destination, qid: str) -> bytes:
+        msgid = f"<{qid}.{row.kind}@{self.hostname}>"
+        common = {"sender": self.sender, "organization": self.settings.organization, "to": dest.target}
+        if dest.mode is Mode.EMAIL and row.kind not in (FORWARD_KIND, CODE_KIND):
+            r = self.templates.render(NoticeKind(row.kind), self._context(row, user))
+            return compose.notice_email(
+                **common, subject=r.subject, text=r.text, html=r.html, msgid=msgid, kind=row.kind
+            )
+        title, text = self._short(row, user)
+        if row.kind == FORWARD_KIND:
+            title = "Mail for " + user.address
+        return compose.short_email(**common, subject=title, text=text, msgid=msgid, kind=row.kind)
+
+    async def _postpone(self, row: Row, until: float) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE notifications SET next_attempt = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = ?",
+                (until, "quiet hours", self.clock(), row.id, State.PENDING.value),
+            )
+
+        await self.store.call(run)
+
+    async def _record(self, row: Row, *, ok: bool, error: str = "", message_id: str = "", final: bool = False) -> None:
+        attempts = row.attempts + 1
+        if ok:
+            state, next_attempt = State.SENT, 0.0
+        elif final or attempts >= self.settings.max_attempts:
+            state, next_attempt = State.FAILED, 0.0
+        else:
+            delay = min(self.settings.retry_max, self.settings.retry_initial * 2 ** min(attempts - 1, 30))
+            state, next_attempt = State.PENDING, self.clock() + delay
+        event = {State.SENT: Event.NOTIFY_SENT, State.FAILED: Event.NOTIFY_FAILED}.get(state, Event.NOTIFY_RETRY)
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            "%s: id=%d user=%s kind=%s mode=%s attempts=%d %s",
+            event,
+            row.id,
+            row.user,
+            row.kind,
+            row.mode.value,
+            attempts,
+            error,
+        )
+
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE notifications SET state = ?, attempts = ?, next_attempt = ?, last_error = ?, message_id = ?,"
+                " updated_at = ? WHERE id = ? AND state = ?",
+                (
+                    state.value,
+                    attempts,
+                    next_attempt,
+                    error[:500],
+                    message_id,
+                    self.clock(),
+                    row.id,
+                    State.PENDING.value,
+                ),
+            )
+
+        await self.store.call(run)
+
+
+_plugins_loaded: list[bool] = []
+
+
+def _new_apprise(url: str) -> apprise.Apprise | None:
+    """An Apprise object for `url`, or None when the URL is unusable.
+
+    Apprise loads its plugins on first use; some of them import deprecated
+    standard modules, which is theirs to fix, not a warning for our users."""
+    ap = apprise.Apprise()
+    if not _plugins_loaded:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ok = ap.add(url)
+        _plugins_loaded.append(True)
+    else:
+        ok = ap.add(url)
+    return ap if ok else None
+
+
+async def _apprise(url: str, title: str, body: str) -> str | None:
+    """Send through Apprise; None when the service accepted it, else what went wrong."""
+    ap = _new_apprise(url)
+    if ap is None:
+        return "not a usable Apprise URL"
+    with apprise.LogCapture(level=logging.WARNING) as captured:
+        try:
+            async with asyncio.timeout(APPRISE_TIMEOUT):
+                ok = await ap.async_notify(body=body, title=title)
+        except TimeoutError:
+            return "timed out"
+        lines = captured.getvalue().strip().splitlines()
+    if ok:
+        return None
+    return (lines[-1] if lines else "the service did not accept the notification")[:300]
+
+
+def read_status(
+    db: sqlite3.Connection, *, user: str | None = None, kind: str | None = None, occurrence: str | None = None
+) -> list[dict[str, Any]]:
+    sql = (
+        "SELECT n.id, n.user, n.kind, n.occurrence, n.mode, n.destination, n.state, n.attempts, n.next_attempt,"
+        " n.last_error, n.message_id, n.created_at, n.updated_at, d.state FROM notifications n"
+        " LEFT JOIN deliveries d ON d.message_id = n.message_id AND d.rcpt = n.destination WHERE 1=1"
+    )
+    args: list[str] = []
+    for column, value in (("n.user", user), ("n.kind", kind), ("n.occurrence", occurrence)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            args.append(value)
+    cols = (
+        "id", "user", "kind", "occurrence", "mode", "destination", "state", "attempts", "next_attempt",
+        "last_error", "message_id", "created_at", "updated_at", "queue_state",
+    )  # fmt: skip
+    return [dict(zip(cols, r, strict=True)) for r in db.execute(sql + " ORDER BY n.id", args)]
