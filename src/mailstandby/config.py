@@ -567,7 +567,9 @@ class SyncSettings(Section):
         False, description="Also copy messages flagged \\Deleted on the standby (expunged ones are gone for good)."
     )
     smtp_fallback: bool = Field(
-        True, description="Without `imap_host`, re-inject standby-only INBOX mail through `[primary]` over SMTP."
+        False,
+        description="Without `imap_host`, re-inject standby-only INBOX mail through `[primary]` over SMTP "
+        "(at least once, see docs/sync.md).",
     )
 
 

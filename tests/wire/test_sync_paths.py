@@ -158,12 +158,12 @@ async def test_flags_set_on_the_phone_after_a_sync_follow(primary: Primary, tmp_
 async def test_without_imap_inbox_mail_is_reinjected_over_smtp(primary: Primary, tmp_path: Path) -> None:
     data = tmp_path / "standby"
     await file(data, {BOB: [("INBOX", message(1, user=BOB)), ("INBOX", message(2, user=BOB)), ("Sent", message(3))]})
-    report, _ = await run_once(data, primary, imap_host="")
+    report, _ = await run_once(data, primary, imap_host="", smtp_fallback=True)
     assert report.reasons == {"reinjected": 2, "no-imap": 1} and report.complete
     delivered = primary.wait_for_messages(BOB, 2)
     assert all(b"X-Mailstandby-Sync: " in m for m in delivered)
     assert sorted(ids(primary, BOB, "INBOX")) == [f"<m1.{BOB}>", f"<m2.{BOB}>"]
-    again, _ = await run_once(data, primary, imap_host="")
+    again, _ = await run_once(data, primary, imap_host="", smtp_fallback=True)
     assert again.planned == 0
 
 
