@@ -34,6 +34,8 @@ from pathlib import Path
 
 from mailstandby.config import PrimarySettings, SyncSettings
 from mailstandby.core.events import Event
+from mailstandby.smtp.lmtp import LMTPConnection
+from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.sync.imapclient import Appendable, CommandFailed, ConnectionLost, IMAPClient
 from mailstandby.sync.plan import (
     SYNC_FLAGS,
@@ -460,15 +462,13 @@ class SyncEngine:
         """Re-inject standby-only INBOX mail through the primary's SMTP/LMTP port (at least once:
         a crash between the primary's 250 and our record sends that message again, carrying the
         same trace header). Other folders and flags need IMAP: recorded with reason `no-imap`."""
-        from mailstandby.smtp.lmtp import LMTPConnection
-        from mailstandby.smtp.relay import RelayConnection
 
         for user, items in work.items():
             await self._finish(user, [_Done(i, frozenset(), Reason.NO_IMAP) for i in items if not _inbound(i)], report)
             todo = [i for i in items if _inbound(i)]
             if not todo:
                 continue
-            conn = (
+            conn: PrimaryConnection = (
                 LMTPConnection(self.primary, self.hostname)
                 if self.primary.protocol == "lmtp"
                 else RelayConnection(self.primary, self.hostname)
@@ -485,12 +485,12 @@ class SyncEngine:
             finally:
                 await conn.close()
 
-    async def _reinject(self, conn: object, user: str, item: _Item, report: SyncReport) -> None:
+    async def _reinject(self, conn: PrimaryConnection, user: str, item: _Item, report: SyncReport) -> None:
         body = await self.db.body(item.msg.body_id)
         if body is None:
             await self._finish(user, [_Done(item, frozenset(), Reason.DELETED_ON_STANDBY)], report)
             return
-        replies = await conn.send("", [user], with_trace(body, item.trace), smtputf8=False, eight_bit=True)  # type: ignore[attr-defined]
+        replies = await conn.send("", [user], with_trace(body, item.trace), smtputf8=False, eight_bit=True)
         reply = replies[user]
         if 200 <= reply.code < 300:
             await self._finish(user, [_Done(item, frozenset(), Reason.REINJECTED)], report)
