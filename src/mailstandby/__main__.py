@@ -1,5 +1,5 @@
 """The `mailstandby` command line: serve | check-config | init | queue | passwd | directory | status | failover |
-failback | audit | admin | dns | notify | version."""
+failback | audit | admin | dns | notify | sync | version."""
 
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_notify_commands(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("config-doc", help="print the configuration reference (docs/config.md)")
+    from mailstandby.cli import sync as synccli  # failback sync: `sync run`, `sync status`
+
+    synccli.add_commands(sub)
     args = parser.parse_args(argv)
 
     if args.command == "version":
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         return control.run(args, cfg)
     if args.command == "directory":
         return _directory(cfg, args)
+    if args.command == "sync":
+        return synccli.main(cfg, args)
     from mailstandby.app import run
     from mailstandby.obs import setup_logging
 

@@ -51,6 +51,7 @@ from mailstandby.smtp.session import Login
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
+from mailstandby.sync.engine import SyncEngine
 from mailstandby.tls import ensure_self_signed, server_context
 from mailstandby.verify import RecipientVerifier
 
@@ -138,6 +139,13 @@ class App:
         )
         self.coordinator.reroute = self.runner.reroute
         self.coordinator.announce = self.notifier.announce_scope
+        self.sync: SyncEngine | None = None  # failback sync (docs/sync.md): FAILING_BACK runs it
+        if config.sync.automatic and (config.sync.imap_host or config.sync.smtp_fallback):
+            node = config.node
+            self.sync = SyncEngine(
+                node.data_dir / "mailstandby.db", config.sync, config.primary, hostname=node.hostname
+            )
+            self.coordinator.sync = self.sync.failback
         self.transitions = 0
 
         def counted(*_: object) -> None:
@@ -309,7 +317,9 @@ class App:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.notifier.stop()
-        await self.coordinator.stop()
+        await self.coordinator.stop()  # cancels a failback sync in progress (the next start resumes it)
+        if self.sync is not None:
+            await self.sync.close()
         await self.runner.stop(grace)
         if self.scanner is not None:
             await self.scanner.close()

@@ -240,7 +240,10 @@ class Connection(asyncio.Protocol):
                     self.transport.abort()
                 raise ConnectionClosed from None
 
-    async def start_tls(self, context: ssl.SSLContext, timeout: float = 60.0) -> None:
+    async def start_tls(
+        self, context: ssl.SSLContext, timeout: float = 60.0, *, server_hostname: str | None = None
+    ) -> None:
+        """Upgrade to TLS: as the server, or, with `server_hostname`, as a client checking that name."""
         assert self.transport is not None
         await self.flush()
         if self._buf:
@@ -249,7 +252,14 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         # No await between clearing the buffer and handing the transport to TLS:
         # no plaintext byte can reach the session after this point.
-        new = await loop.start_tls(self.transport, self, context, server_side=True, ssl_handshake_timeout=timeout)
+        new = await loop.start_tls(
+            self.transport,
+            self,
+            context,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+            ssl_handshake_timeout=timeout,
+        )
         if new is None:
             raise ConnectionClosed
         self.transport = new

@@ -236,6 +236,8 @@ class Primary:
         fallback_relay: str | None = None,
         milters: str | None = None,
         milter_default_action: str = "tempfail",
+        max_mail_size: str | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         """Prepare (but do not start) a primary under ``root``.
 
@@ -248,6 +250,10 @@ class Primary:
         Postfix itself generates for them fails via the ``error`` transport.
         ``milters`` (e.g. ``"inet:127.0.0.1:PORT"``) is Postfix's ``smtpd_milters``, spoken with
         ``milter_protocol = 6`` and ``milter_default_action``; ``set_milters()`` changes them later.
+        ``max_mail_size`` (e.g. ``"64k"``) sets Dovecot's per-message limit
+        (``quota_max_mail_size``): a bigger IMAP APPEND gets NO.
+        ``tls`` (certificate chain, key: PEM files) turns on TLS in Dovecot: STARTTLS on the
+        IMAP port and implicit TLS on ``imaps_port`` (without it: no TLS, ``imaps_port`` 0).
         """
         self.root = Path(root).resolve()
         self.base = self.root if _searchable(self.root) else _fresh_tmp_base()
@@ -267,6 +273,9 @@ class Primary:
         self.fallback_relay = fallback_relay  # Postfix smtp_fallback_relay: where mail goes when relayhost is dead
         self.milters = milters
         self.milter_default_action = milter_default_action
+        self.max_mail_size = max_mail_size
+        self.tls = tls
+        self.imaps_port = 0
         self.master_password = "master-" + secrets.token_hex(8)
         self.smtp_port = 0
         self.imap_port = 0
@@ -318,7 +327,8 @@ class Primary:
         _LIVE.add(self)
         last: Exception | None = None
         for _attempt in range(3):
-            self.smtp_port, self.imap_port, self.lmtp_port, self.pop3_port = _free_ports(4)
+            self.smtp_port, self.imap_port, self.lmtp_port, self.pop3_port, imaps = _free_ports(5)
+            self.imaps_port = imaps if self.tls else 0
             self._write_dovecot_config()
             self._write_postfix_config()
             try:
@@ -439,6 +449,8 @@ class Primary:
                 self._dovecot_logs,
             )
             self._wait_listening("dovecot imap", self.imap_port, self._dovecot_logs)
+            if self.imaps_port:
+                self._wait_listening("dovecot imaps", self.imaps_port, self._dovecot_logs)
             self._wait_listening("dovecot lmtp", self.lmtp_port, self._dovecot_logs)
         except PrimaryError:
             self.stop_imap()
@@ -743,7 +755,7 @@ log_path = {self.dovecot_log}
 info_log_path = {self.dovecot_log}
 debug_log_path = {self.dovecot_log}
 
-ssl = no
+{self._ssl_config()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_username_format = %Lu
@@ -765,7 +777,7 @@ mail_plugins = $mail_plugins quota
 lmtp_rcpt_check_quota = yes
 plugin {{
   quota = maildir:User quota
-}}
+{self._max_mail_size_config()}}}
 
 passdb {{
   driver = passwd-file
@@ -806,7 +818,8 @@ service imap-login {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {self.host}
+    port = {self.imaps_port}
   }}
 }}
 service pop3-login {{
@@ -826,6 +839,15 @@ service lmtp {{
 }}
 """
         self.dovecot_conf.write_text(conf)
+
+    def _ssl_config(self) -> str:
+        if self.tls is None:
+            return "ssl = no"
+        cert, key = self.tls
+        return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2"
+
+    def _max_mail_size_config(self) -> str:
+        return "" if self.max_mail_size is None else f"  quota_max_mail_size = {self.max_mail_size}\n"
 
     def _write_postfix_config(self) -> None:
         vmailbox = self.postfix_conf / "vmailbox"

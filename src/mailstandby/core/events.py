@@ -48,3 +48,8 @@ class Event(StrEnum):
     MILTER_TAKE_SOME = "milter.take-some"
     MILTER_TAKEN = "milter.taken"
     MILTER_TAKEOVER_FAILED = "milter.takeover-failed"
+    SYNC_RUN = "sync.run"
+    SYNC_REFUSED = "sync.refused"
+    SYNC_GAVE_UP = "sync.gave-up"
+    SYNC_LOGIN_REFUSED = "sync.login-refused"
+    SYNC_PRIMARY_FAILED = "sync.primary-failed"

@@ -209,6 +209,24 @@ MIGRATIONS: list[str] = [
         removed    INTEGER NOT NULL
     );
     """,
+    # 8: failback sync (sync/): one record per standby message per user and primary folder
+    """
+    CREATE TABLE sync_items (
+        user        TEXT NOT NULL,
+        body_id     INTEGER NOT NULL,
+        folder      TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        flags       TEXT NOT NULL DEFAULT '',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        reason      TEXT NOT NULL DEFAULT '',
+        last_error  TEXT NOT NULL DEFAULT '',
+        primary_uid INTEGER,
+        updated_at  REAL NOT NULL,
+        PRIMARY KEY (user, body_id, folder)
+    );
+    CREATE INDEX sync_items_state ON sync_items (state, user);
+    """,
 ]
 
 
