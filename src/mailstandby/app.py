@@ -15,6 +15,7 @@ import signal
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 from starlette.routing import BaseRoute
 
@@ -188,9 +189,19 @@ class App:
             metrics_public=config.admin.metrics_public,
             dns=self.dns,
             routes=self._setup_routes(),
+            sync_status=self._sync_status if self.sync is not None else None,
+            notifications=self.notifier.status,
+            readiness=self.notifier.readiness,
         )
         cert, key = self._certificate()
         self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))
+
+    async def _sync_status(self) -> dict[str, Any]:
+        assert self.sync is not None
+        status = await self.sync.status()
+        t = status.total
+        total = {"total": t.total, "done": t.done, "failed": t.failed, "pending": t.pending}
+        return {"failover": self.coordinator.snapshot()["mode"], "users": status.as_dict(), "total": total}
 
     def _setup_routes(self) -> list[BaseRoute]:
         """Phone setup links and autoconfig (notify), served by the admin HTTPS server."""

@@ -209,7 +209,15 @@ async def test_the_admin_api_demands_credentials_and_audits_every_command(rig: R
     await rig.failover_store.set_admin_hash("ops", hash_password("s3cret-pw"), actor="test")
     auth = AdminAuthenticator(rig.failover_store, rig.failover_store, AdminSettings(max_failures=3), failure_delay=0)
     metrics = registry(StandbyCollector(c.snapshot, _health, lambda: 0, lambda: 0))
-    app = create_app(Services(c, rig.failover_store, auth, _health, lambda: 7, metrics))
+    async def notices(**filters: str | None) -> list[dict[str, Any]]:
+        return [{"user": BOB, "kind": "failover", "state": "sent", **{k: v for k, v in filters.items() if v}}]
+
+    async def ready() -> dict[str, Any]:
+        return {"unreachable": [ALICE]}
+
+    app = create_app(
+        Services(c, rig.failover_store, auth, _health, lambda: 7, metrics, notifications=notices, readiness=ready)
+    )
     transport = httpx.ASGITransport(app=app, client=("192.0.2.1", 5000))
     async with httpx.AsyncClient(transport=transport, base_url="https://admin") as http:
         assert (await http.get("/api/v1/status")).status_code == 401
@@ -226,6 +234,12 @@ async def test_the_admin_api_demands_credentials_and_audits_every_command(rig: R
         r = await http.post("/api/v1/failover", headers=good, json={"reason": "drill", "users": ["Bob@corp.test"]})
         assert r.status_code == 200 and r.json()["failover"]["users"] == [BOB]
         assert c.state.mode is Mode.FAILED_OVER
+
+        assert (await http.get("/api/v1/notifications", params={"user": BOB})).status_code == 401
+        shown = (await http.get("/api/v1/notifications", params={"user": BOB}, headers=good)).json()
+        assert shown == [{"user": BOB, "kind": "failover", "state": "sent"}]
+        assert (await http.get("/api/v1/readiness", headers=good)).json() == {"unreachable": [ALICE]}
+        assert (await http.get("/api/v1/sync", headers=good)).status_code == 404  # no sync configured
 
         for _ in range(3):
             assert (await http.get("/api/v1/status", headers=basic("ops", "wrong"))).status_code == 401

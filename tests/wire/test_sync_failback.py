@@ -60,3 +60,8 @@ def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary) 
             "pending": 0,
         }
         assert "sync.run: planned=5" in standby.log()
+        standby.add_admin("admin", "admin-pw-sync")
+        with standby.api(password="admin-pw-sync") as api:
+            progress = api.get("/api/v1/sync").json()
+        assert progress["failover"] == "normal"
+        assert progress["total"] == {"total": 5, "done": 5, "failed": 0, "pending": 0}

@@ -10,6 +10,9 @@
     GET  /api/v1/dns                the MX switch: current, saved and standby records
     POST /api/v1/dns/switch         {"reason": "..."}   point the MX at the standby now
     POST /api/v1/dns/restore        {"reason": "..."}   put the saved records back now
+    GET  /api/v1/sync               failback sync progress per user and in total
+    GET  /api/v1/notifications?user=&kind=&occurrence=   every user notification and its state
+    GET  /api/v1/readiness          users who could not be reached in an outage
     GET  /metrics                   Prometheus text format
 
 Every request needs an administrator's credentials (HTTP Basic; the listener
@@ -82,6 +85,9 @@ class Services:
     metrics_public: bool = False
     routes: list[BaseRoute] = field(default_factory=list)  # mounted by other parts (e.g. phone setup)
     dns: DNSControl | None = None
+    sync_status: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    notifications: Callable[..., Awaitable[list[dict[str, Any]]]] | None = None
+    readiness: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -183,6 +189,21 @@ def create_app(services: Services) -> Starlette:
 
         return run
 
+    async def sync(request: Request, admin: str) -> Response:
+        if s.sync_status is None:
+            return JSONResponse({"error": "the failback sync is not configured ([sync] imap_host)"}, 404)
+        return JSONResponse(await s.sync_status())
+
+    async def notifications(request: Request, admin: str) -> Response:
+        assert s.notifications is not None
+        q = request.query_params
+        found = await s.notifications(user=q.get("user"), kind=q.get("kind"), occurrence=q.get("occurrence"))
+        return JSONResponse(found[: _limit(request)])
+
+    async def readiness(request: Request, admin: str) -> Response:
+        assert s.readiness is not None
+        return JSONResponse(await s.readiness())
+
     async def metrics(request: Request, admin: str) -> Response:
         return Response(generate_latest(s.metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -200,6 +221,9 @@ def create_app(services: Services) -> Starlette:
         Route("/api/v1/dns", authenticated(dns_status)),
         Route("/api/v1/dns/switch", authenticated(dns_command("switch")), methods=["POST"]),
         Route("/api/v1/dns/restore", authenticated(dns_command("restore")), methods=["POST"]),
+        Route("/api/v1/sync", authenticated(sync)),
+        *([Route("/api/v1/notifications", authenticated(notifications))] if s.notifications else []),
+        *([Route("/api/v1/readiness", authenticated(readiness))] if s.readiness else []),
         Route("/metrics", public_metrics if s.metrics_public else authenticated(metrics)),
         *s.routes,
     ]
