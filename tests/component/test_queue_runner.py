@@ -278,6 +278,9 @@ async def test_temporary_trouble_keeps_the_message_until_the_primary_recovers(
     assert 1 <= copies <= (2 if may_duplicate else 1)  # never 0; a duplicate only when the dot got through
     if may_duplicate:
         assert copies == 2
+        assert "no reply to the end of data" in first.reply  # the log says where the duplicate came from
+    else:
+        assert "no reply to the end of data" not in first.reply
     assert rig.dsns() == []
 
 

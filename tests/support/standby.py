@@ -187,6 +187,13 @@ class Standby:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def log_lines(self) -> list[str]:
+        """The whole log (not only its tail), line by line."""
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-8000:]

@@ -9,6 +9,7 @@ slack for a loaded machine, never by sleeps.
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import socket
 import threading
@@ -50,6 +51,19 @@ def subjects_in_standby(standby: Standby, user: str) -> list[str]:
     for body, journaled, _ in standby.mailbox(user, "INBOX"):
         if not journaled:
             out += [ln[9:].strip() for ln in body.decode().splitlines() if ln.startswith("Subject: ")]
+    return out
+
+
+def copies_by_subject(standby: Standby, primary: Primary, user: str) -> dict[str, list[str]]:
+    """Subject -> the mailstandby queue id (from our Received header) of each copy, primary and standby."""
+    raws = [body for body, journaled, _ in standby.mailbox(user, "INBOX") if not journaled]
+    raws += primary.fetch_all(user)
+    out: dict[str, list[str]] = {}
+    for raw in raws:
+        text = raw.decode(errors="replace")
+        subject = next(ln[9:].strip() for ln in text.splitlines() if ln.startswith("Subject: "))
+        qid = text.split("(mailstandby) with ", 1)[1].split(" id ", 1)[1].split(";")[0].split()[0]
+        out.setdefault(subject, []).append(qid)
     return out
 
 
@@ -357,7 +371,17 @@ def test_every_message_is_delivered_exactly_once_across_transitions(tmp_path: Pa
         in_standby = subjects_in_standby(standby, "alice@corp.test")
         primary.wait_for_messages("alice@corp.test", len(sent) - len(in_standby), timeout=60)
         at_primary = subjects_at_primary(primary, "alice@corp.test")
+        copies = copies_by_subject(standby, primary, "alice@corp.test")
+        unanswered = {
+            m.group(1)
+            for ln in standby.log_lines()
+            if "no reply to the end of data" in ln and (m := re.search(r" id=(\S+)", ln))
+        }
     assert len(sent) > 50 and in_standby and at_primary  # the load really crossed every transition
-    assert sorted(at_primary + in_standby) == sorted(sent)
+    assert set(at_primary + in_standby) == set(sent)  # nothing acknowledged is lost
+    # Exactly once, but for the one case no MTA can rule out (RFC 5321 §6.1): Postfix stopped after taking a
+    # message and before its reply reached us. Such a delivery is logged, and only it may have a second copy.
+    duplicated = {subject: qids for subject, qids in copies.items() if len(qids) > 1}
+    assert all(len(qids) == 2 and set(qids) <= unanswered for qids in duplicated.values()), (duplicated, unanswered)
     modes = [t["to_mode"] for t in standby.transitions() if t["from_mode"] != t["to_mode"]]
     assert modes == ["failed-over", "failing-back", "normal"] * 2  # (the rest: the monitor taking control back)

@@ -36,6 +36,13 @@ def temporary(why: str) -> Reply:
     return Reply(451, "4.4.1", f"primary unreachable or unclear: {why}"[:300])
 
 
+class DataUnanswered(Exception):
+    """The connection failed after DATA was accepted: the primary may have the message (RFC 5321 §6.1)."""
+
+
+UNANSWERED = "no reply to the end of data (the primary may have taken it; a retry can duplicate it)"
+
+
 class RelayConnection:
     """One open session with the primary; reusable for several messages."""
 
@@ -97,6 +104,10 @@ class RelayConnection:
             if reply.code == 421:
                 self.client.close()
             return dict.fromkeys(recipients, reply)
+        except DataUnanswered as e:
+            self.client.close()
+            cause = e.__cause__
+            return dict.fromkeys(recipients, temporary(f"{UNANSWERED}: {type(cause).__name__}: {cause}"))
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError, ValueError) as e:
             self.client.close()
             return dict.fromkeys(recipients, temporary(type(e).__name__ + ": " + str(e)))
@@ -142,6 +153,8 @@ class RelayConnection:
                 raise
             failed = parse_reply_text(e.code, e.message, "4.0.0" if e.code < 500 else "5.0.0")
             return results | dict.fromkeys(accepted, failed)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, TimeoutError) as e:
+            raise DataUnanswered from e  # logged as such: the one place a duplicate can come from
         return results | dict.fromkeys(accepted, parse_reply_text(resp.code, resp.message, "2.0.0"))
 
 
