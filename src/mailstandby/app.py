@@ -14,6 +14,7 @@ import os
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
 from mailstandby.smtp.lmtp import LMTPConnection
+from mailstandby.smtp.mx import MXConnection, MXResolver
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
@@ -69,7 +71,8 @@ class App:
         self.directory_service = DirectoryService(
             self.directory, self.store, config.directory, node.data_dir / "mailstandby.db"
         )
-        self.router = Router(self.directory, smarthost=bool(config.outbound.host))
+        direct_mx = config.outbound.direct_mx and not config.outbound.host  # other domains by MX during an outage
+        self.router = Router(self.directory, smarthost=bool(config.outbound.host), direct_mx=direct_mx)
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
         self.runner = QueueRunner(
@@ -83,6 +86,7 @@ class App:
             connect_outbound=(lambda: RelayConnection(config.outbound, node.hostname))
             if config.outbound.host
             else None,
+            connect_direct=self._direct_connection(MXResolver(config.outbound)) if direct_mx else None,
         )
         self.tasks: list[asyncio.Task[None]] = []
         self.notifier = Notifier(
@@ -221,6 +225,10 @@ class App:
         if primary.protocol == "lmtp":
             return LMTPConnection(primary, hostname)
         return RelayConnection(primary, hostname)
+
+    def _direct_connection(self, resolver: MXResolver) -> Callable[[str], PrimaryConnection]:
+        outbound, hostname = self.config.outbound, self.config.node.hostname
+        return lambda domain: MXConnection(domain, outbound, hostname, resolver)
 
     def _smarthost_connection(self) -> PrimaryConnection:
         return RelayConnection(self.config.outbound, self.config.node.hostname)

@@ -284,6 +284,26 @@ class OutboundSettings(PrimarySettings):
     tls: Literal["none", "starttls", "required"] = Field("required", description="TLS towards the smarthost.")
     username: str | None = Field(None, description="SMTP AUTH user at the smarthost, if it needs one.")
     password_file: Path | None = Field(None, description="File holding that user's password (never in this file).")
+    direct_mx: bool = Field(
+        True, description="Without a smarthost, deliver to other domains by their MX while failed over."
+    )
+    mx_port: int = Field(
+        25, ge=1, le=65535, description="Port used on MX hosts; other values only for tests or special networks."
+    )
+    resolver: str = Field("", description="HOST:PORT of a DNS server to ask for MX records; empty: the system's.")
+
+    @field_validator("resolver")
+    @classmethod
+    def _resolver(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value and (not sep or not port.isdigit() or not 1 <= int(port) <= 65535):
+            raise ValueError("must be HOST:PORT of a DNS server, e.g. 127.0.0.1:53, or empty for the system's")
+        if value:
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise ValueError("HOST must be an IP address (a resolver cannot be found by name)") from None
+        return value
 
 
 class QueueSettings(Section):

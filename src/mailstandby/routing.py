@@ -8,6 +8,12 @@ every recipient of every attempt.
 
 During FAILING_BACK new mail goes to the primary again: the primary is back,
 and the failback sync brings the outage mail over beside it.
+
+Mail for other domains goes to the smarthost when one is configured. Without
+one it goes to the primary, except while failed over or failing back with
+direct MX delivery on (the default): then it goes straight to the
+destination's MX hosts (RFC 5321 §5.1), so notices about the outage reach
+users' alternate addresses while the primary cannot pass them on.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ class Route(StrEnum):
     PRIMARY = "primary"  # relay to the primary mail system
     STANDBY = "standby"  # file in the user's standby mailbox
     OUTBOUND = "outbound"  # the smarthost, for other domains
+    DIRECT = "direct"  # the destination domain's MX hosts, for other domains during an outage
 
 
 class Reason(StrEnum):
@@ -32,6 +39,7 @@ class Reason(StrEnum):
     FAILING_BACK = "failing-back"  # the primary is back: new mail goes there
     OUTBOUND_VIA_PRIMARY = "outbound-via-primary"  # not our user, and no smarthost configured
     OUTBOUND_SMARTHOST = "outbound-smarthost"  # not our user: the configured smarthost
+    OUTBOUND_DIRECT_MX = "outbound-direct-mx"  # not our user, no smarthost, the primary out: the domain's MX
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +48,15 @@ class Decision:
     reason: Reason
 
 
-def choose_route(mode: Mode, scope: frozenset[str] | None, user: User | None, *, smarthost: bool = False) -> Decision:
+def choose_route(
+    mode: Mode, scope: frozenset[str] | None, user: User | None, *, smarthost: bool = False, direct_mx: bool = False
+) -> Decision:
     """`scope`: the users failed over (None: everyone)."""
     if user is None:
         if smarthost:
             return Decision(Route.OUTBOUND, Reason.OUTBOUND_SMARTHOST)
+        if direct_mx and mode in (Mode.FAILED_OVER, Mode.FAILING_BACK):
+            return Decision(Route.DIRECT, Reason.OUTBOUND_DIRECT_MX)
         return Decision(Route.PRIMARY, Reason.OUTBOUND_VIA_PRIMARY)
     if mode is Mode.FAILED_OVER:
         if scope is None or user.address in scope:
@@ -56,9 +68,10 @@ def choose_route(mode: Mode, scope: frozenset[str] | None, user: User | None, *,
 
 
 class Router:
-    def __init__(self, directory: Directory, *, smarthost: bool = False) -> None:
+    def __init__(self, directory: Directory, *, smarthost: bool = False, direct_mx: bool = False) -> None:
         self.directory = directory
         self.smarthost = smarthost
+        self.direct_mx = direct_mx  # deliver other domains' mail by MX while the primary is out
         self.mode = Mode.NORMAL
         self.scope: frozenset[str] | None = None
 
@@ -83,4 +96,4 @@ class Router:
             user = self.directory.lookup(Address.parse(rcpt))
         except ValueError:
             user = None
-        return choose_route(self.mode, self.scope, user, smarthost=self.smarthost)
+        return choose_route(self.mode, self.scope, user, smarthost=self.smarthost, direct_mx=self.direct_mx)

@@ -4,6 +4,10 @@
 (MX 10 mail.corp.test., A for mail. and standby.) under `root`, and starts
 `named -f` on 127.0.0.1 with an ephemeral port (UDP and TCP). `dig(name, type)`
 asks it directly. The machine's own BIND configuration is never touched.
+
+`extra_zones={"ext.test": "@ IN MX 10 mx\nmx IN A 127.0.0.1\n"}` serves more
+zones (read-only) beside it: each gets an SOA, NS and `ns1 A 127.0.0.1`, then
+the records given, so tests can give other domains MX records to resolve.
 """
 
 from __future__ import annotations
@@ -43,11 +47,12 @@ def _free_port() -> int:
 class Bind:
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, zone: str = "corp.test") -> None:
+    def __init__(self, root: Path, zone: str = "corp.test", extra_zones: dict[str, str] | None = None) -> None:
         self.artifacts = Path(root)  # the log and config are copied here at stop
         # named drops to user `bind`, which cannot enter pytest's private tmp tree: live under /tmp.
         self.root = Path(tempfile.mkdtemp(prefix="msb-bind-"))
         self.zone = zone
+        self.extra_zones = dict(extra_zones or {})
         self.secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -97,6 +102,7 @@ zone "{self.zone}" {{
     allow-update {{ key "{KEY_NAME}"; }};
 }};
 """
+            + "".join(self._extra_zone(name, records) for name, records in self.extra_zones.items())
         )
         for path in [self.root, *self.root.iterdir()]:
             os.chown(path, bind_user.pw_uid, bind_user.pw_gid)
@@ -111,10 +117,24 @@ zone "{self.zone}" {{
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"named exited: {self.log.read_text()[-3000:]}")
-            if self.dig(self.zone, "SOA"):
+            if self.dig(self.zone, "SOA") and all(self.dig(name, "SOA") for name in self.extra_zones):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"named did not answer: {self.log.read_text()[-3000:]}")
+
+    def _extra_zone(self, name: str, records: str) -> str:
+        """Write a read-only zone `name` holding `records`; its named.conf clause."""
+        path = self.root / f"{name}.zone"
+        path.write_text(
+            f"""$TTL 3600
+$ORIGIN {name}.
+@       IN SOA  ns1.{name}. hostmaster.{name}. ( 1 3600 600 86400 300 )
+        IN NS   ns1.{name}.
+ns1     IN A    127.0.0.1
+{records}
+"""
+        )
+        return f'zone "{name}" {{\n    type primary;\n    file "{path}";\n}};\n'
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -11,6 +11,11 @@ Scheduling is in memory: new mail is pushed by the intake, deferred mail
 waits on a timer computed from stored timestamps (attempt count and arrival
 time), so a restart resumes the same schedule. Each worker keeps its
 connection to the primary open and reuses it for the next message.
+
+A destination is a route, and for direct MX delivery (Route.DIRECT) a route
+and a domain: each gets its own transaction, connection and dead-destination
+backoff. A connection whose `open()` raises Rejected answers every recipient
+with that reply (a null MX or NXDOMAIN is permanent and gets a DSN).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Protocol
 from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType, Envelope, new_queue_id
-from mailstandby.core.reply import Reply
+from mailstandby.core.reply import Rejected, Reply
 from mailstandby.directory.base import User
 from mailstandby.queue.dsn import Failure, build_dsn
 from mailstandby.routing import Decision, Route, Router
@@ -46,6 +51,8 @@ from mailstandby.store.base import (
 log = logging.getLogger(__name__)
 
 IDLE_CLOSE = 10.0  # seconds an unused connection to the primary stays open
+
+Destination = tuple[Route, str]  # (route, destination domain for Route.DIRECT, else "")
 
 
 class Journal(Protocol):
@@ -94,8 +101,10 @@ class QueueRunner:
         connect_outbound: Callable[[], PrimaryConnection] | None = None,
         evidence: Evidence | None = None,
         forwarding: Forwarding | None = None,
+        connect_direct: Callable[[str], PrimaryConnection] | None = None,
     ) -> None:
         self.connect_outbound = connect_outbound  # the smarthost for other domains, if any
+        self.connect_direct = connect_direct  # a domain's MX hosts (Route.DIRECT), if enabled
         self.store = store
         self.router = router
         self.journal = journal  # files journal copies (warm standby), if enabled
@@ -115,8 +124,8 @@ class QueueRunner:
         self.stopping = False
         # Per destination: after a failed connect, new mail waits for the next retry
         # instead of hammering a dead host (Postfix "dead destination").
-        self.dead_failures: dict[Route, int] = {}
-        self.dead_until: dict[Route, float] = {}
+        self.dead_failures: dict[Destination, int] = {}
+        self.dead_until: dict[Destination, float] = {}
         # Outcomes the store could not take yet (e.g. disk full), retried until it can.
         self.unrecorded: list[Outcome] = []
         self.record_retry: asyncio.TimerHandle | None = None
@@ -191,7 +200,7 @@ class QueueRunner:
 
     # -- workers ---------------------------------------------------------------------
     async def _worker(self, n: int) -> None:
-        conns: dict[Route, PrimaryConnection] = {}  # one open connection per destination, reused
+        conns: dict[Destination, PrimaryConnection] = {}  # one open connection per destination, reused
         try:
             while True:
                 try:
@@ -231,20 +240,21 @@ class QueueRunner:
             r.next_attempt = max(r.next_attempt, now + self.settings.retry_initial)
         self._schedule(message)
 
-    async def _deliver(self, message: QueuedMessage, conns: dict[Route, PrimaryConnection]) -> None:
+    async def _deliver(self, message: QueuedMessage, conns: dict[Destination, PrimaryConnection]) -> None:
         """One attempt for every due recipient, one transaction per destination."""
         now = self.clock()
-        groups: dict[Route, list[QueuedRecipient]] = {}
+        groups: dict[Destination, list[QueuedRecipient]] = {}
         decisions: dict[str, Decision] = {}  # asked once per attempt: settling logs what was done
         for r in message.recipients:
             if r.next_attempt > now:
                 continue
             decisions[r.rcpt] = decision = self.router.route(r.rcpt)
-            retry_at = self.dead_until.get(decision.route, 0.0)
-            if decision.route not in conns and now < retry_at:
+            dest = _destination(decision.route, r.rcpt)
+            retry_at = self.dead_until.get(dest, 0.0)
+            if dest not in conns and now < retry_at:
                 r.next_attempt = retry_at  # that destination is known to be down: wait for its retry
             else:
-                groups.setdefault(decision.route, []).append(r)
+                groups.setdefault(dest, []).append(r)
         if not groups:
             self._schedule(message)
             return
@@ -253,12 +263,12 @@ class QueueRunner:
         except CorruptMessage:
             self.messages.pop(message.id, None)
             return
-        standby = groups.pop(Route.STANDBY, [])
+        standby = groups.pop((Route.STANDBY, ""), [])
         if standby:
             await self._file_in_standby(message, standby, decisions, body)
         replies: dict[str, Reply] = {}
-        for route, rcpts in groups.items():
-            replies |= await self._relay(route, message, [r.rcpt for r in rcpts], body, conns)
+        for dest, rcpts in groups.items():
+            replies |= await self._relay(dest, message, [r.rcpt for r in rcpts], body, conns)
         due = [r for rcpts in groups.values() for r in rcpts]
         if not due:
             self._finish(message)
@@ -321,26 +331,44 @@ class QueueRunner:
         else:
             self.messages.pop(message.id, None)
 
+    def _connection(self, dest: Destination) -> PrimaryConnection:
+        route, domain = dest
+        if route is Route.DIRECT and self.connect_direct is not None:
+            return self.connect_direct(domain)
+        if route is Route.PRIMARY or self.connect_outbound is None:
+            return self.connect()
+        return self.connect_outbound()
+
     async def _relay(
-        self, route: Route, message: QueuedMessage, rcpts: list[str], body: bytes, conns: dict[Route, PrimaryConnection]
+        self,
+        dest: Destination,
+        message: QueuedMessage,
+        rcpts: list[str],
+        body: bytes,
+        conns: dict[Destination, PrimaryConnection],
     ) -> dict[str, Reply]:
-        conn = conns.pop(route, None)
+        route = dest[0]
+        conn = conns.pop(dest, None)
         if conn is None or not conn.usable:
-            conn = (
-                self.connect() if route is Route.PRIMARY or self.connect_outbound is None else self.connect_outbound()
-            )
+            conn = self._connection(dest)
             try:
                 await conn.open()
-            except Exception as e:  # refused, timeout, bad banner, TLS: all temporary
+            except Exception as e:  # refused, timeout, bad banner, TLS: all temporary; Rejected says itself
                 await conn.close()
-                self.dead_failures[route] = failures = self.dead_failures.get(route, 0) + 1
-                self.dead_until[route] = self.clock() + backoff(self.settings, failures)
+                if isinstance(e, Rejected):  # e.g. direct MX: the domain's DNS answered (perhaps permanently)
+                    log.info("cannot open %s for %s: %s %s", route.value, message.id, e.reply, e.detail)
+                    if e.reply.permanent:
+                        return dict.fromkeys(rcpts, e.reply)
+                self.dead_failures[dest] = failures = self.dead_failures.get(dest, 0) + 1
+                self.dead_until[dest] = self.clock() + backoff(self.settings, failures)
+                if isinstance(e, Rejected):
+                    return dict.fromkeys(rcpts, e.reply)
                 why = f"{type(e).__name__}: {e}"
                 if route is Route.PRIMARY and self.evidence is not None:
                     self.evidence(False, f"queue could not connect: {why}"[:200])
                 return dict.fromkeys(rcpts, Reply(451, "4.4.1", f"cannot reach the {route.value}: {why}"[:300]))
-            self.dead_failures.pop(route, None)
-            self.dead_until.pop(route, None)
+            self.dead_failures.pop(dest, None)
+            self.dead_until.pop(dest, None)
         replies = await conn.send(
             message.sender,
             rcpts,
@@ -349,7 +377,7 @@ class QueueRunner:
             eight_bit=message.body_type == BodyType.EIGHT_BIT.value,
         )
         if conn.usable:
-            conns[route] = conn
+            conns[dest] = conn
         if route is Route.PRIMARY and self.evidence is not None:
             self._report(replies)
         return replies
@@ -505,7 +533,14 @@ class QueueRunner:
         return True
 
 
-async def _close_all(conns: dict[Route, PrimaryConnection]) -> None:
+def _destination(route: Route, rcpt: str) -> Destination:
+    """Direct MX delivery needs one transaction per recipient domain; other routes one in all."""
+    if route is Route.DIRECT:
+        return route, rcpt.rpartition("@")[2].lower()
+    return route, ""
+
+
+async def _close_all(conns: dict[Destination, PrimaryConnection]) -> None:
     for conn in list(conns.values()):
         with contextlib.suppress(Exception):
             await conn.close()
