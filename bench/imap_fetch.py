@@ -75,12 +75,9 @@ import pstats
 import quopri
 import random
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,6 +86,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.harness import BenchError, run_in_workdir  # noqa: E402
 from tests.support.primary import Primary, PrimaryError  # noqa: E402
 from tests.support.standby import Standby  # noqa: E402
 
@@ -96,10 +94,6 @@ HOST = "127.0.0.1"
 USER = "alice@corp.test"
 PASSWORD = "bench-pw"
 TIMEOUT = 120.0
-
-
-class BenchError(RuntimeError):
-    """Setup or verification failed."""
 
 
 def free_port() -> int:
@@ -627,27 +621,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: must run as root (Dovecot's master needs it)", file=sys.stderr)
         return 2
 
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, terminate)
-    root = Path(tempfile.mkdtemp(prefix="mailstandby-imapbench-", dir=args.tmpdir)).resolve()
-    try:
-        return run(args, root)
-    except BenchError as e:
-        print(f"bench: FAILED: {e}", file=sys.stderr)
-        return 1
-    except (PrimaryError, AssertionError, subprocess.SubprocessError, OSError) as e:
-        print(f"bench: setup failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"# kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    return run_in_workdir(
+        args,
+        "mailstandby-imapbench-",
+        run,
+        setup_errors=(PrimaryError, AssertionError, subprocess.SubprocessError, OSError),
+    )
 
 
 if __name__ == "__main__":

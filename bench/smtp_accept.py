@@ -94,10 +94,13 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import BenchError, run_in_workdir
 
 DOMAIN = "bench.test"
 SENDER = f"sender@{DOMAIN}"
@@ -107,10 +110,6 @@ SBIN = "/usr/sbin:/usr/bin:/sbin:/bin"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 SETTLE_TIMEOUT = 120.0
-
-
-class BenchError(RuntimeError):
-    """Setup or verification failed."""
 
 
 # -- small helpers -------------------------------------------------------------------------
@@ -482,6 +481,12 @@ connect_timeout = 5
 [queue]
 retry_initial = 3600
 retry_max = 86400
+
+[failover]
+control = "manual"   # the primary is unreachable on purpose: mail must stay queued, counted there
+
+[admin]
+listen = []
 """
         )
         argv = [*self.command, "serve", "-c", str(self.config)]
@@ -748,24 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: smtp-source not found at {args.smtp_source}", file=sys.stderr)
         return 2
 
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, terminate)
-    root = Path(tempfile.mkdtemp(prefix="mailstandby-bench-", dir=args.tmpdir)).resolve()
-    try:
-        return run(args, root)
-    except BenchError as e:
-        print(f"bench: FAILED: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"# kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    return run_in_workdir(args, "mailstandby-bench-", run)
 
 
 if __name__ == "__main__":

@@ -52,17 +52,16 @@ import asyncio
 import imaplib
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.harness import BenchError, run_in_workdir  # noqa: E402
 from bench.imap_fetch import make_messages  # noqa: E402
 from tests.support.primary import Primary, PrimaryError  # noqa: E402
 from tests.support.standby import Standby  # noqa: E402
@@ -76,10 +75,6 @@ from mailstandby.sync.engine import SyncEngine  # noqa: E402
 HOST = "127.0.0.1"
 PASSWORD = "bench-pw"
 SYSTEM_FLAGS = {"\\Seen", "\\Answered", "\\Flagged", "\\Draft", "\\Deleted"}
-
-
-class BenchError(RuntimeError):
-    """Setup or verification failed."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -294,27 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: must run as root (Dovecot's master needs it)", file=sys.stderr)
         return 2
 
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers
-
-    signal.signal(signal.SIGTERM, terminate)
-    root = Path(tempfile.mkdtemp(prefix="mailstandby-syncbench-", dir=args.tmpdir)).resolve()
-    try:
-        return run(args, root)
-    except BenchError as e:
-        print(f"bench: FAILED: {e}", file=sys.stderr)
-        return 1
-    except (PrimaryError, AssertionError, subprocess.SubprocessError, OSError) as e:
-        print(f"bench: setup failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if args.keep:
-            print(f"# kept {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    return run_in_workdir(
+        args,
+        "mailstandby-syncbench-",
+        run,
+        setup_errors=(PrimaryError, AssertionError, subprocess.SubprocessError, OSError),
+    )
 
 
 if __name__ == "__main__":
