@@ -40,6 +40,7 @@ class Reason(StrEnum):
     OUTBOUND_VIA_PRIMARY = "outbound-via-primary"  # not our user, and no smarthost configured
     OUTBOUND_SMARTHOST = "outbound-smarthost"  # not our user: the configured smarthost
     OUTBOUND_DIRECT_MX = "outbound-direct-mx"  # not our user, no smarthost, the primary out: the domain's MX
+    OUR_DOMAIN_UNKNOWN = "our-domain-not-in-directory"  # e.g. a list or role address only the primary knows
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +50,18 @@ class Decision:
 
 
 def choose_route(
-    mode: Mode, scope: frozenset[str] | None, user: User | None, *, smarthost: bool = False, direct_mx: bool = False
+    mode: Mode,
+    scope: frozenset[str] | None,
+    user: User | None,
+    *,
+    smarthost: bool = False,
+    direct_mx: bool = False,
+    our_domain: bool = False,
 ) -> Decision:
-    """`scope`: the users failed over (None: everyone)."""
+    """`scope`: the users failed over (None: everyone); `our_domain`: the recipient's domain is one we serve."""
+    if user is None and our_domain:
+        # Never out to the Internet (its MX is us or the primary): the primary knows its own domains.
+        return Decision(Route.PRIMARY, Reason.OUR_DOMAIN_UNKNOWN)
     if user is None:
         if smarthost:
             return Decision(Route.OUTBOUND, Reason.OUTBOUND_SMARTHOST)
@@ -93,7 +103,11 @@ class Router:
 
     def route(self, rcpt: str) -> Decision:
         try:
-            user = self.directory.lookup(Address.parse(rcpt))
+            address = Address.parse(rcpt)
         except ValueError:
-            user = None
-        return choose_route(self.mode, self.scope, user, smarthost=self.smarthost, direct_mx=self.direct_mx)
+            return choose_route(self.mode, self.scope, None, smarthost=self.smarthost, direct_mx=self.direct_mx)
+        user = self.directory.lookup(address)
+        ours = user is None and self.directory.serves(address.domain)
+        return choose_route(
+            self.mode, self.scope, user, smarthost=self.smarthost, direct_mx=self.direct_mx, our_domain=ours
+        )

@@ -103,3 +103,11 @@ def test_resolver_setting_rejects(value: str) -> None:
 def test_direct_mx_defaults() -> None:
     s = OutboundSettings()
     assert (s.direct_mx, s.mx_port, s.resolver) == (True, 25, "")
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("smarthost", [False, True])
+def test_an_address_of_our_domains_outside_the_directory_goes_to_the_primary(mode: Mode, smarthost: bool) -> None:
+    """A role or list address only the primary knows: never out to the Internet, whose MX is us or the primary."""
+    got = choose_route(mode, None, None, smarthost=smarthost, direct_mx=True, our_domain=True)
+    assert got == Decision(Route.PRIMARY, Reason.OUR_DOMAIN_UNKNOWN)
