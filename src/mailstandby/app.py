@@ -29,6 +29,7 @@ from mailstandby.antispam import RspamdScanner
 from mailstandby.auth import PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
 from mailstandby.core.model import Mode
+from mailstandby.directory.base import NoticeKind
 from mailstandby.directory.importer import DirectoryService, configured
 from mailstandby.directory.static import from_settings
 from mailstandby.directory.view import DirectoryView
@@ -151,6 +152,7 @@ class App:
                 node.data_dir / "mailstandby.db", config.sync, config.primary, hostname=node.hostname
             )
             self.coordinator.sync = self.sync.failback
+            self.sync.user_done = self._mail_is_back
         self.transitions = 0
 
         def counted(*_: object) -> None:
@@ -199,6 +201,12 @@ class App:
         )
         cert, key = self._certificate()
         self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))
+
+    async def _mail_is_back(self, user: str) -> None:
+        """A user's outage mail is all in the primary: tell them now (once per outage; everyone
+        not yet told is told when the failback ends)."""
+        occurrence = f"failback-{self.coordinator.state.seq}"
+        await self.notifier.announce_scope(NoticeKind.FAILBACK, frozenset({user}), occurrence)
 
     async def _sync_status(self) -> dict[str, Any]:
         assert self.sync is not None

@@ -30,6 +30,10 @@ def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary) 
         monitor=dict(FAST),
         sync=sync,
     )
+    config = standby.config_path.read_text().replace(
+        'address = "alice@corp.test"\n', 'address = "alice@corp.test"\nalternates = ["alice@home.test"]\n'
+    )
+    standby.config_path.write_text(config)
     with standby:
         send(standby, ["alice@corp.test"], "before the outage")
         primary.wait_for_messages("alice@corp.test", 1)
@@ -60,6 +64,13 @@ def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary) 
             "pending": 0,
         }
         assert "sync.run: planned=5" in standby.log()
+        # alice is told her mail is back as soon as hers is synchronized, before the failback ends;
+        # the notice for everyone at the end does not tell her twice.
+        lines = standby.log_lines()
+        told = next(n for n, ln in enumerate(lines) if "notify.announced: failback failback-1: 1 users, 1 new" in ln)
+        normal = next(n for n, ln in enumerate(lines) if "failing-back -> normal" in ln)
+        assert told < normal
+        assert any("notify.announced: failback failback-1:" in ln and ", 0 new" in ln for ln in lines[normal:])
         standby.add_admin("admin", "admin-pw-sync")
         with standby.api(password="admin-pw-sync") as api:
             progress = api.get("/api/v1/sync").json()

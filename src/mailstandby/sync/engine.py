@@ -28,7 +28,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +113,8 @@ class SyncEngine:
         self.hostname = hostname
         self._password = password
         self._opened = False
+        # Called with each user whose outage mail is all in the primary (the "mail is back" notice).
+        self.user_done: Callable[[str], Awaitable[None]] | None = None
         self._progress: ProgressCallback | None = None
         self._done = self._total = self._failed = 0
         self._tls: ssl.SSLContext | None = None
@@ -218,6 +220,8 @@ class SyncEngine:
                 except LoginRefused as e:  # this user only (e.g. unknown to the primary); the others go on
                     log.warning("%s: %s", Event.SYNC_LOGIN_REFUSED, e)
                     report.errors[user] = str(e)
+                    return
+            await self._tell_if_done(user)
 
         try:
             async with asyncio.TaskGroup() as tg:
@@ -229,6 +233,15 @@ class SyncEngine:
                 if match is not None:
                     raise match.exceptions[0] from None
             raise
+
+    async def _tell_if_done(self, user: str) -> None:
+        """A user whose outage mail is all in the primary now is told so (`user_done`), at once."""
+        if self.user_done is None or (await self.db.status([user])).total.pending:
+            return
+        try:
+            await self.user_done(user)
+        except Exception:  # telling is not syncing: the sync goes on, the final notice still comes
+            log.exception("could not announce the end of the sync to %s", user)
 
     def _read_password(self) -> str:
         if self._password is not None:
