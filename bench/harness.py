@@ -4,6 +4,7 @@ through the code that stops the servers, errors as exit codes, and the directory
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -22,8 +23,13 @@ def run_in_workdir(
     run: Callable[[argparse.Namespace, Path], int],
     *,
     setup_errors: tuple[type[BaseException], ...] = (),
+    root_for: str = "",
 ) -> int:
-    """`run(args, workdir)` with `args.tmpdir` / `args.keep`; setup errors exit 2, interruption 130."""
+    """`run(args, workdir)` with `args.tmpdir` / `args.keep`; setup errors exit 2, interruption 130.
+    `root_for`: why the benchmark must run as root (it refuses otherwise)."""
+    if root_for and os.geteuid() != 0:
+        print(f"bench: must run as root ({root_for})", file=sys.stderr)
+        return 2
 
     def terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwinds through the finally blocks that stop the servers

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import imaplib
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -284,16 +283,9 @@ def run(args: argparse.Namespace, root: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench: must run as root (Dovecot's master needs it)", file=sys.stderr)
-        return 2
-
+    errors = (PrimaryError, AssertionError, subprocess.SubprocessError, OSError)
     return run_in_workdir(
-        args,
-        "mailstandby-syncbench-",
-        run,
-        setup_errors=(PrimaryError, AssertionError, subprocess.SubprocessError, OSError),
+        parse_args(argv), "mailstandby-syncbench-", run, setup_errors=errors, root_for="Dovecot's master needs it"
     )
 
 
