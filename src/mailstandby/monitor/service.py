@@ -99,9 +99,10 @@ class Monitor:
                 pass
 
     def evidence(self, ok: bool, detail: str) -> None:
-        """A delivery result from the queue: trouble wakes the monitor for an early round."""
+        """A delivery result from the queue (the primary's trouble, or a mailbox it calls
+        unavailable): trouble wakes the monitor for an early round, whose probes decide."""
         if not ok and self.settings.queue_evidence and self.system.status is not Status.DOWN:
-            log.info("queue reports trouble with the primary (%s); probing now", detail)
+            log.info("queue reports trouble (%s); probing now", detail)
             self._wake.set()
 
     async def round(self) -> Verdict:

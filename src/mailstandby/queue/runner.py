@@ -383,14 +383,19 @@ class QueueRunner:
         return replies
 
     def _report(self, replies: dict[str, Reply]) -> None:
-        """Delivery results as health evidence: any acceptance is a working primary; only
-        system-level trouble (421, 4.3.x, 4.4.x) counts against it, never one mailbox's reply."""
+        """Delivery results as health evidence: any acceptance is a working primary; system-level
+        trouble (421, 4.3.x, 4.4.x) counts against the primary, and a mailbox the primary calls
+        unavailable (X.2.x) is reported with its address (the monitor confirms by its own probes)."""
         assert self.evidence is not None
-        if any(r.code < 400 for r in replies.values()):
-            self.evidence(True, "queue delivered")
-        elif replies and all(r.code == 421 or r.status[:4] in ("4.3.", "4.4.") for r in replies.values()):
+        if replies and all(r.code == 421 or r.status[:4] in ("4.3.", "4.4.") for r in replies.values()):
             reply = next(iter(replies.values()))
             self.evidence(False, f"queue deferred: {reply}"[:200])
+            return
+        for rcpt, reply in replies.items():
+            if reply.code >= 400 and reply.status[1:3] == ".2":
+                self.evidence(False, f"mailbox unavailable for <{rcpt}>: {reply}"[:200])
+        if any(r.code < 400 for r in replies.values()):
+            self.evidence(True, "queue delivered")
 
     async def _settle(
         self,
