@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the tests need, then runs the whole test suite.
-#   - Debian packages for the real peers (Postfix, Dovecot, swaks), when missing
+#   - Debian packages for the real peers (Postfix, Dovecot, BIND 9, OpenLDAP, rspamd, clients), when missing
 #   - a virtualenv in .venv with mailstandby and its test dependencies
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k smuggling`.
 set -euo pipefail
