@@ -96,6 +96,9 @@ class SMTPSettings(Section):
         300.0, gt=0, description="Seconds to wait for a command (RFC 5321 §4.5.3.2.7: 5 minutes)."
     )
     data_timeout: float = Field(600.0, gt=0, description="Seconds to wait for each block of message data.")
+    max_session_time: float = Field(
+        3600.0, gt=0, description="Longest session in seconds, however busy; then 421 4.4.2 and close (slowloris)."
+    )
     min_free_space: int = Field(
         64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
     )
@@ -338,6 +341,9 @@ class IMAPSettings(Section):
     idle_timeout: float = Field(1800.0, ge=60, description="Seconds an authenticated session may stay silent.")
     login_timeout: float = Field(60.0, gt=0, description="Seconds a client has to log in.")
     max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before BYE.")
+    max_session_time: float = Field(
+        86400.0, gt=0, description="Longest session in seconds (IDLE included); then BYE: the phone reconnects."
+    )
 
 
 class POP3Settings(Section):
@@ -350,6 +356,7 @@ class POP3Settings(Section):
         600.0, ge=10, description="Seconds without a command before the session is closed (RFC 1939: 10 minutes)."
     )
     max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before -ERR and close.")
+    max_session_time: float = Field(3600.0, gt=0, description="Longest session in seconds; then -ERR and close.")
     max_connections_per_user: int = Field(
         10, ge=1, description="Logged-in sessions per user and client address; more get -ERR [IN-USE]."
     )

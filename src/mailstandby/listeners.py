@@ -36,6 +36,7 @@ class Listeners:
 
     goodbye: bytes = b""  # sent to sessions ended by shutdown, and to connections refused by it
     internal_error: bytes = b""  # sent when a session dies of an unexpected exception
+    too_long: bytes = b""  # sent to a session that reached `max_session_time` (RELIABILITY X1)
 
     def __init__(
         self,
@@ -45,12 +46,14 @@ class Listeners:
         *,
         write_timeout: float,
         handshake_timeout: float = 60.0,
+        max_session_time: float | None = None,
     ) -> None:
         self.listen = listen
         self.listen_tls = listen_tls
         self.tls_context = tls_context
         self.write_timeout = write_timeout
         self.handshake_timeout = handshake_timeout  # RELIABILITY T4
+        self.max_session_time = max_session_time  # a hard cap, whatever the client keeps doing (X1)
         self.servers: list[asyncio.Server] = []
         self.tls_servers: list[asyncio.Server] = []
         self.sessions: dict[Any, asyncio.Task[None]] = {}
@@ -66,6 +69,9 @@ class Listeners:
 
     def internal_error_for(self, session: Any) -> bytes:
         return self.internal_error
+
+    def too_long_for(self, session: Any) -> bytes:
+        return self.too_long
 
     def session_ended(self, session: Any) -> None:
         """Release what the session held (per-user slots...)."""
@@ -124,8 +130,16 @@ class Listeners:
         self.sessions[session] = asyncio.get_running_loop().create_task(self._run(session, conn))
 
     async def _run(self, session: ServedSession, conn: Connection) -> None:
+        lifetime = asyncio.timeout(self.max_session_time)
         try:
-            await session.run()
+            async with lifetime:
+                await session.run()
+        except TimeoutError:
+            if not lifetime.expired():
+                raise
+            session.log.info("session time limit of %.0fs reached: closing", self.max_session_time)
+            conn.write(self.too_long_for(session))
+            await _quiet_flush(conn)
         except ConnectionClosed:
             pass
         except ssl.SSLError as e:

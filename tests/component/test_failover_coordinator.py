@@ -256,38 +256,3 @@ async def test_the_admin_api_demands_credentials_and_audits_every_command(rig: R
 
 def _health() -> dict[str, Any]:
     return {"primary": {"status": "up", "detail": ""}, "addresses": {}, "rounds": 1, "latency": {}}
-
-
-async def test_a_mailbox_the_primary_calls_unavailable_is_reported_to_the_monitor(tmp_path: Path) -> None:
-    """Delivery results are evidence too: bob's full mailbox (4.2.2) is reported with his address, alice's
-    delivery says the primary works, and a refused address of no interest (5.1.1) says nothing."""
-    fake = FakePrimary()
-    await fake.start()
-    fake.on(f"rcpt:{BOB}", "452 4.2.2 mailbox full")
-    fake.on("rcpt:carol@corp.test", "550 5.1.1 no such user")
-    store = SQLiteStore(tmp_path, StoreSettings())
-    await store.open()
-    directory = StaticDirectory(["corp.test"], [User(ALICE), User(BOB), User("carol@corp.test")])
-    primary = PrimarySettings(host="127.0.0.1", port=fake.port, connect_timeout=2.0, tls="none")
-    evidence: list[tuple[bool, str]] = []
-    runner = QueueRunner(
-        store,
-        Router(directory),
-        lambda: RelayConnection(primary, "standby.corp.test"),
-        QueueSettings(concurrency=1, retry_initial=3600.0),
-        hostname="standby.corp.test",
-        evidence=lambda ok, why: evidence.append((ok, why)),
-    )
-    await runner.start()
-    try:
-        body = b"From: <s@ext.test>\r\nSubject: evidence\r\n\r\nbody\r\n"
-        m = NewMessage(new_queue_id(), Envelope("s@ext.test", [ALICE, BOB, "carol@corp.test"]), body, time.time())
-        runner.submit(await store.accept(m))
-        await until(lambda: len(evidence) >= 2)
-    finally:
-        await runner.stop(0)
-        await store.close()
-        await fake.stop()
-    assert (False, f"mailbox unavailable for <{BOB}>: 452 4.2.2 mailbox full") in evidence
-    assert (True, "queue delivered") in evidence
-    assert not any("carol" in why for _, why in evidence)

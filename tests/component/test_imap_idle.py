@@ -126,3 +126,15 @@ async def test_uids_never_reused_after_expunge_and_restart(
     lines, done = await client.until(b"g")
     assert done.startswith(b"g OK [APPENDUID %s 4]" % uidvalidity)
     assert lines == [b"* 3 EXISTS\r\n"]
+
+
+async def test_an_idling_phone_is_told_to_reconnect_at_the_session_time_limit(make_rig: RigFactory) -> None:
+    """RELIABILITY X1: IDLE keeps a session open for hours; the hard cap still ends it, with BYE."""
+    rig = await make_rig(max_session_time=0.6)
+    idler = await rig.raw()
+    await idler.login()
+    await idler.cmd(b"a SELECT INBOX")
+    await idler.send(b"b IDLE\r\n")
+    assert await idler.line() == b"+ idling\r\n"
+    async with asyncio.timeout(5):
+        assert await idler.line() == b"* BYE Session time limit reached; reconnect.\r\n"

@@ -679,3 +679,19 @@ async def test_passwords_are_never_logged(rig: POP3Rig, caplog: pytest.LogCaptur
         text = record.getMessage() + repr(record.args) + str(record.__dict__)
         for secret in secrets + blobs:
             assert secret not in text, f"{secret!r} logged by {record.name}: {record.getMessage()}"
+
+
+async def test_a_busy_session_still_ends_at_the_session_time_limit(make_rig: RigFactory) -> None:
+    """RELIABILITY X1: NOOPs keep every read short, the hard cap ends the session anyway."""
+    rig = await make_rig(max_session_time=0.6)
+    c = await rig.connect()
+    await c.login()
+    async with asyncio.timeout(5):
+        while True:
+            await c.send(b"NOOP\r\n")
+            line = await c.line()
+            if not line.startswith(b"+OK"):
+                break
+            await asyncio.sleep(0.1)
+    assert line == b"-ERR [SYS/TEMP] Session time limit reached, reconnect.\r\n"
+    assert await c.until_eof() in (b"", b"+OK\r\n")

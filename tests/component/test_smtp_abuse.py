@@ -6,6 +6,7 @@ Named regressions for RELIABILITY P1, P2, P3, P6, P9, P10 and X1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 
@@ -331,6 +332,28 @@ async def test_stalled_data_gets_421_timeout_and_nothing_stored(make_gateway: Ga
     await c.send(b"Subject: half\r\n\r\nhalf a mess")
     assert [r.last[:9] for r in await c.replies_until_eof()] == ["421 4.4.2"]
     assert await gw.stored_ids() == set()
+
+
+async def test_a_busy_session_still_ends_at_the_session_time_limit(make_gateway: GatewayFactory) -> None:
+    """Slowloris that keeps every read short (a NOOP each 0.1 s) still meets the hard cap."""
+    gw = await make_gateway(command_timeout=5, max_session_time=0.6)
+    c = await gw.connect()
+    await c.ehlo()
+
+    async def trickle() -> None:
+        with contextlib.suppress(OSError, ConnectionError):
+            while True:
+                await c.send(b"NOOP\r\n")
+                await asyncio.sleep(0.1)
+
+    noops = asyncio.create_task(trickle())
+    try:
+        replies = await c.replies_until_eof()
+    finally:
+        noops.cancel()
+        await asyncio.gather(noops, return_exceptions=True)
+    assert replies[-1].last[:9] == "421 4.4.2"
+    assert {r.last[:3] for r in replies[:-1]} <= {"250"}
 
 
 async def test_client_that_never_reads_its_replies_is_dropped(make_gateway: GatewayFactory) -> None:

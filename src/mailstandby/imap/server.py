@@ -23,6 +23,7 @@ from mailstandby.transport import Connection
 log = logging.getLogger(__name__)
 
 INTERNAL_BYE = b"* BYE Internal error occurred.\r\n"
+SESSION_TOO_LONG_BYE = b"* BYE Session time limit reached; reconnect.\r\n"
 
 
 class IMAPServer(Listeners):
@@ -30,6 +31,7 @@ class IMAPServer(Listeners):
 
     goodbye = SHUTDOWN_BYE
     internal_error = INTERNAL_BYE
+    too_long = SESSION_TOO_LONG_BYE
 
     def __init__(
         self,
@@ -39,7 +41,13 @@ class IMAPServer(Listeners):
         *,
         tls_context: ssl.SSLContext | None,
     ) -> None:
-        super().__init__(settings.listen, settings.listen_tls, tls_context, write_timeout=settings.idle_timeout)
+        super().__init__(
+            settings.listen,
+            settings.listen_tls,
+            tls_context,
+            write_timeout=settings.idle_timeout,
+            max_session_time=settings.max_session_time,
+        )
         self.settings = settings
         self.store = store
         self.authenticator = authenticator

@@ -80,6 +80,7 @@ ERR_AUTH_PLAINTEXT = Reply(
 # -ERR [SYS/TEMP]: RFC 3206 §5 (our problem, try again later)
 ERR_SYS_TEMP_MAILDROP = Reply(False, "Unable to open the maildrop, try again later.", "SYS/TEMP")
 ERR_SYS_TEMP_ERROR = Reply(False, "Temporary internal error, try again later.", "SYS/TEMP")
+ERR_SYS_TEMP_SESSION_TOO_LONG = Reply(False, "Session time limit reached, reconnect.", "SYS/TEMP")  # RELIABILITY X1
 ERR_SYS_TEMP_NOT_REMOVED = Reply(
     False, "Some deleted messages were not removed.", "SYS/TEMP"
 )  # RFC 1939 §6 QUIT in UPDATE

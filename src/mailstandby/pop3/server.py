@@ -29,6 +29,7 @@ class POP3Server(Listeners):
 
     goodbye = codes.ERR_SHUTTING_DOWN.wire()
     internal_error = codes.ERR_SYS_TEMP_ERROR.wire()
+    too_long = codes.ERR_SYS_TEMP_SESSION_TOO_LONG.wire()
 
     def __init__(
         self,
@@ -39,7 +40,13 @@ class POP3Server(Listeners):
         hostname: str,
         tls_context: ssl.SSLContext | None,
     ) -> None:
-        super().__init__(settings.listen, settings.listen_tls, tls_context, write_timeout=settings.timeout)
+        super().__init__(
+            settings.listen,
+            settings.listen_tls,
+            tls_context,
+            write_timeout=settings.timeout,
+            max_session_time=settings.max_session_time,
+        )
         self.settings = settings
         self.store = store
         self.authenticator = authenticator

@@ -38,6 +38,7 @@ class SMTPServer(Listeners):
             tls_context,
             write_timeout=settings.command_timeout,
             handshake_timeout=settings.command_timeout,
+            max_session_time=settings.max_session_time,
         )
         self.settings = settings
         self.intake = intake
@@ -62,6 +63,9 @@ class SMTPServer(Listeners):
 
     def goodbye_for(self, session: Session) -> bytes:
         return codes.C421_SHUTTING_DOWN.wire(enhanced=session.esmtp)
+
+    def too_long_for(self, session: Session) -> bytes:
+        return codes.C421_TIMEOUT.wire(enhanced=session.esmtp)
 
     def internal_error_for(self, session: Session) -> bytes:
         return codes.C451_LOCAL_ERROR.wire(enhanced=session.esmtp)
