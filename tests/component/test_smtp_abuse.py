@@ -11,7 +11,16 @@ import logging
 import socket
 
 import pytest
-from smtp_harness import TIMEOUT, BufferPeak, Gateway, GatewayFactory, RawClient, message, split_received
+from smtp_harness import (
+    TIMEOUT,
+    BufferPeak,
+    ConnectionGone,
+    Gateway,
+    GatewayFactory,
+    RawClient,
+    message,
+    split_received,
+)
 
 
 async def open_data(c: RawClient, rcpt: str = "alice@corp.test") -> None:
@@ -335,25 +344,25 @@ async def test_stalled_data_gets_421_timeout_and_nothing_stored(make_gateway: Ga
 
 
 async def test_a_busy_session_still_ends_at_the_session_time_limit(make_gateway: GatewayFactory) -> None:
-    """Slowloris that keeps every read short (a NOOP each 0.1 s) still meets the hard cap."""
+    """Slowloris that keeps every read short (a NOOP each 0.1 s) still meets the hard cap. A client that
+    is writing when the server closes may see a reset instead of the 421 (TCP discards the reply then);
+    whatever it reads before the end is 250s and, at most, the 421."""
     gw = await make_gateway(command_timeout=5, max_session_time=0.6)
     c = await gw.connect()
     await c.ehlo()
-
-    async def trickle() -> None:
-        with contextlib.suppress(OSError, ConnectionError):
+    seen: list[str] = []
+    with contextlib.suppress(ConnectionGone, ConnectionError):
+        async with asyncio.timeout(TIMEOUT):
             while True:
                 await c.send(b"NOOP\r\n")
+                seen.append((await c.reply()).last[:9])
+                if not seen[-1].startswith("250"):
+                    break
                 await asyncio.sleep(0.1)
-
-    noops = asyncio.create_task(trickle())
-    try:
-        replies = await c.replies_until_eof()
-    finally:
-        noops.cancel()
-        await asyncio.gather(noops, return_exceptions=True)
-    assert replies[-1].last[:9] == "421 4.4.2"
-    assert {r.last[:3] for r in replies[:-1]} <= {"250"}
+    assert set(seen[:-1]) <= {"250 2.0.0"} and seen[-1] in ("250 2.0.0", "421 4.4.2")
+    async with asyncio.timeout(TIMEOUT):
+        while gw.server.sessions:  # the session is over, whatever the client saw
+            await asyncio.sleep(0.05)
 
 
 async def test_client_that_never_reads_its_replies_is_dropped(make_gateway: GatewayFactory) -> None:
