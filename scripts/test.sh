@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd swaks fetchmail isync bind9 bind9-dnsutils slapd ldap-utils rspamd)
+# swaks needs the two Perl TLS modules for --tls; apt's Recommends are not installed, so they are named here
+PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl
+          fetchmail isync bind9 bind9-dnsutils slapd ldap-utils rspamd)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -26,6 +28,10 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [ -z "$policy" ] || $SUDO rm -f "$policy"
 fi
+
+# Every real peer must be able to do what the tests ask of it: fail here, naming what is missing,
+# rather than let a test find out.
+scripts/check-peers.sh
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
