@@ -406,6 +406,31 @@ async def test_lmtp_per_recipient_replies_after_the_dot(make_rig: RigFactory) ->
     assert any(c.startswith("LHLO ") for c in rig.fake.commands)
 
 
+@pytest.mark.parametrize("cut", [HANGUP, Delay(5.0, "250 2.0.0 too late")], ids=["hangup", "silence"])
+async def test_lmtp_session_lost_part_way_through_the_replies_delivers_each_recipient_once(
+    make_rig: RigFactory, cut: Step
+) -> None:
+    """The primary answers 250 for alice, then the session dies before bob's reply: alice's delivery
+    stands (retrying it would put a second copy in her mailbox); bob and carol are retried, marked as
+    unanswered after DATA: the one window in which the primary may already hold their copies (the
+    fake primary counts an unanswered recipient as delivered, as Dovecot's LMTP may have)."""
+    rig = await make_rig(protocol="lmtp", data_timeout=1.0, command_timeout=1.0)
+    rig.fake.on(f"dot:{ALICE}", "250 2.0.0 Ok", times=1)
+    rig.fake.on(f"dot:{BOB}", cut, times=1)
+    rig.fake.on(f"dot:{CAROL}", "250 2.0.0 Ok", times=1)
+    m = await rig.send("part-way", (ALICE, BOB, CAROL))
+    await until(lambda: len(rig.outcomes_for(m)) >= 3)
+    first = {o.rcpt: (o.state, o.attempts) for o in rig.outcomes_for(m)[:3]}
+    assert first == {ALICE: (RcptState.DELIVERED, 1), BOB: (RcptState.QUEUED, 1), CAROL: (RcptState.QUEUED, 1)}
+    for rcpt in (BOB, CAROL):
+        assert "no reply to the end of data" in rig.outcomes_for(m, rcpt)[0].reply
+
+    await rig.settled(m)
+    assert rig.states(m) == {ALICE: ("delivered", 1), BOB: ("delivered", 2), CAROL: ("delivered", 2)}
+    per_rcpt = [r for c in rig.copies(m) for r in c.rcpts]
+    assert per_rcpt.count(ALICE) == 1, per_rcpt
+
+
 # -- P16: a hostile primary -----------------------------------------------------------------------
 
 HOSTILE: list[tuple[str, Step]] = [

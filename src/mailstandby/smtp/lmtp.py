@@ -14,7 +14,7 @@ import ssl
 
 from mailstandby.config import PrimarySettings
 from mailstandby.core.reply import Reply
-from mailstandby.smtp.relay import parse_reply_text, temporary
+from mailstandby.smtp.relay import UNANSWERED, parse_reply_text, temporary
 
 MAX_REPLY_LINES = 100
 MAX_LINE = 4096
@@ -32,6 +32,7 @@ class LMTPConnection:
         self.writer: asyncio.StreamWriter | None = None
         self.extensions: set[str] = set()
         self.sent = 0
+        self._body_sent = False  # in the current transaction
 
     @property
     def usable(self) -> bool:
@@ -84,16 +85,35 @@ class LMTPConnection:
     async def send(
         self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
     ) -> dict[str, Reply]:
+        """One reply per recipient. When the session fails part-way through the replies after the
+        final dot, the recipients already answered keep their answer (a 250 is a delivery: retrying
+        it would deliver twice); only the others become temporary, marked as unanswered after DATA
+        when the body had been sent (RFC 2033 §4.2, RFC 5321 §6.1)."""
+        results: dict[str, Reply] = {}
+        self._body_sent = False
         try:
             async with asyncio.timeout(self.settings.data_timeout + self.settings.command_timeout):
-                return await self._transaction(sender, recipients, body, smtputf8=smtputf8, eight_bit=eight_bit)
+                return await self._transaction(
+                    sender, recipients, body, results, smtputf8=smtputf8, eight_bit=eight_bit
+                )
         except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError, ssl.SSLError) as e:
             await self.close()
-            return dict.fromkeys(recipients, temporary(f"{type(e).__name__}: {e}"))
+            why = f"{type(e).__name__}: {e}"
+            if self._body_sent:
+                why = f"{UNANSWERED}: {why}"
+            return {rcpt: results.get(rcpt) or temporary(why) for rcpt in recipients}
 
     async def _transaction(
-        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
+        self,
+        sender: str,
+        recipients: list[str],
+        body: bytes,
+        results: dict[str, Reply],
+        *,
+        smtputf8: bool,
+        eight_bit: bool,
     ) -> dict[str, Reply]:
+        """Fills `results` as the replies come, so that a failure part-way keeps what was answered."""
         if self.sent:
             code, _ = await self._command("RSET")
             if code != 250:
@@ -109,7 +129,6 @@ class LMTPConnection:
         code, lines = await self._command(f"MAIL FROM:<{sender}>{params}")
         if code != 250:
             return dict.fromkeys(recipients, _refusal(code, lines))
-        results: dict[str, Reply] = {}
         accepted = []
         for rcpt in recipients:
             code, lines = await self._command(f"RCPT TO:<{rcpt}>")
@@ -125,6 +144,7 @@ class LMTPConnection:
         if code != 354:
             return results | dict.fromkeys(accepted, _refusal(code, lines))
         assert self.writer is not None
+        self._body_sent = True  # from here on, a recipient without a reply may have been delivered
         self.writer.write(_dot_stuff(body) + b".\r\n")
         await self.writer.drain()
         for rcpt in accepted:  # RFC 2033 §4.2: one reply per accepted recipient, in order
