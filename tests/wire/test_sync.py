@@ -241,6 +241,79 @@ async def test_kill_9_of_sync_run_after_the_primary_appended_resumes_without_dup
     assert b'"pending": 0' in out and b'"failed": 0' in out
 
 
+async def test_a_command_line_sync_beside_the_servers_own_waits_its_turn(
+    outage: Outage, primary20: Primary, tmp_path: Path
+) -> None:
+    """The server's failback sync is part-way through when an administrator runs `mailstandby sync
+    run`: the command refuses to start (naming the running sync) rather than plan and append the same
+    messages beside it; `sync status` still answers. The server's sync then finishes, every message
+    in the primary once, and a later command-line run has nothing to do. A server sync that finds the
+    command line's run going waits for it, then runs."""
+    server = engine(outage, primary20, concurrency=1, batch_messages=8)
+    real_finish = server.db.finish
+    midway, resume = asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def finish_then_pause(done: list) -> None:  # type: ignore[type-arg]
+        nonlocal calls
+        calls += 1
+        await real_finish(done)
+        if calls == 2:
+            midway.set()
+            await resume.wait()
+
+    server.db.finish = finish_then_pause  # type: ignore[method-assign]
+    run = asyncio.create_task(server.run())
+    config = _cli_config(tmp_path, outage, primary20, primary20.imap_port)
+    try:
+        async with asyncio.timeout(120):
+            await midway.wait()
+        for command in (["run"], ["status", "--json"]):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mailstandby", "sync", *command, "-c", str(config),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+            if command == ["run"]:
+                assert proc.returncode == 2, (out + err).decode()
+                assert f"another failback sync is running on this store (pid {os.getpid()}" in err.decode()
+            else:
+                assert proc.returncode == 0 and b'"pending": ' in out, err.decode()
+        resume.set()
+        report = await asyncio.wait_for(run, 120)
+    finally:
+        resume.set()
+        await server.close()
+    assert report.complete and report.reasons["appended"] == outage.standby_only
+    assert_primary_matches(primary20, outage.expected)
+
+    # the other way round: the command line holds the store, the server's failback waits for it
+    holder = engine(outage, primary20)
+    assert holder.run_lock.acquire() is None
+    waiting = engine(outage, primary20)
+    waiting.busy_retry = 0.05
+    tries: list[str | None] = []
+    real_acquire = waiting.run_lock.acquire
+
+    def counted_acquire() -> str | None:
+        tries.append(real_acquire())
+        return tries[-1]
+
+    waiting.run_lock.acquire = counted_acquire  # type: ignore[method-assign]
+    try:
+        failback = asyncio.create_task(waiting.failback())
+        async with asyncio.timeout(60):
+            while len(tries) < 3:  # refused three times while the command line holds the store
+                await asyncio.sleep(0.01)
+        assert not failback.done() and all(t is not None for t in tries)
+        holder.run_lock.release()
+        assert await asyncio.wait_for(failback, 120) == 0
+    finally:
+        holder.run_lock.release()
+        await waiting.close()
+    assert_primary_matches(primary20, outage.expected)
+
+
 def _cli_config(tmp_path: Path, outage: Outage, primary: Primary, port: int) -> Path:
     password_file = tmp_path / "master.pw"
     password_file.write_text(primary.master_password + "\n")

@@ -57,7 +57,7 @@ from mailstandby.sync.plan import (
     trace_id,
     with_trace,
 )
-from mailstandby.sync.records import SyncDB
+from mailstandby.sync.records import RunLock, SyncDB
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class SyncError(Exception):
 
 class PrimaryUnavailable(SyncError):
     """The primary stopped answering during the sync; a later run resumes where this one stopped."""
+
+
+class SyncBusy(SyncError):
+    """Another process is running the failback sync on this store (the server's, or the command line's)."""
 
 
 class LoginRefused(SyncError):
@@ -105,13 +109,17 @@ class SyncEngine:
         *,
         hostname: str = "localhost",
         password: str | None = None,
+        busy_retry: float = 5.0,
     ) -> None:
-        """`password` overrides `settings.password_file` (tests); the file is read at each run."""
+        """`password` overrides `settings.password_file` (tests); the file is read at each run.
+        `busy_retry`: seconds `failback` waits before trying again while another process syncs."""
         self.db = SyncDB(db_path)
+        self.run_lock = RunLock(db_path)
         self.settings = settings
         self.primary = primary
         self.hostname = hostname
         self._password = password
+        self.busy_retry = busy_retry
         self._opened = False
         # Called with each user whose outage mail is all in the primary (the "mail is back" notice).
         self.user_done: Callable[[str], Awaitable[None]] | None = None
@@ -140,7 +148,12 @@ class SyncEngine:
         PrimaryUnavailable (the coordinator tries again later) and SyncError; cancellable."""
         names = sorted(users) if users is not None else None
         while True:
-            report = await self.run(names)
+            try:
+                report = await self.run(names)
+            except SyncBusy as e:  # `mailstandby sync run` is at it: ours follows when it is done
+                log.info("%s: %s; trying again in %.0fs", Event.SYNC_RUN, e, self.busy_retry)
+                await asyncio.sleep(self.busy_retry)
+                continue
             if report.pending == 0 or report.errors or not report.reasons.get(Reason.REFUSED.value):
                 break
         status = await self.db.status(names)
@@ -149,7 +162,17 @@ class SyncEngine:
     # -- a run -------------------------------------------------------------------------------------
     async def run(self, users: Sequence[str] | None = None, progress: ProgressCallback | None = None) -> SyncReport:
         """Synchronize `users` (default: every user with a standby mailbox). Raises PrimaryUnavailable
-        when the primary fails mid-run and SyncError when the sync cannot start."""
+        when the primary fails mid-run, SyncBusy when another process is syncing this store, and
+        SyncError when the sync cannot start."""
+        holder = self.run_lock.acquire()
+        if holder is not None:
+            raise SyncBusy(f"another failback sync is running on this store ({holder})")
+        try:
+            return await self._run(users, progress)
+        finally:
+            self.run_lock.release()
+
+    async def _run(self, users: Sequence[str] | None, progress: ProgressCallback | None) -> SyncReport:
         started = time.monotonic()
         await self._open()
         report = SyncReport()

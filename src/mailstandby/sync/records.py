@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import secrets
 import sqlite3
 import time
@@ -43,6 +45,38 @@ def _tx(db: sqlite3.Connection, fn: Any) -> Any:
 
 def _text(flags: Iterable[str]) -> str:
     return " ".join(sorted(flags))
+
+
+class RunLock:
+    """One failback sync at a time on a store, across processes: the server's own sync and
+    `mailstandby sync run` would otherwise plan and append the same messages side by side.
+    An exclusive flock(2) on `run/sync.lock` beside the database; the kernel releases it when the
+    holder exits, kill -9 included, so a crash never leaves a stale lock."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.parent / "run" / "sync.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> str | None:
+        """Take the lock; None when taken, else what the holder wrote (its pid and start time)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            return holder or "another process"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+        return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing the descriptor drops the flock
 
 
 class SyncDB:
