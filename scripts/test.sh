@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # swaks needs the two Perl TLS modules for --tls; apt's Recommends are not installed, so they are named here
 PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl
-          fetchmail isync bind9 bind9-dnsutils slapd ldap-utils rspamd)
+          fetchmail isync bind9 bind9-dnsutils slapd ldap-utils rspamd postgresql)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -17,7 +17,7 @@ if ((${#missing[@]})); then
     echo "==> installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    # the distribution's postfix/dovecot/slapd services stay off: the tests run private instances
+    # the distribution's postfix/dovecot/slapd/postgresql services stay off: the tests run private instances
     # (policy-rc.d exit 101 tells the packages' scripts not to start services while installing)
     policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
