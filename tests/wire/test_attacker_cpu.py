@@ -127,6 +127,9 @@ def test_summary_of_a_body_full_of_lt_leaves_the_loop_served(make_standby: Any) 
                 assert banner.noop()[0] == 250  # and a new SMTP session gets its banner
             time.sleep(0.05)  # pacing the probes, not waiting for the server
         assert probe.noop()[0] == "OK"
+        with standby.api(password=ADMIN_PW) as api:  # the lag the loop saw meanwhile is exported
+            metrics = api.get("/metrics")
+        assert metrics.status_code == 200 and "mailstandby_event_loop_lag_seconds_count" in metrics.text
     finally:
         probe.shutdown()
 
