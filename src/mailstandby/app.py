@@ -37,6 +37,7 @@ from mailstandby.dns.switch import DNSSwitch
 from mailstandby.failover.coordinator import Coordinator
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
+from mailstandby.looplag import LoopLagMonitor
 from mailstandby.milter.server import MilterServer
 from mailstandby.milter.sink import StandbySink
 from mailstandby.monitor.service import Monitor
@@ -174,6 +175,7 @@ class App:
                 self.coordinator.snapshot, self.monitor.snapshot, lambda: self.runner.depth, lambda: self.transitions
             )
         )
+        self.loop_lag = LoopLagMonitor(metrics, warn_after=config.node.loop_lag_warning)
         self.dns = DNSSwitch(config.dns, self.failover_store) if config.dns.enabled else None
         if self.dns is not None:
             dns = self.dns
@@ -275,6 +277,7 @@ class App:
         await self.coordinator.start()  # routing follows the recorded state before the first delivery
         await self.runner.start()
         await self.notifier.start()
+        self.tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         self.tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))

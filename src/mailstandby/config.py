@@ -67,6 +67,9 @@ class NodeSettings(Section):
     shutdown_grace: float = Field(
         10.0, ge=0, description="Seconds given to sessions and deliveries in flight at shutdown."
     )
+    loop_lag_warning: float = Field(
+        0.25, gt=0, description="Event-loop scheduling delay in seconds past which a warning is logged."
+    )
 
 
 class TLSSettings(Section):

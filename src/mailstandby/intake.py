@@ -8,9 +8,12 @@ after the store made it durable.
 
 from __future__ import annotations
 
+import asyncio
+import email.policy
 import logging
 import time
 from collections.abc import Callable
+from email.parser import BytesHeaderParser
 from typing import Protocol
 
 from mailstandby.antispam import Action, Verdict, render
@@ -105,6 +108,44 @@ class Scanner(Protocol):
     async def scan(self, queue_id: str, envelope: Envelope, message: bytes) -> Verdict: ...
 
 
+MAX_HEADER_BLOCK = 100 * 1024  # bytes of a submitted header section (Postfix header_size_limit)
+MAX_ADDRESS_HEADER = 2000  # characters of one From:/Sender: value (the stdlib parser is quadratic beyond)
+SENDER_HEADERS = ("from", "sender")
+
+
+class HeaderTooBig(ValueError):
+    pass
+
+
+def header_senders(message: bytes) -> list[tuple[str, str]]:
+    """(header name, address) for each mailbox in the From: and Sender: fields of `message`.
+
+    Reads the header section only (at most `MAX_HEADER_BLOCK` bytes, else `HeaderTooBig`).
+    Raises ValueError for a value it cannot vouch for: longer than `MAX_ADDRESS_HEADER`, or
+    one the parser fails on (deeply nested comments). A group's mailboxes count; a field
+    naming no mailbox at all yields an empty address, which nobody owns."""
+    if message.startswith(b"\r\n"):
+        return []  # an empty header section
+    end = message.find(b"\r\n\r\n", 0, MAX_HEADER_BLOCK + 4)
+    if end < 0 and len(message) > MAX_HEADER_BLOCK:
+        raise HeaderTooBig
+    head = message if end < 0 else message[: end + 2]
+    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head, headersonly=True)
+    found: list[tuple[str, str]] = []
+    for name, raw in parsed.raw_items():
+        if name.lower() not in SENDER_HEADERS:
+            continue
+        if len(raw) > MAX_ADDRESS_HEADER:
+            raise ValueError(f"{name} of {len(raw)} characters")
+        try:
+            field = email.policy.default.header_fetch_parse(name, raw)
+            addresses = [(a.username, a.domain) for a in field.addresses]
+        except Exception as e:  # RecursionError on nested comments, or a parser bug: refuse
+            raise ValueError(f"{name} ({type(e).__name__})") from None
+        found += [(name, f"{local}@{domain}" if domain else local) for local, domain in addresses] or [(name, "")]
+    return found
+
+
 class SubmissionIntake(GatewayIntake):
     """Mail from authenticated users (RFC 6409): any destination, but only from their own addresses.
 
@@ -123,21 +164,41 @@ class SubmissionIntake(GatewayIntake):
         super().__init__(directory, store, settings, on_accepted)
         self.mailboxes = mailboxes
 
+    def _owns(self, user: str, address: str) -> bool:
+        """`address` is the user's own or one of their aliases, by the directory."""
+        try:
+            owner = self.directory.lookup(Address.parse(address))
+        except ValueError:
+            owner = None
+        return owner is not None and owner.address == user
+
     def check_sender(self, sender: str, user: str | None) -> None:
         if user is None:
             raise Rejected(codes.C530_AUTH_REQUIRED)
-        try:
-            owner = self.directory.lookup(Address.parse(sender))
-        except ValueError:
-            owner = None
-        if owner is None or owner.address != user:
+        if not self._owns(user, sender):
             raise Rejected(codes.C553_NOT_OWNER, detail=f"{user} as <{sender}>")
+
+    async def check_header_senders(self, user: str, message: bytes) -> None:
+        """RFC 6409 §8: every From: and Sender: address must be the user's own (aliases included),
+        else 553 5.7.1. The header parse runs in a worker thread: the stdlib address parser is
+        quadratic on some values, so values are also capped (`header_senders`)."""
+        try:
+            found = await asyncio.to_thread(header_senders, message)
+        except HeaderTooBig:
+            raise Rejected(codes.C552_HEADER_TOO_BIG, detail=f"header block over {MAX_HEADER_BLOCK} bytes") from None
+        except ValueError as e:
+            raise Rejected(codes.C553_HEADER_NOT_OWNER, detail=f"{user}: unreadable {e}") from None
+        for name, address in found:
+            if not self._owns(user, address):
+                raise Rejected(codes.C553_HEADER_NOT_OWNER, detail=f"{user} as {name}: <{address[:200]}>")
 
     async def check_recipient(self, address: Address) -> None:
         if self.directory.serves(address.domain) and self.directory.lookup(address) is None:
             raise Rejected(codes.C550_UNKNOWN_USER, detail=f"unknown {address}")
 
     async def commit(self, queue_id: str, envelope: Envelope, trace: bytes, message: bytes) -> None:
+        if envelope.auth_user is not None:
+            await self.check_header_senders(envelope.auth_user, message)
         await super().commit(queue_id, envelope, trace, message)
         if envelope.auth_user is None:
             return

@@ -48,6 +48,7 @@ class Event(StrEnum):
     MILTER_TAKE_SOME = "milter.take-some"
     MILTER_TAKEN = "milter.taken"
     MILTER_TAKEOVER_FAILED = "milter.takeover-failed"
+    LOOP_LAG = "loop.lag"  # the event loop was held past node.loop_lag_warning (CPU work on the loop)
     SYNC_RUN = "sync.run"
     SYNC_REFUSED = "sync.refused"
     SYNC_GAVE_UP = "sync.gave-up"

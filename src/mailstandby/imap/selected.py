@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SEEN = "\\Seen"
 DONE_LINE = 1024
+SEARCH_ON_LOOP_SIZE = 256 * 1024  # larger messages are parsed for SEARCH in a worker thread (~1 s per 27 MiB)
 
 
 class SelectedCommands:
@@ -277,7 +278,11 @@ class SelectedCommands:
                     candidate.raw = await self.store.read_message(candidate.meta.body_id)
                 except MailboxError:
                     continue
-            if matcher.matches(args.key, candidate):
+            if len(candidate.raw or b"") > SEARCH_ON_LOOP_SIZE:  # MIME parsing of a big message: off the loop
+                hit = await asyncio.to_thread(matcher.matches, args.key, candidate)
+            else:
+                hit = matcher.matches(args.key, candidate)
+            if hit:
                 found.append(uid if cmd.uid else seq)
         modseq = None
         if _uses_modseq(args.key):  # RFC 7162 §3.1.5: the highest MODSEQ of what matched

@@ -26,8 +26,10 @@ from urllib.parse import urlsplit
 
 from mailstandby.config import NotifySettings
 from mailstandby.directory.base import NoticeKind, User
+from mailstandby.notify.htmltext import html_to_text
 
 FORWARDED_HEADER = "X-Mailstandby-Forwarded"  # our hop counter on forwarded mail
+MAX_SUMMARY_SOURCE = 1024 * 1024  # bytes of a message read for its summary (headers and the first text part)
 
 
 class Mode(StrEnum):
@@ -233,8 +235,12 @@ class Summary:
 
 
 def summarize(raw: bytes, length: int) -> Summary:
-    """From, Subject and the first `length` characters of the text (HTML stripped), all on one line."""
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    """From, Subject and the first `length` characters of the text (HTML stripped), all on one line.
+
+    CPU-bound on attacker input (any sender's message): callers on the event loop run it in a
+    worker thread. Bounded: only the first `MAX_SUMMARY_SOURCE` bytes of the message are parsed
+    and the HTML step is linear with its own cap (`htmltext`)."""
+    msg = BytesParser(policy=policy.default).parsebytes(raw[:MAX_SUMMARY_SOURCE])
     try:
         sender = one_line(str(msg.get("From", "")), 200)
         subject = one_line(str(msg.get("Subject", "")), 200)
@@ -247,7 +253,7 @@ def summarize(raw: bytes, length: int) -> Summary:
             content = part.get_content()
             text = content if isinstance(content, str) else ""
             if part.get_content_subtype() == "html":
-                text = re.sub(r"(?s)<(script|style).*?</\1>|<[^>]+>", " ", text)
+                text = html_to_text(text)
     except Exception:  # a best-effort excerpt: odd MIME never stops the summary (RELIABILITY P15)
         text = ""
     return Summary(sender or "(unknown sender)", subject or "(no subject)", one_line(text, length))

@@ -20,6 +20,7 @@ Calling it again for the same message and user (after a crash) adds nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -136,8 +137,11 @@ class Forwarder:
         return plan(user, raw, envelope_sender, self.settings)
 
     async def forward(self, user: User, raw: bytes, envelope_sender: str, *, message_id: str) -> ForwardPlan:
-        """Plan and durably queue the forwarding of message `message_id` (idempotent); returns the plan."""
-        p = self.plan(user, raw, envelope_sender)
+        """Plan and durably queue the forwarding of message `message_id` (idempotent); returns the plan.
+
+        Planning parses the message (and makes the summary): CPU-bound on any sender's input, so it
+        runs in a worker thread, never on the event loop (issue 16)."""
+        p = await asyncio.to_thread(self.plan, user, raw, envelope_sender)
         log.info("%s: id=%s user=%s reason=%s", Event.NOTIFY_FORWARD, message_id, user.address, p.reason.value)
         if p.full_to:
             await self._resend(user, raw, p.full_to, message_id)

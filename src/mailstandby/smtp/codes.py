@@ -63,6 +63,10 @@ C538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for request
 C553_NOT_OWNER = Reply(
     553, "5.7.1", "Sender address rejected: not owned by user"
 )  # Postfix reject_sender_login_mismatch
+C553_HEADER_NOT_OWNER = Reply(
+    553, "5.7.1", "Header address rejected: From/Sender not owned by user"
+)  # RFC 6409 §8 (the MSA may refuse what the user is not authorized to send as)
+C552_HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header size exceeds limit")  # RFC 3463 X.3.4
 C502_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
 C503_NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 C503_NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
