@@ -93,7 +93,7 @@ def password_problem(password: str, *, account: str = "", min_length: int = MIN_
     if folded in COMMON_PASSWORDS or stem in COMMON_PASSWORDS or any(folded in s for s in _SEQUENCES):
         return "The password is one of the most common ones: choose another."
     if len(set(folded)) < 4:
-        return "The password repeats too few characters: choose another."
+        return "The password has too few different characters: choose another."
     name = account.casefold()
     local = name.partition("@")[0]
     if name and (name in folded or (len(local) >= 3 and local in folded)):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,9 +18,9 @@ from typing import Any, cast
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import CollectorRegistry
 from raw_stream import TIMEOUT, RawStream
+from served import served
 
 import mailstandby.auth as auth_module
 from mailstandby.admin.api import Services, create_app
@@ -269,18 +268,6 @@ async def test_parallel_submission_guesses_from_one_address_verify_at_most_the_l
 # -- the admin API -------------------------------------------------------------------------------
 
 
-async def serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int, socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", ws="none", http="h11")
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await eventually(lambda: server.started)
-    return server, task, sock.getsockname()[1], sock
-
-
 async def test_90_parallel_wrong_admin_logins_get_at_most_max_failures_401s(
     base: SQLiteStore, verified: Verifications
 ) -> None:
@@ -288,17 +275,12 @@ async def test_90_parallel_wrong_admin_logins_get_at_most_max_failures_401s(
     await admins.set_admin_hash("ops", hash_password("correct horse battery staple"), actor="test")
     auth = AdminAuthenticator(admins, admins, AdminSettings(max_failures=5), failure_delay=0)
     services = Services(cast(Any, None), admins, auth, dict, lambda: 0, CollectorRegistry())  # no command runs
-    server, task, port, sock = await serve(create_app(services))
-    try:
+    async with served(create_app(services)) as url:
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=TIMEOUT) as http:
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=TIMEOUT) as http:
             answers = await asyncio.gather(*(http.get("/api/v1/status", auth=("ops", f"guess-{i}")) for i in range(90)))
             statuses = [a.status_code for a in answers]
             assert statuses.count(401) <= 5 and statuses.count(401) + statuses.count(429) == 90
             right = await http.get("/api/v1/status", auth=("ops", "correct horse battery staple"))
             assert right.status_code == 429
-        assert len(verified.passwords) <= 5
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    assert len(verified.passwords) <= 5
