@@ -103,7 +103,8 @@ def password_problem(password: str, *, account: str = "", min_length: int = MIN_
 
 def hash_password(password: str, *, account: str = "", min_length: int = MIN_PASSWORD) -> str:
     """An argon2id hash of a new password; raises PasswordRefused when the policy refuses it.
-    Blocking (tens of milliseconds): from the event loop, use `HashingPool.new_hash`."""
+    Blocking (tens of milliseconds): from the event loop, check `password_problem` and then use
+    `HashingPool.make_hash`."""
     problem = password_problem(password, account=account, min_length=min_length)
     if problem is not None:
         raise PasswordRefused(problem)
@@ -123,7 +124,8 @@ _dummy: list[str] = []
 class HashingPool:
     """argon2 in worker threads, at most `limit` runs at once: each takes a core and 64 MiB (RFC 9106
     defaults), so a burst of logins queues here instead of exhausting memory and stalling the loop.
-    A throttled attempt never gets here (`LoginGate`)."""
+    A throttled attempt never gets here (`LoginGate`). `min_length` is the policy's minimum for the
+    new passwords hashed through it (`auth.min_password_length`)."""
 
     def __init__(self, limit: int = MAX_VERIFICATIONS, *, min_length: int = MIN_PASSWORD) -> None:
         self.limit = limit
@@ -135,16 +137,9 @@ class HashingPool:
             return await asyncio.to_thread(verify_password, hashed, password)
 
     async def make_hash(self, password: str) -> str:
-        """A fresh hash of a password that was just verified (parameters upgraded; no policy)."""
+        """A hash of a password that was just verified, or that passed `password_problem` already."""
         async with self._slots:
             return await asyncio.to_thread(HASHER.hash, password)
-
-    async def new_hash(self, password: str, *, account: str) -> str:
-        """`hash_password` under the pool's policy; raises PasswordRefused before any argon2 work."""
-        problem = password_problem(password, account=account, min_length=self.min_length)
-        if problem is not None:
-            raise PasswordRefused(problem)
-        return await self.make_hash(password)
 
     async def dummy_hash(self) -> str:
         """A real hash to verify against when the user does not exist (equal timing)."""
