@@ -12,7 +12,7 @@ reveal who exists. argon2 never runs on the event loop: `HashingPool` runs it
 in worker threads, a bounded number at once.
 
 Every new password passes `password_problem` (length, a small deny-list, not
-the account's own name): `hash_password` refuses any other.
+the account's own name or address): `hash_password` refuses any other.
 """
 
 from __future__ import annotations
@@ -95,9 +95,8 @@ def password_problem(password: str, *, account: str = "", min_length: int = MIN_
     if len(set(folded)) < 4:
         return "The password has too few different characters: choose another."
     name = account.casefold()
-    local = name.partition("@")[0]
-    if name and (name in folded or (len(local) >= 3 and local in folded)):
-        return "The password must not contain the user name."
+    if name and ({folded, stem} & {name, name.partition("@")[0]}):
+        return "The password must not be the user name."
     return None
 
 
