@@ -92,7 +92,7 @@ from tests.support.standby import Standby  # noqa: E402
 
 HOST = "127.0.0.1"
 USER = "alice@corp.test"
-PASSWORD = "bench-pw"
+PASSWORD = "bench-pw-long"
 TIMEOUT = 120.0
 
 

@@ -72,7 +72,7 @@ from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore  # noqa: E402
 from mailstandby.sync.engine import SyncEngine  # noqa: E402
 
 HOST = "127.0.0.1"
-PASSWORD = "bench-pw"
+PASSWORD = "bench-pw-long"
 SYSTEM_FLAGS = {"\\Seen", "\\Answered", "\\Flagged", "\\Draft", "\\Deleted"}
 
 

@@ -171,7 +171,8 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
     if user is None:
         print(f"mailstandby: {username} is not a user in the directory", file=sys.stderr)
         return 1
-    hashed = new_password_hash(f"New standby password for {user.address}: ", password_file)
+    prompt = f"New standby password for {user.address}: "
+    hashed = new_password_hash(prompt, password_file, account=user.address, min_length=cfg.auth.min_password_length)
     if hashed is None:
         return 1
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

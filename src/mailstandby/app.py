@@ -26,7 +26,7 @@ from mailstandby.admin.auth import AdminAuthenticator
 from mailstandby.admin.metrics import StandbyCollector, registry
 from mailstandby.admin.server import AdminServer
 from mailstandby.antispam import RspamdScanner
-from mailstandby.auth import PasswordAuthenticator
+from mailstandby.auth import HashingPool, PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
 from mailstandby.core.model import Mode
 from mailstandby.directory.base import NoticeKind
@@ -102,6 +102,8 @@ class App:
         )
         self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
         self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
+        # one bound on argon2 work for every login and new password (docs/security.md)
+        self.hashing = HashingPool(config.auth.max_verifications, min_length=config.auth.min_password_length)
         self._failover_wiring()
         self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
         verifier = None
@@ -115,7 +117,7 @@ class App:
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner, verifier)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
-        self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth)
+        self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth, hashing=self.hashing)
         self.submission = SMTPServer(
             config.submission,
             SubmissionIntake(self.directory, self.store, config.submission, self.runner.submit, self.mailboxes),
@@ -190,7 +192,7 @@ class App:
         services = Services(
             failover=self.coordinator,
             history=self.failover_store,
-            auth=AdminAuthenticator(self.failover_store, self.failover_store, config.admin),
+            auth=AdminAuthenticator(self.failover_store, self.failover_store, config.admin, hashing=self.hashing),
             monitor=self.monitor.snapshot,
             queue_depth=lambda: self.runner.depth,
             metrics=metrics,
@@ -227,6 +229,7 @@ class App:
             key=self.notifier.key,
             credentials=self.mailboxes,
             send_code=self.notifier.send_code,
+            hashing=self.hashing,
         )
         return setup_routes(service)
 

@@ -374,13 +374,34 @@ class JournalSettings(Section):
 
 
 class AuthSettings(Section):
+    """Standby logins (IMAP, POP3, submission) and the passwords users choose (docs/security.md)."""
+
     failure_delay: float = Field(
         2.0, ge=0, description="Seconds before answering a failed login (Dovecot auth_failure_delay)."
     )
     max_failures: int = Field(
-        10, ge=1, description="Failed logins per client address in `failure_window` before it is throttled."
+        10,
+        ge=1,
+        description="Login attempts per client address (IPv6: per /64) in `failure_window` before it is throttled; "
+        "counted when each starts, forgiven when it succeeds.",
+    )
+    max_account_failures: int = Field(
+        20,
+        ge=1,
+        description="Failed logins per account from all addresses in `failure_window` before only networks that "
+        "logged in to it in the last day may still try.",
     )
     failure_window: float = Field(300.0, gt=0, description="Seconds over which failed logins are counted.")
+    max_verifications: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="argon2 password checks run at once, admin logins and the setup page included (each takes "
+        "a core and 64 MiB); more wait their turn.",
+    )
+    min_password_length: int = Field(
+        12, ge=8, le=128, description="Fewest characters in a new password (users and administrators)."
+    )
 
 
 class MonitorSettings(Section):
@@ -445,7 +466,15 @@ class AdminSettings(Section):
     metrics_public: bool = Field(
         False, description="Serve /metrics without credentials (for a Prometheus scraper on a trusted network)."
     )
-    max_failures: int = Field(5, ge=1, description="Failed admin logins per client in `failure_window` before 429.")
+    max_failures: int = Field(
+        5, ge=1, description="Admin login attempts per client address (IPv6: per /64) in `failure_window` before 429."
+    )
+    max_account_failures: int = Field(
+        10,
+        ge=1,
+        description="Failed logins per administrator from all addresses in `failure_window` before 429 "
+        "(except from networks that administrator logged in from in the last day).",
+    )
     failure_window: float = Field(300.0, gt=0, description="Seconds over which failed admin logins are counted.")
 
     @model_validator(mode="after")
@@ -590,7 +619,6 @@ class MilterSettings(Section):
     @property
     def redirect(self) -> bool:
         return self.mode in ("redirect", "both")
-
 
 
 class SyncSettings(Section):

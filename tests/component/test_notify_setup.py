@@ -160,6 +160,6 @@ async def test_a_one_time_code_on_the_push_url_lets_the_user_choose_a_password(r
         assert ok.status_code == 200 and "password is set" in ok.text
         user = await auth.authenticate("alice@corp.test", "new-phone-pw", peer="127.0.0.1", protocol="imap")
         assert user == "alice@corp.test"
-        again = await http.post(path + "/password", data={"code": code, "password": "other"})
+        again = await http.post(path + "/password", data={"code": code, "password": "another-password"})
         assert again.status_code == 403  # a code works once
         assert "Choose your standby password" not in (await http.get(path)).text

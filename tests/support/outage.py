@@ -31,7 +31,7 @@ USERS = [f"user{i:02d}@corp.test" for i in range(20)]
 PER_USER = 50
 JOURNALED = 5
 REPLIERS = USERS[:5]
-PASSWORD = "phone-pw-7"
+PASSWORD = "phone-pw-7-long"
 BASE_DATE = 1_750_000_000
 
 

@@ -18,7 +18,7 @@ import pytest
 from tests.support.dns import KEY_NAME, Bind
 from tests.support.standby import Standby
 
-ADMIN_PW = "dns-admin-password"
+ADMIN_PW = "dns-switch-password"
 ORIGINAL_MX = ["10 mail.corp.test."]
 
 

@@ -22,7 +22,7 @@ from tests.support.standby import Standby
 
 USER = "alice@corp.test"
 PRIMARY_USERS = {USER: "pw-alice"}  # as in tests/wire/conftest.py
-STANDBY_PASSWORD = "diff-pw-7"
+STANDBY_PASSWORD = "diff-pw-7-long"
 # IMAPDIFF_CORPUS=/some/dir runs the comparison on other *.eml files (handy to bisect a difference).
 MIME_DIR = Path(os.environ.get("IMAPDIFF_CORPUS") or Path(__file__).resolve().parents[1] / "data" / "mime")
 MESSAGES = corpus(MIME_DIR)

@@ -19,7 +19,7 @@ from tests.component.fake_primary import FakePrimary, Received
 from tests.support.standby import Standby
 
 ADMIN_PW = "correct horse battery staple"
-ALICE_PW = "alice-standby-pw"
+ALICE_PW = "phone-standby-pw"
 
 
 @pytest.fixture
@@ -95,12 +95,12 @@ async def test_failover_notice_link_and_one_time_code_in_the_running_standby(
             assert code_mail.rcpts == ["bob@home.test"]
             found = re.search(r"\b(\d{6})\b", text_of(code_mail))
             assert found is not None
-            form = {"code": found.group(1), "password": "bob-new-pw"}
+            form = {"code": found.group(1), "password": "new-phone-pw-b"}
             assert (await asyncio.to_thread(web.post, bob + "/password", data=form)).status_code == 200
         finally:
             web.close()
         imaps = standby.listeners["imaps"]
-        assert await asyncio.to_thread(imap_login, imaps, "bob@corp.test", "bob-new-pw", cafile) == "OK"
+        assert await asyncio.to_thread(imap_login, imaps, "bob@corp.test", "new-phone-pw-b", cafile) == "OK"
         assert await asyncio.to_thread(imap_login, imaps, "alice@corp.test", ALICE_PW, cafile) == "OK"
 
         # A restart re-applies the recorded outage and announces it again: nothing new is sent.

@@ -14,7 +14,7 @@ import pytest
 from tests.support.primary import Primary
 from tests.support.standby import Standby
 
-PASSWORD = "phone-pw-1"
+PASSWORD = "phone-pw-1-long"
 
 
 @pytest.fixture

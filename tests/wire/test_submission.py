@@ -16,7 +16,7 @@ import pytest
 from tests.support.primary import Primary
 from tests.support.standby import Standby
 
-PASSWORD = "phone-pw-2"
+PASSWORD = "phone-pw-2-long"
 
 
 def free_port() -> int:

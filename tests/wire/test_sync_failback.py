@@ -71,8 +71,8 @@ def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary) 
         normal = next(n for n, ln in enumerate(lines) if "failing-back -> normal" in ln)
         assert told < normal
         assert any("notify.announced: failback failback-1:" in ln and ", 0 new" in ln for ln in lines[normal:])
-        standby.add_admin("admin", "admin-pw-sync")
-        with standby.api(password="admin-pw-sync") as api:
+        standby.add_admin("admin", "failback-sync-pw")
+        with standby.api(password="failback-sync-pw") as api:
             progress = api.get("/api/v1/sync").json()
         assert progress["failover"] == "normal"
         assert progress["total"] == {"total": 5, "done": 5, "failed": 0, "pending": 0}

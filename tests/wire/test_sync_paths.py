@@ -260,7 +260,7 @@ async def test_synchronizing_literals_into_a_server_without_literal_plus(tmp_pat
         imap={"listen": ["127.0.0.1:0"], "allow_plaintext_auth_on_loopback": True},
         journal={"enabled": False},
     )
-    target.set_password(ALICE, "target-pw")
+    target.set_password(ALICE, "target-pw-long")
     data = tmp_path / "standby"
     bodies = [("INBOX", message(1)), ("INBOX", message(2, size=9000)), ("Sent", message(3)), ("Projects", message(4))]
     await file(data, {ALICE: bodies[:3]})
@@ -280,7 +280,7 @@ async def test_synchronizing_literals_into_a_server_without_literal_plus(tmp_pat
             master_user="unused",
             login_format="{user}",
         )
-        sync = SyncEngine(data / "mailstandby.db", settings, PrimarySettings(), password="target-pw")
+        sync = SyncEngine(data / "mailstandby.db", settings, PrimarySettings(), password="target-pw-long")
         try:
             report = await sync.run()
             assert report.complete and report.reasons == {"appended": 4}

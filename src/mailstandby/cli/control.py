@@ -197,7 +197,8 @@ def _set_admin(cfg: Config, name: str, password_file: Path | None) -> int:
     if not name or len(name) > 64 or any(c.isspace() or c == ":" for c in name):
         print("mailstandby: an administrator name has 1-64 characters, no spaces or ':'", file=sys.stderr)
         return 1
-    hashed = new_password_hash(f"New password for administrator {name}: ", password_file)
+    prompt = f"New password for administrator {name}: "
+    hashed = new_password_hash(prompt, password_file, account=name, min_length=cfg.auth.min_password_length)
     if hashed is None:
         return 1
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -200,18 +200,23 @@ class Notifier:
             users = list(found.values())
         await self.announce(kind, users, occurrence)
 
-    async def send_code(self, user: User, nonce: str) -> str:
-        """Queue a one-time code to every destination of `user`; returns the code's hash for the token row."""
+    async def send_code(self, user: User, nonce: str, *, limit: int = tokens.MAX_LIVE_CODES) -> str | None:
+        """Queue a one-time code to every destination of `user`; returns the code's hash for the token row,
+        or None (nothing queued) when the user has `limit` live codes already."""
         code = tokens.code_for(self.key, user.address, nonce)
         rows = [(user.address, CODE_KIND, nonce, d.mode, d.key, "") for d in compose.destinations(user)]
         now = self.clock()
         hashed = tokens.code_hash(self.key, user.address, code)
+        expires = now + self.settings.code_lifetime
 
-        def run(db: sqlite3.Connection) -> None:
-            tokens.add_token(db, hashed, user.address, tokens.Purpose.CODE, now, now + self.settings.code_lifetime)
+        def run(db: sqlite3.Connection) -> bool:
+            if not tokens.add_code(db, hashed, user.address, now, expires, limit=limit):
+                return False
             insert_rows(db, rows, now)
+            return True
 
-        await self.store.call(run)
+        if not await self.store.call(run):
+            return None
         self.wake()
         return hashed
 

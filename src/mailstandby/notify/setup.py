@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailstandby.auth import CredentialStore, hash_password
+from mailstandby.auth import CredentialStore, HashingPool, password_problem
 from mailstandby.config import NotifySettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import Address
@@ -44,7 +44,7 @@ from mailstandby.notify.notifier import NotifyStore
 
 log = logging.getLogger(__name__)
 
-MAX_CODES = 3  # live one-time codes per user
+MAX_CODES = tokens.MAX_LIVE_CODES  # live one-time codes per user
 MAX_FORM = 16 * 1024
 MOBILECONFIG = "application/x-apple-aspen-config"
 
@@ -59,8 +59,9 @@ class SetupService:
         hostname: str,
         key: bytes,
         credentials: CredentialStore,
-        send_code: Callable[[User, str], Awaitable[object]],
+        send_code: Callable[..., Awaitable[str | None]],
         clock: Callable[[], float] = time.time,
+        hashing: HashingPool | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -68,8 +69,9 @@ class SetupService:
         self.hostname = hostname
         self.key = key
         self.credentials = credentials
-        self.send_code = send_code
+        self.send_code = send_code  # (user, nonce, *, limit) -> the code's hash, None past the limit
         self.clock = clock
+        self.hashing = hashing or HashingPool()
 
     def user_of(self, token: str) -> tuple[User | None, tokens.TokenProblem | None]:
         row = tokens.find(self.store.read_connection(), tokens.token_hash(token))
@@ -244,7 +246,8 @@ class _Handlers:
                 f"<form method='post' action='/setup/{esc}/code'><button>Send me a code</button></form>"
                 f"<form method='post' action='/setup/{esc}/password'>"
                 "<label>Code <input name='code' autocomplete='one-time-code'></label> "
-                "<label>New password <input type='password' name='password' autocomplete='new-password'></label> "
+                f"<label>New password (at least {self.service.hashing.min_length} characters) <input type='password' "
+                f"name='password' minlength='{self.service.hashing.min_length}' autocomplete='new-password'></label> "
                 "<button>Set password</button></form>"
             )
         return _page("Standby mail setup", body)
@@ -274,10 +277,9 @@ class _Handlers:
             return _refused(why)
         if not compose.destinations(user):
             return _page("Standby mail setup", "<p>No alternate address or phone is registered for you.</p>", 409)
-        live = tokens.live_codes(self.service.store.read_connection(), user.address, self.service.clock())
-        if live >= MAX_CODES:
+        # the live codes are counted in the transaction that adds the new one: parallel requests cannot pass
+        if await self.service.send_code(user, secrets.token_urlsafe(12), limit=MAX_CODES) is None:
             return _page("Standby mail setup", "<p>Codes were sent already; please wait for them.</p>", 429)
-        await self.service.send_code(user, secrets.token_urlsafe(12))
         return _page("Standby mail setup", "<p>A code is on its way to your registered address or phone.</p>")
 
     async def set_password(self, request: Request) -> Response:
@@ -287,16 +289,16 @@ class _Handlers:
             return _refused(why)
         form = await _form(request)
         code, password = form.get("code", ""), form.get("password", "")
-        try:
-            hashed = hash_password(password)
-        except ValueError as e:
-            return _page("Standby mail setup", f"<p>{html.escape(str(e))}</p>", 400)
+        problem = password_problem(password, account=user.address, min_length=self.service.hashing.min_length)
+        if problem is not None:
+            return _page("Standby mail setup", f"<p>{html.escape(problem)}</p>", 400)
         now = self.service.clock()
         why = await self.service.store.call(lambda db: tokens.try_code(db, self.service.key, user.address, code, now))
         peer = request.client.host if request.client else ""
         if why is not None:
             await self.service.credentials.audit(user.address, "setup-password", "refused", peer=peer, detail=why.value)
             return _page("Standby mail setup", f"<p>{html.escape(_REFUSED.get(why, 'Wrong code.'))}</p>", 403)
+        hashed = await self.service.hashing.make_hash(password)  # only with a good code, off the event loop
         await self.service.credentials.set_password_hash(user.address, hashed)
         await self.service.credentials.audit(user.address, "setup-password", "ok", peer=peer)
         return _page(

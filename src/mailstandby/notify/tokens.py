@@ -27,6 +27,7 @@ from pathlib import Path
 
 KEY_FILE = "notify.key"
 MAX_CODE_TRIES = 5
+MAX_LIVE_CODES = 3  # one-time codes per user until the oldest expires (each one is mail to the user)
 
 
 class Purpose(StrEnum):
@@ -139,6 +140,15 @@ def try_code(db: sqlite3.Connection, key: bytes, user: str, code: str, now: floa
         (user, Purpose.CODE.value),
     )
     return TokenProblem.UNKNOWN
+
+
+def add_code(db: sqlite3.Connection, hashed: str, user: str, now: float, expires: float, *, limit: int) -> bool:
+    """Record a one-time code unless `user` has `limit` live ones already: the count and the insert are
+    one step of the writer transaction, so requests in parallel cannot pass the limit together."""
+    if live_codes(db, user, now) >= limit:
+        return False
+    add_token(db, hashed, user, Purpose.CODE, now, expires)
+    return True
 
 
 def live_codes(db: sqlite3.Connection, user: str, now: float) -> int:
