@@ -39,18 +39,18 @@ class SMTPServer(Listeners):
             write_timeout=settings.command_timeout,
             handshake_timeout=settings.command_timeout,
             max_session_time=settings.max_session_time,
+            max_connections=settings.max_connections,
+            max_connections_per_client=settings.max_connections_per_client,
         )
         self.settings = settings
         self.intake = intake
         self.hostname = hostname
         self.login = login  # submission: AUTH offered and required
         self.goodbye = codes.C421_SHUTTING_DOWN.wire(enhanced=False)
+        self.too_many = codes.C421_TOO_MANY_CONNECTIONS.wire(enhanced=False)
+        self.too_many_from_client = codes.C421_TOO_MANY_FROM_CLIENT.wire(enhanced=False)
 
-    def make_session(self, conn: Connection) -> Session | None:
-        if len(self.sessions) >= self.settings.max_connections:
-            assert conn.transport is not None
-            conn.transport.write(codes.C421_TOO_MANY_CONNECTIONS.wire(enhanced=False))
-            return None
+    def make_session(self, conn: Connection) -> Session:
         return Session(
             conn,
             self.intake,
