@@ -48,6 +48,15 @@ def _check_listen(value: str) -> str:
 Listen = Annotated[str, AfterValidator(_check_listen)]
 
 
+def _networks(values: list[str]) -> list[str]:
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an address or network (e.g. 10.0.0.5, 10.0.0.0/24, ::1)") from None
+    return values
+
+
 def split_listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -462,6 +471,22 @@ class AdminSettings(Section):
     )
     max_failures: int = Field(5, ge=1, description="Failed admin logins per client in `failure_window` before 429.")
     failure_window: float = Field(300.0, gt=0, description="Seconds over which failed admin logins are counted.")
+    trusted_proxies: list[str] = Field(
+        [], description="Reverse proxies (addresses or networks) whose X-Forwarded-For is believed; empty: nobody's."
+    )
+    max_connections: int = Field(200, ge=1, description="Concurrent HTTP connections; more get 503 at connect.")
+    max_connections_per_client: int = Field(
+        20, ge=1, description="Concurrent HTTP connections per client address (IPv6: per /64); trusted proxies: no cap."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers (from connecting or its first byte)."
+    )
+    body_timeout: float = Field(30.0, gt=0, description="Seconds a client has to send a request's body after them.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        return _networks(value)
 
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> AdminSettings:
@@ -604,13 +629,8 @@ class MilterSettings(Section):
 
     @field_validator("allowed_peers")
     @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for v in value:
-            try:
-                ipaddress.ip_network(v, strict=False)
-            except ValueError:
-                raise ValueError(f"{v!r} is not an address or network (e.g. 10.0.0.5, 10.0.0.0/24, ::1)") from None
-        return value
+    def _peers(cls, value: list[str]) -> list[str]:
+        return _networks(value)
 
     @property
     def journal(self) -> bool:

@@ -62,13 +62,16 @@ class ConnectionCaps:
         self.total = 0
         self._per_client: dict[str, int] = {}
 
-    def admit(self, host: str) -> Refusal | None:
-        """Count a new connection from `host`, or say why it is refused (then nothing is counted)."""
+    def admit(self, host: str, *, shared: bool = False) -> Refusal | None:
+        """Count a new connection from `host`, or say why it is refused (then nothing is counted).
+
+        A `shared` host (a trusted proxy speaking for many clients) is held to the total only.
+        """
         key = client_key(host)
         n = self._per_client.get(key, 0)
         if self.total_limit is not None and self.total >= self.total_limit:
             return Refusal.TOTAL
-        if self.per_client_limit is not None and n >= self.per_client_limit:
+        if self.per_client_limit is not None and n >= self.per_client_limit and not shared:
             return Refusal.PER_CLIENT
         self._per_client[key] = n + 1
         self.total += 1
