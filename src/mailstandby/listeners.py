@@ -25,6 +25,7 @@ import ssl
 from typing import Any, Protocol
 
 from mailstandby.config import split_listen
+from mailstandby.core.events import Event
 from mailstandby.limits import ConnectionCaps, IPNetwork, Refusal, allowed
 from mailstandby.transport import Connection, ConnectionClosed
 
@@ -146,7 +147,7 @@ class Listeners:
             return
         host = conn.peer[0]
         if self.allowed_peers is not None and not allowed(host, self.allowed_peers):
-            log.warning("connection from %s refused: not in allowed_peers", host)
+            log.warning("%s: connection from %s: not in allowed_peers", Event.LISTENER_REFUSED, host)
             conn.close()
             return
         refusal = self.caps.admit(host)
@@ -163,10 +164,10 @@ class Listeners:
     def _refuse(self, conn: Connection, refusal: Refusal) -> None:
         host = conn.peer[0]
         if refusal is Refusal.TOTAL:
-            log.warning("connection from %s refused: %d connections open (the maximum)", host, self.caps.total)
+            log.warning("%s: connection from %s: %d open (the maximum)", Event.LISTENER_REFUSED, host, self.caps.total)
             reply = self.too_many
         else:
-            log.info("connection from %s refused: %d open from that client", host, self.caps.count(host))
+            log.info("%s: connection from %s: %d open from it", Event.LISTENER_REFUSED, host, self.caps.count(host))
             reply = self.too_many_from_client
         assert conn.transport is not None
         if reply:

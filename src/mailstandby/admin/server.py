@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mailstandby.config import AdminSettings, split_listen
+from mailstandby.core.events import Event
 from mailstandby.limits import ConnectionCaps, IPNetwork, allowed, networks
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class GuardedH11Protocol(H11Protocol):
         shared = allowed(self._host, self.limits.proxies)
         self._counted = self.limits.caps.admit(self._host, shared=shared) is None
         if not self._counted:
-            log.info("admin HTTP connection from %s refused: too many connections", self._host)
+            log.info("%s: admin HTTP connection from %s: too many open", Event.LISTENER_REFUSED, self._host)
             transport.write(REFUSED)
             transport.close()
             return
