@@ -94,6 +94,12 @@ class SMTPSettings(Section):
         ge=1 * KiB,
         description="Largest accepted message in bytes, advertised as SIZE; larger gets 552 5.3.4.",
     )
+    max_data_memory: int = Field(
+        128 * MiB,
+        ge=1 * MiB,
+        description="Message data (as received) all sessions of this listener hold at once; a message that would "
+        "pass it gets 452 4.3.1 (retried later). One message is always let through.",
+    )
     max_recipients: int = Field(100, ge=1, description="Recipients per transaction; more get 452 4.5.3.")
     max_line_length: int = Field(
         2048, ge=512, description="Longest command line in bytes (RFC 5321 requires 512); longer gets 500 5.5.6."

@@ -5,7 +5,8 @@ easily owns a whole /64, so counting single IPv6 addresses would cap
 nothing). `ConnectionCaps` holds the count per client and in total; a
 listener asks `admit` when a connection arrives and calls `release` exactly
 once when it ends. `allowed` checks a peer against an allow-list of networks
-(the milter listener's `allowed_peers`).
+(the milter listener's `allowed_peers`). `MemoryBudget` bounds the message
+data all sessions of a listener hold at once (SMTP DATA).
 """
 
 from __future__ import annotations
@@ -89,3 +90,42 @@ class ConnectionCaps:
 
     def count(self, host: str) -> int:
         return self._per_client.get(client_key(host), 0)
+
+
+class MemoryBudget:
+    """Bytes all sessions of a listener may hold at once; each session holds a `Reservation`.
+
+    One reservation may always grow while it is the only one holding anything,
+    so a message of any allowed size can still be received alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def reservation(self) -> Reservation:
+        return Reservation(self)
+
+
+class Reservation:
+    """One session's share of a `MemoryBudget`; `release` gives it back (safe to call twice)."""
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def grow_to(self, size: int) -> bool:
+        """Hold `size` bytes in all; False (and nothing more held) when the budget cannot give them."""
+        extra = size - self.held
+        if extra <= 0:
+            return True
+        b = self.budget
+        if b.in_use + extra > b.limit and b.in_use > self.held:
+            return False
+        b.in_use += extra
+        self.held = size
+        return True
+
+    def release(self) -> None:
+        self.budget.in_use -= self.held
+        self.held = 0

@@ -11,6 +11,7 @@ import ssl
 
 from mailstandby.config import SMTPSettings
 from mailstandby.core.model import new_queue_id
+from mailstandby.limits import MemoryBudget
 from mailstandby.listeners import Listeners
 from mailstandby.smtp import codes
 from mailstandby.smtp.session import Intake, Login, Session
@@ -46,6 +47,7 @@ class SMTPServer(Listeners):
         self.intake = intake
         self.hostname = hostname
         self.login = login  # submission: AUTH offered and required
+        self.data_budget = MemoryBudget(settings.max_data_memory)  # shared by this listener's sessions
         self.goodbye = codes.C421_SHUTTING_DOWN.wire(enhanced=False)
         self.too_many = codes.C421_TOO_MANY_CONNECTIONS.wire(enhanced=False)
         self.too_many_from_client = codes.C421_TOO_MANY_FROM_CLIENT.wire(enhanced=False)
@@ -59,6 +61,7 @@ class SMTPServer(Listeners):
             tls_context=self.tls_context,
             sid=new_queue_id(),
             login=self.login,
+            data_budget=self.data_budget,
         )
 
     def goodbye_for(self, session: Session) -> bytes:
