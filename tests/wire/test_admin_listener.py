@@ -77,9 +77,12 @@ def peak_rss(pid: int) -> int:
 
 
 def test_half_open_connections_neither_starve_the_api_nor_linger(tmp_path: Path) -> None:
-    with running(tmp_path, header_timeout=2.0, max_connections_per_client=20) as standby:
+    with running(tmp_path, header_timeout=2.0, body_timeout=2.0, max_connections_per_client=20) as standby:
         port = standby.listeners["admin"]
         attack = [half_open(port, f"127.0.0.{2 + n % 6}") for n in range(120)]  # 20 from each of 6 addresses
+        slow_body = connect(port, "127.0.0.8")  # headers complete, the body never
+        slow_body.sendall(b"POST /autodiscover/autodiscover.xml HTTP/1.1\r\nHost: s\r\nContent-Length: 100\r\n\r\n<")
+        attack.append(slow_body)
         extra = [connect(port, "127.0.0.2") for _ in range(5)]  # past that address's share (sending nothing,
         # so that closing does not reset the connection before the client reads the 503)
         try:
@@ -88,8 +91,9 @@ def test_half_open_connections_neither_starve_the_api_nor_linger(tmp_path: Path)
                 assert api.get("/.well-known/autoconfig/mail/config-v1.1.xml").status_code == 200
             for s in extra:
                 assert until_closed(s).startswith(b"HTTP/1.1 503 ")
-            for s in attack:  # closed by the header deadline, with a 408
+            for s in attack[:-1]:  # closed by the header deadline, with a 408
                 assert until_closed(s).startswith(b"HTTP/1.1 408 ")
+            assert until_closed(slow_body) == b""  # closed by the body deadline
         finally:
             for s in attack + extra:
                 s.close()
