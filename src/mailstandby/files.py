@@ -21,8 +21,16 @@ PRIVATE_UMASK = 0o077
 
 
 def create_private(path: Path) -> None:
-    """Create `path` empty and 0600 unless it exists (an existing file is left as it is)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    """Create `path` empty and 0600 unless it exists (an existing file is not even opened).
+
+    Never open an existing database here: closing any descriptor of a file drops
+    every POSIX lock this process holds on it, SQLite's included (fcntl(2)), and
+    another process could then checkpoint and delete a WAL still in use.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+    except FileExistsError:
+        return
     os.close(fd)
 
 
