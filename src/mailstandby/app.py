@@ -28,6 +28,7 @@ from mailstandby.admin.server import AdminServer
 from mailstandby.antispam import RspamdScanner
 from mailstandby.auth import HashingPool, PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
+from mailstandby.core.events import Event
 from mailstandby.core.model import Mode
 from mailstandby.directory.base import NoticeKind
 from mailstandby.directory.importer import DirectoryService, configured
@@ -35,6 +36,7 @@ from mailstandby.directory.static import from_settings
 from mailstandby.directory.view import DirectoryView
 from mailstandby.dns.switch import DNSSwitch
 from mailstandby.failover.coordinator import Coordinator
+from mailstandby.files import PRIVATE_UMASK, tighten
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
 from mailstandby.looplag import LoopLagMonitor
@@ -275,6 +277,7 @@ class App:
         return {name: addrs for name, addrs in found.items() if addrs}
 
     async def start(self) -> None:
+        self._tighten_files()
         await self.store.open()
         self._start_directory()
         await self.coordinator.start()  # routing follows the recorded state before the first delivery
@@ -296,6 +299,23 @@ class App:
         gc.collect()
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
+
+    def _tighten_files(self) -> None:
+        """Everything under the data directory is private (docs/security.md), also what an older
+        version or an administrator left readable."""
+        data_dir = self.config.node.data_dir
+        changed = tighten(data_dir)
+        if changed:
+            shown = ", ".join(str(p.relative_to(data_dir)) or "." for p in changed[:10])
+            more = f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+            log.warning(
+                "%s: group/other access taken away from %d paths under %s: %s%s",
+                Event.STORE_PERMISSIONS_FIXED,
+                len(changed),
+                data_dir,
+                shown,
+                more,
+            )
 
     def _start_directory(self) -> None:
         """The stored import now (LDAP may be dark); then the refresh timer and the reload watch."""
@@ -372,6 +392,7 @@ class App:
 
 def run(config: Config) -> None:
     """Serve on the configured event loop until a signal."""
+    os.umask(PRIVATE_UMASK)  # whatever the server creates is its own (files 0600, directories 0700)
     uvloop = None
     if config.node.event_loop in ("auto", "uvloop"):
         try:

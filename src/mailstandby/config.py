@@ -48,6 +48,15 @@ def _check_listen(value: str) -> str:
 Listen = Annotated[str, AfterValidator(_check_listen)]
 
 
+def _networks(values: list[str]) -> list[str]:
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an address or network (e.g. 10.0.0.5, 10.0.0.0/24, ::1)") from None
+    return values
+
+
 def split_listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -88,6 +97,12 @@ class SMTPSettings(Section):
         ge=1 * KiB,
         description="Largest accepted message in bytes, advertised as SIZE; larger gets 552 5.3.4.",
     )
+    max_data_memory: int = Field(
+        128 * MiB,
+        ge=1 * MiB,
+        description="Message data (as received) all sessions of this listener hold at once; a message that would "
+        "pass it gets 452 4.3.1 (retried later). One message is always let through.",
+    )
     max_recipients: int = Field(100, ge=1, description="Recipients per transaction; more get 452 4.5.3.")
     max_line_length: int = Field(
         2048, ge=512, description="Longest command line in bytes (RFC 5321 requires 512); longer gets 500 5.5.6."
@@ -95,6 +110,9 @@ class SMTPSettings(Section):
     max_errors: int = Field(20, ge=1, description="Errors per session before 421 4.7.0 and disconnect.")
     max_junk_commands: int = Field(100, ge=1, description="NOOP/RSET/VRFY/HELP per session before 421 4.7.0.")
     max_connections: int = Field(500, ge=1, description="Concurrent sessions; more get 421 4.3.2 at connect.")
+    max_connections_per_client: int = Field(
+        50, ge=1, description="Concurrent sessions per client address (IPv6: per /64); more get 421 4.7.0."
+    )
     command_timeout: float = Field(
         300.0, gt=0, description="Seconds to wait for a command (RFC 5321 §4.5.3.2.7: 5 minutes)."
     )
@@ -342,7 +360,15 @@ class IMAPSettings(Section):
     )
     max_connections_per_user: int = Field(20, ge=1, description="Concurrent sessions per user and address.")
     idle_timeout: float = Field(1800.0, ge=60, description="Seconds an authenticated session may stay silent.")
-    login_timeout: float = Field(60.0, gt=0, description="Seconds a client has to log in.")
+    login_timeout: float = Field(
+        60.0, gt=0, description="Seconds from connecting a client has to log in, however active; then BYE."
+    )
+    max_connections: int = Field(
+        2000, ge=1, description="Concurrent connections; more get `* BYE [UNAVAILABLE]` at connect."
+    )
+    max_connections_per_client: int = Field(
+        100, ge=1, description="Concurrent connections per client address (IPv6: per /64), logged in or not."
+    )
     max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before BYE.")
     max_session_time: float = Field(
         86400.0, gt=0, description="Longest session in seconds (IDLE included); then BYE: the phone reconnects."
@@ -362,6 +388,13 @@ class POP3Settings(Section):
     max_session_time: float = Field(3600.0, gt=0, description="Longest session in seconds; then -ERR and close.")
     max_connections_per_user: int = Field(
         10, ge=1, description="Logged-in sessions per user and client address; more get -ERR [IN-USE]."
+    )
+    login_timeout: float = Field(
+        60.0, gt=0, description="Seconds from connecting a client has to log in, however active; then -ERR."
+    )
+    max_connections: int = Field(500, ge=1, description="Concurrent connections; more get -ERR [SYS/TEMP] at connect.")
+    max_connections_per_client: int = Field(
+        50, ge=1, description="Concurrent connections per client address (IPv6: per /64), logged in or not."
     )
 
 
@@ -476,6 +509,22 @@ class AdminSettings(Section):
         "(except from networks that administrator logged in from in the last day).",
     )
     failure_window: float = Field(300.0, gt=0, description="Seconds over which failed admin logins are counted.")
+    trusted_proxies: list[str] = Field(
+        [], description="Reverse proxies (addresses or networks) whose X-Forwarded-For is believed; empty: nobody's."
+    )
+    max_connections: int = Field(200, ge=1, description="Concurrent HTTP connections; more get 503 at connect.")
+    max_connections_per_client: int = Field(
+        20, ge=1, description="Concurrent HTTP connections per client address (IPv6: per /64); trusted proxies: no cap."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's headers (from connecting or its first byte)."
+    )
+    body_timeout: float = Field(30.0, gt=0, description="Seconds a client has to send a request's body after them.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        return _networks(value)
 
     @model_validator(mode="after")
     def _plain_http_only_on_loopback(self) -> AdminSettings:
@@ -606,11 +655,20 @@ class MilterSettings(Section):
     max_connections: int = Field(
         200, ge=1, description="Concurrent MTA connections (one per SMTP session); more are closed at once."
     )
+    allowed_peers: list[str] = Field(
+        ["127.0.0.0/8", "::1"],
+        description="Addresses or networks of the MTAs allowed to connect; anyone else is closed at once.",
+    )
     hands_off_macros: list[str] = Field(
         ["{quarantine}"],
         description="Macros that, when the MTA sends one with a value, mean an earlier filter quarantined the "
         "message: it is neither copied nor taken over.",
     )
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _peers(cls, value: list[str]) -> list[str]:
+        return _networks(value)
 
     @property
     def journal(self) -> bool:

@@ -8,6 +8,12 @@ protocol's generic error), and a graceful stop: stop listening, give sessions
 that are in the middle of something (`busy`) up to the grace period, then
 send the protocol's goodbye and close. A subclass says how to build a session
 and what its protocol says at each of those moments.
+
+Every listener caps its connections (RELIABILITY X2): in total and per client
+(address, IPv6 /64), refused at accept with the protocol's own temporary
+error; a listener with an allow-list closes any other peer at once. A
+session that must log in (IMAP, POP3) gets `login_timeout` from connecting
+to do so, however busy it keeps itself; `max_session_time` bounds the rest.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import ssl
 from typing import Any, Protocol
 
 from mailstandby.config import split_listen
+from mailstandby.core.events import Event
+from mailstandby.limits import ConnectionCaps, IPNetwork, Refusal, allowed
 from mailstandby.transport import Connection, ConnectionClosed
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,9 @@ class Listeners:
     goodbye: bytes = b""  # sent to sessions ended by shutdown, and to connections refused by it
     internal_error: bytes = b""  # sent when a session dies of an unexpected exception
     too_long: bytes = b""  # sent to a session that reached `max_session_time` (RELIABILITY X1)
+    too_many: bytes = b""  # sent to a connection refused because the listener is full (X2)
+    too_many_from_client: bytes = b""  # sent to a connection refused because its client holds its share
+    login_too_slow: bytes = b""  # sent to a session that did not log in within `login_timeout`
 
     def __init__(
         self,
@@ -47,6 +58,10 @@ class Listeners:
         write_timeout: float,
         handshake_timeout: float = 60.0,
         max_session_time: float | None = None,
+        max_connections: int | None = None,
+        max_connections_per_client: int | None = None,
+        login_timeout: float | None = None,
+        allowed_peers: list[IPNetwork] | None = None,
     ) -> None:
         self.listen = listen
         self.listen_tls = listen_tls
@@ -54,6 +69,9 @@ class Listeners:
         self.write_timeout = write_timeout
         self.handshake_timeout = handshake_timeout  # RELIABILITY T4
         self.max_session_time = max_session_time  # a hard cap, whatever the client keeps doing (X1)
+        self.caps = ConnectionCaps(max_connections, max_connections_per_client)
+        self.login_timeout = login_timeout  # None: the protocol has no login (SMTP MX, milter)
+        self.allowed_peers = allowed_peers  # None: anyone may connect
         self.servers: list[asyncio.Server] = []
         self.tls_servers: list[asyncio.Server] = []
         self.sessions: dict[Any, asyncio.Task[None]] = {}
@@ -75,6 +93,10 @@ class Listeners:
 
     def session_ended(self, session: Any) -> None:
         """Release what the session held (per-user slots...)."""
+
+    def logged_in(self, session: Any) -> bool:
+        """Whether the session has authenticated (asked once `login_timeout` has passed)."""
+        return True
 
     # -- sockets ------------------------------------------------------------------------
     @property
@@ -123,22 +145,52 @@ class Listeners:
             conn.transport.write(self.goodbye)
             conn.close()
             return
+        host = conn.peer[0]
+        if self.allowed_peers is not None and not allowed(host, self.allowed_peers):
+            log.warning("%s: connection from %s: not in allowed_peers", Event.LISTENER_REFUSED, host)
+            conn.close()
+            return
+        refusal = self.caps.admit(host)
+        if refusal is not None:
+            self._refuse(conn, refusal)
+            return
         session = self.make_session(conn)
         if session is None:
+            self.caps.release(host)
             conn.close()
             return
         self.sessions[session] = asyncio.get_running_loop().create_task(self._run(session, conn))
 
+    def _refuse(self, conn: Connection, refusal: Refusal) -> None:
+        host = conn.peer[0]
+        if refusal is Refusal.TOTAL:
+            log.warning("%s: connection from %s: %d open (the maximum)", Event.LISTENER_REFUSED, host, self.caps.total)
+            reply = self.too_many
+        else:
+            log.info("%s: connection from %s: %d open from it", Event.LISTENER_REFUSED, host, self.caps.count(host))
+            reply = self.too_many_from_client
+        assert conn.transport is not None
+        if reply:
+            conn.transport.write(reply)
+        conn.close()
+
     async def _run(self, session: ServedSession, conn: Connection) -> None:
         lifetime = asyncio.timeout(self.max_session_time)
+        late: list[bool] = []  # set when the login deadline, not the session time, ended it
+        login_due: asyncio.TimerHandle | None = None
         try:
             async with lifetime:
+                login_due = self._login_deadline(session, lifetime, late)
                 await session.run()
         except TimeoutError:
             if not lifetime.expired():
                 raise
-            session.log.info("session time limit of %.0fs reached: closing", self.max_session_time)
-            conn.write(self.too_long_for(session))
+            if late:
+                session.log.info("no login within %.0fs: closing", self.login_timeout)
+                conn.write(self.login_too_slow)
+            else:
+                session.log.info("session time limit of %.0fs reached: closing", self.max_session_time)
+                conn.write(self.too_long_for(session))
             await _quiet_flush(conn)
         except ConnectionClosed:
             pass
@@ -155,9 +207,27 @@ class Listeners:
             conn.write(self.internal_error_for(session))
             await _quiet_flush(conn)
         finally:
+            if login_due is not None:
+                login_due.cancel()
             self.session_ended(session)
+            self.caps.release(conn.peer[0])
             conn.close()
             self.sessions.pop(session, None)
+
+    def _login_deadline(
+        self, session: ServedSession, lifetime: asyncio.Timeout, late: list[bool]
+    ) -> asyncio.TimerHandle | None:
+        """Arm the check that ends a session not logged in `login_timeout` after it began."""
+        if self.login_timeout is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            if not self.logged_in(session):
+                late.append(True)
+                lifetime.reschedule(loop.time())
+
+        return loop.call_later(self.login_timeout, due)
 
     async def stop(self, grace: float) -> None:
         """Stop listening; let busy sessions finish up to `grace`; say goodbye to the rest."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import logging
-import os
 import ssl
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from mailstandby.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,8 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .sign(key, hashes.SHA256())
     )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    write_private(key_path, pem)
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     log.info("generated a self-signed certificate for %s in %s", hostname, directory)
     return cert_path, key_path

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,16 @@ HEAD_KEPT = 64
 
 class DataTooBig(Exception):
     """Message data exceeded the limit; consumed through end-of-data and dropped."""
+
+
+class DataOverBudget(Exception):
+    """Holding more message data would pass the listener's memory budget; consumed and dropped."""
+
+
+class Reservation(Protocol):
+    """A share of a memory budget (`limits.Reservation`)."""
+
+    def grow_to(self, size: int) -> bool: ...
 
 
 HIGH_WATER = 256 * 1024  # pause reading when this much input is buffered and unread
@@ -170,16 +181,18 @@ class Connection(asyncio.Protocol):
                 raise ConnectionClosed
             await self._wait(timeout)
 
-    async def read_data(self, limit: int, timeout: float) -> bytes:
+    async def read_data(self, limit: int, timeout: float, reservation: Reservation | None = None) -> bytes:
         """Message data up to and including the CRLF before the final dot.
 
         `limit` applies to the message; the data may exceed it by its dot-stuffing,
         so up to `slack` more is read before the rest is dropped. The caller checks
-        the exact size once the data is unstuffed.
+        the exact size once the data is unstuffed. What is buffered is held in
+        `reservation` as it grows; when that is refused, the rest is dropped too.
         """
         slack = limit // 32 + 1024
         start = 0
         dropped = 0  # bytes discarded once the limit was passed
+        refused = False  # the memory budget said no
         while True:
             if not dropped and self._buf.startswith(b".\r\n"):
                 self._consume(3)  # empty message: the DATA line's CRLF began the terminator
@@ -187,10 +200,14 @@ class Connection(asyncio.Protocol):
             i = self._buf.find(END_OF_DATA, start)
             if i >= 0:
                 data = self._consume(i + 5)[:-3]
+                if refused:
+                    raise DataOverBudget
                 if dropped or len(data) > limit + slack:
                     raise DataTooBig
                 return data
-            if len(self._buf) > limit + slack + 8:
+            if not refused and reservation is not None and not reservation.grow_to(len(self._buf)):
+                refused = True
+            if len(self._buf) > 8 and (refused or len(self._buf) > limit + slack + 8):
                 keep = 4  # a terminator may straddle the cut
                 dropped += len(self._buf) - keep
                 del self._buf[:-keep]

@@ -16,6 +16,8 @@ class Event(StrEnum):
     QUEUE_DSN_SENT = "queue.dsn-queued"
     QUEUE_DSN_SUPPRESSED = "queue.dsn-suppressed"
     STORE_QUARANTINED = "store.quarantined"
+    STORE_PERMISSIONS_FIXED = "store.permissions-fixed"  # group/other access taken away at start-up
+    LISTENER_REFUSED = "listener.refused"  # a connection over a cap, or from outside an allow-list
     POP3_LOGIN = "pop3.login"
     POP3_LOGIN_FAILED = "pop3.login-failed"
     POP3_REJECTED = "pop3.rejected"

@@ -15,7 +15,7 @@ from mailstandby.auth import Authenticator, SessionSlots
 from mailstandby.config import IMAPSettings
 from mailstandby.core.model import new_queue_id
 from mailstandby.imap.fetching import StructureCache
-from mailstandby.imap.session import SHUTDOWN_BYE, Session
+from mailstandby.imap.session import SHUTDOWN_BYE, Session, State
 from mailstandby.listeners import Listeners
 from mailstandby.store.mailbox import MailboxStore
 from mailstandby.transport import Connection
@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 INTERNAL_BYE = b"* BYE Internal error occurred.\r\n"
 SESSION_TOO_LONG_BYE = b"* BYE Session time limit reached; reconnect.\r\n"
+# RFC 5530 §3 UNAVAILABLE: temporary; Dovecot refuses extra connections with a BYE too (RELIABILITY X2)
+TOO_MANY_BYE = b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n"
+TOO_MANY_FROM_CLIENT_BYE = b"* BYE [UNAVAILABLE] Too many connections from your address, try again later.\r\n"
+LOGIN_TIMEOUT_BYE = b"* BYE Disconnected for inactivity during authentication.\r\n"  # Dovecot's words
 
 
 class IMAPServer(Listeners):
@@ -32,6 +36,9 @@ class IMAPServer(Listeners):
     goodbye = SHUTDOWN_BYE
     internal_error = INTERNAL_BYE
     too_long = SESSION_TOO_LONG_BYE
+    too_many = TOO_MANY_BYE
+    too_many_from_client = TOO_MANY_FROM_CLIENT_BYE
+    login_too_slow = LOGIN_TIMEOUT_BYE
 
     def __init__(
         self,
@@ -47,6 +54,9 @@ class IMAPServer(Listeners):
             tls_context,
             write_timeout=settings.idle_timeout,
             max_session_time=settings.max_session_time,
+            max_connections=settings.max_connections,
+            max_connections_per_client=settings.max_connections_per_client,
+            login_timeout=settings.login_timeout,
         )
         self.settings = settings
         self.store = store
@@ -68,3 +78,6 @@ class IMAPServer(Listeners):
 
     def session_ended(self, session: Session) -> None:
         session.end()
+
+    def logged_in(self, session: Session) -> bool:
+        return session.state is not State.NOT_AUTHENTICATED

@@ -13,6 +13,7 @@ import logging
 
 from mailstandby.config import MilterSettings
 from mailstandby.core.model import new_queue_id
+from mailstandby.limits import networks
 from mailstandby.listeners import Listeners
 from mailstandby.milter.codec import ProtocolError
 from mailstandby.milter.session import Routing, Session, Sink
@@ -36,18 +37,22 @@ class MilterServer(Listeners):
     internal_error = b""
 
     def __init__(self, settings: MilterSettings, routing: Routing, sink: Sink, *, hostname: str, max_size: int) -> None:
-        super().__init__(settings.listen, [], None, write_timeout=settings.timeout)
+        super().__init__(
+            settings.listen,
+            [],
+            None,
+            write_timeout=settings.timeout,
+            # Closing is the only refusal the protocol has; the MTA applies milter_default_action.
+            max_connections=settings.max_connections,
+            allowed_peers=networks(settings.allowed_peers),
+        )
         self.settings = settings
         self.routing = routing
         self.sink = sink
         self.hostname = hostname
         self.max_size = settings.max_message_size or max_size
 
-    def make_session(self, conn: Connection) -> Session | None:
-        if len(self.sessions) >= self.settings.max_connections:
-            # Closing is the only refusal the protocol has; the MTA applies milter_default_action.
-            log.warning("%d milter connections open: refusing %s", len(self.sessions), conn.peer[0])
-            return None
+    def make_session(self, conn: Connection) -> Session:
         return ProtocolSession(
             conn,
             self.settings,

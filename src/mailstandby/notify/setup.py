@@ -39,6 +39,7 @@ from mailstandby.config import NotifySettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import Address
 from mailstandby.directory.base import Directory, User
+from mailstandby.http_body import read_body
 from mailstandby.notify import compose, tokens
 from mailstandby.notify.notifier import NotifyStore
 
@@ -207,9 +208,7 @@ def _refused(why: tokens.TokenProblem | None) -> HTMLResponse:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_FORM:
-        return {}
+    body = await read_body(request, MAX_FORM)  # 413 past the limit, never held whole
     parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items()}
 
@@ -315,7 +314,7 @@ class _Handlers:
         return Response(doc, media_type="application/xml")
 
     async def outlook(self, request: Request) -> Response:
-        body = (await request.body())[:MAX_FORM].decode("utf-8", "replace")
+        body = (await read_body(request, MAX_FORM)).decode("utf-8", "replace")
         found = re.search(r"<EMailAddress>\s*([^<\s]+@[^<\s]+)\s*</EMailAddress>", body, re.IGNORECASE)
         if found is None or not self.service.directory.serves(found.group(1).rpartition("@")[2]):
             return Response(status_code=404)

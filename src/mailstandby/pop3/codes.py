@@ -81,6 +81,10 @@ ERR_AUTH_PLAINTEXT = Reply(
 ERR_SYS_TEMP_MAILDROP = Reply(False, "Unable to open the maildrop, try again later.", "SYS/TEMP")
 ERR_SYS_TEMP_ERROR = Reply(False, "Temporary internal error, try again later.", "SYS/TEMP")
 ERR_SYS_TEMP_SESSION_TOO_LONG = Reply(False, "Session time limit reached, reconnect.", "SYS/TEMP")  # RELIABILITY X1
+# RELIABILITY X2: connection caps, refused at connect
+ERR_SYS_TEMP_TOO_MANY = Reply(False, "Too many connections, try again later.", "SYS/TEMP")
+ERR_SYS_TEMP_TOO_MANY_FROM_CLIENT = Reply(False, "Too many connections from your address, try again later.", "SYS/TEMP")
+ERR_SYS_TEMP_LOGIN_TIMEOUT = Reply(False, "Disconnected: no login in time.", "SYS/TEMP")  # pop3 login_timeout
 ERR_SYS_TEMP_NOT_REMOVED = Reply(
     False, "Some deleted messages were not removed.", "SYS/TEMP"
 )  # RFC 1939 §6 QUIT in UPDATE

@@ -17,7 +17,7 @@ from mailstandby.config import POP3Settings
 from mailstandby.core.model import new_queue_id
 from mailstandby.listeners import Listeners
 from mailstandby.pop3 import codes
-from mailstandby.pop3.session import Session
+from mailstandby.pop3.session import Session, State
 from mailstandby.store.mailbox import MailboxStore
 from mailstandby.transport import Connection
 
@@ -30,6 +30,9 @@ class POP3Server(Listeners):
     goodbye = codes.ERR_SHUTTING_DOWN.wire()
     internal_error = codes.ERR_SYS_TEMP_ERROR.wire()
     too_long = codes.ERR_SYS_TEMP_SESSION_TOO_LONG.wire()
+    too_many = codes.ERR_SYS_TEMP_TOO_MANY.wire()
+    too_many_from_client = codes.ERR_SYS_TEMP_TOO_MANY_FROM_CLIENT.wire()
+    login_too_slow = codes.ERR_SYS_TEMP_LOGIN_TIMEOUT.wire()
 
     def __init__(
         self,
@@ -46,6 +49,9 @@ class POP3Server(Listeners):
             tls_context,
             write_timeout=settings.timeout,
             max_session_time=settings.max_session_time,
+            max_connections=settings.max_connections,
+            max_connections_per_client=settings.max_connections_per_client,
+            login_timeout=settings.login_timeout,
         )
         self.settings = settings
         self.store = store
@@ -67,3 +73,6 @@ class POP3Server(Listeners):
 
     def session_ended(self, session: Session) -> None:
         session.end()
+
+    def logged_in(self, session: Session) -> bool:
+        return session.state is not State.AUTHORIZATION

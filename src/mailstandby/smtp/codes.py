@@ -34,6 +34,8 @@ C354_START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 # 4xx: temporary
 C421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")  # RFC 3463 X.3.2
 C421_TOO_MANY_CONNECTIONS = Reply(421, "4.3.2", "Too many connections, try again later")
+# Postfix smtpd_client_connection_count_limit ("too many connections from <ip>"), RELIABILITY X2
+C421_TOO_MANY_FROM_CLIENT = Reply(421, "4.7.0", "Error: too many connections from your address")
 C421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors")  # Postfix smtpd_hard_error_limit
 C421_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")  # RFC 3463 X.4.2
 C451_LOCAL_ERROR = Reply(451, "4.3.0", "Error: queue file write error")  # Postfix cleanup_strerror.c

@@ -11,6 +11,7 @@ import ssl
 
 from mailstandby.config import SMTPSettings
 from mailstandby.core.model import new_queue_id
+from mailstandby.limits import MemoryBudget
 from mailstandby.listeners import Listeners
 from mailstandby.smtp import codes
 from mailstandby.smtp.session import Intake, Login, Session
@@ -39,18 +40,19 @@ class SMTPServer(Listeners):
             write_timeout=settings.command_timeout,
             handshake_timeout=settings.command_timeout,
             max_session_time=settings.max_session_time,
+            max_connections=settings.max_connections,
+            max_connections_per_client=settings.max_connections_per_client,
         )
         self.settings = settings
         self.intake = intake
         self.hostname = hostname
         self.login = login  # submission: AUTH offered and required
+        self.data_budget = MemoryBudget(settings.max_data_memory)  # shared by this listener's sessions
         self.goodbye = codes.C421_SHUTTING_DOWN.wire(enhanced=False)
+        self.too_many = codes.C421_TOO_MANY_CONNECTIONS.wire(enhanced=False)
+        self.too_many_from_client = codes.C421_TOO_MANY_FROM_CLIENT.wire(enhanced=False)
 
-    def make_session(self, conn: Connection) -> Session | None:
-        if len(self.sessions) >= self.settings.max_connections:
-            assert conn.transport is not None
-            conn.transport.write(codes.C421_TOO_MANY_CONNECTIONS.wire(enhanced=False))
-            return None
+    def make_session(self, conn: Connection) -> Session:
         return Session(
             conn,
             self.intake,
@@ -59,6 +61,7 @@ class SMTPServer(Listeners):
             tls_context=self.tls_context,
             sid=new_queue_id(),
             login=self.login,
+            data_budget=self.data_budget,
         )
 
     def goodbye_for(self, session: Session) -> bytes:

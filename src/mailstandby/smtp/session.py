@@ -25,6 +25,7 @@ from mailstandby.config import SMTPSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import Address, Envelope, new_queue_id
 from mailstandby.core.reply import CloseSession, Rejected, Reply
+from mailstandby.limits import MemoryBudget
 from mailstandby.smtp import codes, sasl
 from mailstandby.smtp.codec import (
     Command,
@@ -35,7 +36,7 @@ from mailstandby.smtp.codec import (
     parse_size,
     unstuff,
 )
-from mailstandby.transport import ConnectionClosed, DataTooBig, LineTooLong
+from mailstandby.transport import ConnectionClosed, DataOverBudget, DataTooBig, LineTooLong, Reservation
 
 log = logging.getLogger(__name__)
 TRACE = 5
@@ -46,7 +47,7 @@ class SessionIO(Protocol):
     tls_active: bool
 
     async def read_line(self, limit: int, timeout: float) -> bytes: ...
-    async def read_data(self, limit: int, timeout: float) -> bytes: ...
+    async def read_data(self, limit: int, timeout: float, reservation: Reservation | None = None) -> bytes: ...
     def write(self, data: bytes) -> None: ...
     async def flush(self) -> None: ...
     def has_buffered_input(self) -> bool: ...
@@ -125,8 +126,10 @@ class Session:
         tls_context: ssl.SSLContext | None,
         sid: str = "",
         login: Login | None = None,
+        data_budget: MemoryBudget | None = None,
     ) -> None:
         self.io = io
+        self.data_budget = data_budget  # message data all sessions of the listener hold at once
         self.login = login  # set on submission listeners: AUTH offered, and required for MAIL
         self.user: str | None = None
         self.intake = intake
@@ -342,16 +345,21 @@ class Session:
         envelope, self.tx, self.state = self.tx.envelope, None, State.GREETED
         self.reply(codes.C354_START_DATA)
         self.busy = True
+        reservation = self.data_budget.reservation() if self.data_budget is not None else None
         try:
-            await self._receive(envelope)
+            await self._receive(envelope, reservation)
         finally:
             self.busy = False
+            if reservation is not None:
+                reservation.release()  # the message's bytes are stored or dropped by now
 
-    async def _receive(self, envelope: Envelope) -> None:
+    async def _receive(self, envelope: Envelope, reservation: Reservation | None) -> None:
         try:
-            raw = await self.io.read_data(self.settings.max_message_size, self.settings.data_timeout)
+            raw = await self.io.read_data(self.settings.max_message_size, self.settings.data_timeout, reservation)
         except DataTooBig:
             raise Rejected(codes.C552_TOO_BIG) from None
+        except DataOverBudget:  # RELIABILITY X3: temporary, the sender retries
+            raise Rejected(codes.C452_NO_SPACE, detail="message data memory budget spent", user_fault=False) from None
         message = unstuff(raw)  # may raise 550 5.5.2 (bare CR/LF)
         if len(message) > self.settings.max_message_size:
             raise Rejected(codes.C552_TOO_BIG)

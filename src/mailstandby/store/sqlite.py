@@ -15,6 +15,7 @@ recipient left to deliver.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 
 from mailstandby.config import StoreSettings
 from mailstandby.core.events import Event
+from mailstandby.files import create_private, write_private
 from mailstandby.store.base import (
     CorruptMessage,
     NewMessage,
@@ -241,6 +243,8 @@ def insert_audit(
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    with contextlib.suppress(FileNotFoundError):  # no directory: sqlite3 says so below
+        create_private(path)  # 0600 whatever the umask; SQLite gives -wal and -shm the same mode
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
@@ -666,7 +670,7 @@ class SQLiteStore:
                 raw = os.pread(fd, loc.size, loc.offset)
             finally:
                 os.close(fd)
-            (self.quarantine / f"{message_id}.partial").write_bytes(raw)
+            write_private(self.quarantine / f"{message_id}.partial", raw)
         except OSError:
             pass
         assert self._read_db is not None
