@@ -125,6 +125,16 @@ async def test_autoconfig_documents(rig: Rig) -> None:
         assert outlook.status_code == 200 and b"<Server>mail.corp.test</Server>" in outlook.content
         stranger = await http.post("/autodiscover/autodiscover.xml", content=b"<EMailAddress>x@ext.test</EMailAddress>")
         assert stranger.status_code == 404
+        spaced = await http.post(
+            "/autodiscover/autodiscover.xml", content=b"<emailaddress> carol@corp.test\n</emailaddress>"
+        )
+        assert spaced.status_code == 200
+        for junk in (
+            b"<EMailAddress>" + b"@" * 16000,
+            b"<EMailAddress>a@b@corp.test</EMailAddress>",
+            b"<EMailAddress>",
+        ):
+            assert (await http.post("/autodiscover/autodiscover.xml", content=junk)).status_code == 404
 
 
 async def test_an_expired_or_unknown_link_is_refused(rig: Rig) -> None:

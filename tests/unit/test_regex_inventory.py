@@ -65,11 +65,6 @@ INVENTORY: dict[tuple[str, str], Use] = {
     ("notify/compose.py", "[\\x00-\\x1f\\x7f]"): Use(
         "header values and summaries (any sender's text)", "one character class: linear", True
     ),
-    ("notify/setup.py", "<EMailAddress>\\s*([^<\\s]+@[^<\\s]+)\\s*</EMailAddress>"): Use(
-        "Outlook autodiscover request body (no login)",
-        "body cut at MAX_FORM; see KNOWN: `[^<\\s]+@[^<\\s]+` is quadratic on a long run of `@`",
-        True,
-    ),
     ("sync/imapclient.py", "_LITERAL_AT_END"): Use(
         "response lines of the primary's IMAP server (configured, trusted)", "anchored at $: linear", True
     ),
@@ -95,11 +90,7 @@ INVENTORY: dict[tuple[str, str], Use] = {
 }
 
 # Network patterns the ambiguity check flags, still to fix; each entry says why it is not fixed here.
-KNOWN = {
-    ("notify/setup.py", "<EMailAddress>\\s*([^<\\s]+@[^<\\s]+)\\s*</EMailAddress>"): (
-        "notify/setup.py belongs to the setup-pages work of issue 16; the fix is `[^<\\s@]+@[^<\\s]+`"
-    ),
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 # -- finding the calls ----------------------------------------------------------------------------------

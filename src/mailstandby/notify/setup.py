@@ -21,7 +21,6 @@ from __future__ import annotations
 import html
 import logging
 import plistlib
-import re
 import secrets
 import time
 import uuid
@@ -315,10 +314,25 @@ class _Handlers:
 
     async def outlook(self, request: Request) -> Response:
         body = (await read_body(request, MAX_FORM)).decode("utf-8", "replace")
-        found = re.search(r"<EMailAddress>\s*([^<\s]+@[^<\s]+)\s*</EMailAddress>", body, re.IGNORECASE)
-        if found is None or not self.service.directory.serves(found.group(1).rpartition("@")[2]):
+        address = _requested_address(body)
+        if address is None or not self.service.directory.serves(address.rpartition("@")[2]):
             return Response(status_code=404)
-        return Response(autodiscover(found.group(1), self.service.info()), media_type="application/xml")
+        return Response(autodiscover(address, self.service.info()), media_type="application/xml")
+
+
+def _requested_address(body: str) -> str | None:
+    """The `<EMailAddress>` of an autodiscover request (no login: any client's bytes), found by plain
+    string search in one pass, never a regex or an XML parser (entities) on it."""
+    lowered = body.lower()
+    start = lowered.find("<emailaddress>")
+    end = lowered.find("</emailaddress>", start + 1)
+    if start < 0 or end < 0:
+        return None
+    address = body[start + len("<emailaddress>") : end].strip()
+    local, at, domain = address.partition("@")
+    if not local or not at or not domain or "@" in domain or any(c.isspace() or c == "<" for c in address):
+        return None
+    return address
 
 
 def setup_routes(service: SetupService) -> list[BaseRoute]:
