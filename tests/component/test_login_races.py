@@ -141,7 +141,11 @@ def tagged(tag: str) -> Callable[[bytes], bool]:
 
 
 async def imap_server(creds: SQLiteMailboxStore, auth: PasswordAuthenticator) -> IMAPServer:
-    settings = IMAPSettings(listen=["127.0.0.1:0"], listen_tls=[], allow_plaintext_auth_on_loopback=True)
+    # the connection cap per client (100 by default) would refuse most of the 300 at connect:
+    # raised here, so that every guess reaches the login throttle this file is about
+    settings = IMAPSettings(
+        listen=["127.0.0.1:0"], listen_tls=[], allow_plaintext_auth_on_loopback=True, max_connections_per_client=400
+    )
     server = IMAPServer(settings, creds, auth, tls_context=None)
     await server.start()
     return server
