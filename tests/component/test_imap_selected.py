@@ -119,7 +119,12 @@ async def test_store_flags(rig: IMAPRig) -> None:
     await fill(rig, 3)
     client = await selected(rig)
     lines = await client.cmd(b"a STORE 1:2 +FLAGS (\\Flagged $Later)")
-    assert lines == [b"* 1 FETCH (FLAGS (\\Flagged $Later))\r\n", b"* 2 FETCH (FLAGS (\\Flagged $Later))\r\n"]
+    assert lines == [  # RFC 3501 §7.2.6: a new keyword is announced before a FETCH shows it
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later)\r\n",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later \\*)] Flags permitted.\r\n",
+        b"* 1 FETCH (FLAGS (\\Flagged $Later))\r\n",
+        b"* 2 FETCH (FLAGS (\\Flagged $Later))\r\n",
+    ]
     assert await client.cmd(b"b STORE 1 -FLAGS.SILENT ($Later)") == []
     lines = await client.cmd(b"c UID STORE 3 FLAGS (\\Seen \\Answered)")
     assert lines == [b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Seen))\r\n"]
