@@ -42,7 +42,7 @@ async def test_a_held_expunge_follows_the_exists_that_announced_it(rig: IMAPRig)
     await rig.store.append(ALICE, "INBOX", message("first"))
     a = await session(rig)
     _, uid = await rig.store.append(ALICE, "INBOX", message("second"), frozenset({"\\Deleted"}))
-    assert await a.cmd(b"a1 FETCH 1 UID") == [b"* 1 FETCH (UID 1)\r\n", b"* 2 EXISTS\r\n"]
+    assert await a.cmd(b"a1 FETCH 1 UID") == [b"* 1 FETCH (UID 1)\r\n", b"* 2 EXISTS\r\n", b"* 2 RECENT\r\n"]
     await rig.store.expunge(ALICE, "INBOX", [uid])
     assert await a.cmd(b"a2 NOOP") == [b"* 2 EXPUNGE\r\n"]
 
@@ -54,6 +54,80 @@ async def test_a_keyword_set_elsewhere_is_announced_before_the_fetch_that_shows_
     a = await session(rig)
     b = await session(rig)
     await b.cmd(b"b1 STORE 1 +FLAGS.SILENT ($Foo)")
-    assert await a.cmd(b"a1 NOOP") == [FLAGS_FOO, PERMANENT_FOO, b"* 1 FETCH (FLAGS ($Foo))\r\n"]
-    assert await a.cmd(b"a2 FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS ($Foo))\r\n"]  # told once
+    assert await a.cmd(b"a1 NOOP") == [FLAGS_FOO, PERMANENT_FOO, b"* 1 FETCH (FLAGS (\\Recent $Foo))\r\n"]
+    assert await a.cmd(b"a2 FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent $Foo))\r\n"]  # told once
 
+
+async def test_a_new_message_with_a_new_keyword_is_announced_before_fetch_flags(rig: IMAPRig) -> None:
+    await rig.store.ensure_user(ALICE)
+    a = await session(rig, b"EXAMINE INBOX")
+    await rig.store.append(ALICE, "INBOX", message("first"), frozenset({"$Foo"}))
+    assert await a.cmd(b"a1 NOOP") == [b"* 1 EXISTS\r\n", b"* 1 RECENT\r\n"]
+    lines = await a.cmd(b"a2 FETCH 1 (FLAGS)")
+    assert lines == [
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Foo)\r\n",
+        b"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n",
+        b"* 1 FETCH (FLAGS (\\Recent $Foo))\r\n",
+    ]
+
+
+# -- \Recent (RFC 3501 §2.3.2) -------------------------------------------------------------------
+async def recent_flag(client: RawIMAP, tag: bytes, seq: int) -> bool:
+    (line,) = [ln for ln in await client.cmd(tag + b" FETCH %d FLAGS" % seq) if b"FETCH" in ln]
+    return b"\\Recent" in line
+
+
+async def test_exactly_one_session_gets_each_new_message_as_recent(rig: IMAPRig) -> None:
+    await rig.store.ensure_user(ALICE)
+    a = await session(rig)
+    b = await session(rig)
+    await rig.store.append(ALICE, "INBOX", message("new"))
+    told = [await a.cmd(b"a1 NOOP"), await b.cmd(b"b1 NOOP")]
+    assert sorted(told) == [[b"* 1 EXISTS\r\n"], [b"* 1 EXISTS\r\n", b"* 1 RECENT\r\n"]]
+    assert sorted([await recent_flag(a, b"a2", 1), await recent_flag(b, b"b2", 1)]) == [False, True]
+
+
+async def test_select_examine_and_status_report_recent(rig: IMAPRig) -> None:
+    await rig.store.ensure_user(ALICE)
+    for subject in ("one", "two"):
+        await rig.store.append(ALICE, "INBOX", message(subject))
+    c = await rig.raw()
+    await c.login()
+    assert await c.cmd(b"c1 STATUS INBOX (RECENT)") == [b"* STATUS INBOX (RECENT 2)\r\n"]
+    lines = await c.cmd(b"c2 EXAMINE INBOX")
+    assert b"* 2 RECENT\r\n" in lines
+    assert await c.cmd(b"c3 SEARCH RECENT") == [b"* SEARCH 1 2\r\n"]
+    assert await c.cmd(b"c4 STATUS INBOX (RECENT)") == [b"* STATUS INBOX (RECENT 2)\r\n"]  # EXAMINE claims nothing
+    assert b"* 2 RECENT\r\n" in await c.cmd(b"c5 SELECT INBOX")
+    assert await c.cmd(b"c6 STATUS INBOX (RECENT)") == [b"* STATUS INBOX (RECENT 0)\r\n"]
+    other = await rig.raw()
+    await other.login()
+    assert b"* 0 RECENT\r\n" in await other.cmd(b"o1 SELECT INBOX")
+    assert await other.cmd(b"o2 SEARCH RECENT") == [b"* SEARCH\r\n"]
+
+
+async def test_search_new_old_recent(rig: IMAPRig) -> None:
+    await rig.store.ensure_user(ALICE)
+    await rig.store.append(ALICE, "INBOX", message("old"))
+    await rig.store.claim_recent(ALICE, "INBOX", 1)  # an earlier session had it
+    await rig.store.append(ALICE, "INBOX", message("seen"), frozenset({"\\Seen"}))
+    await rig.store.append(ALICE, "INBOX", message("unseen"))
+    c = await session(rig)
+    assert await c.cmd(b"c1 SEARCH RECENT") == [b"* SEARCH 2 3\r\n"]
+    assert await c.cmd(b"c2 SEARCH NEW") == [b"* SEARCH 3\r\n"]
+    assert await c.cmd(b"c3 SEARCH OLD") == [b"* SEARCH 1\r\n"]
+    assert await c.cmd(b"c4 UID SEARCH NOT RECENT") == [b"* SEARCH 1\r\n"]
+
+
+async def test_copied_and_appended_messages_are_recent(rig: IMAPRig) -> None:
+    await rig.store.ensure_user(ALICE)
+    await rig.store.append(ALICE, "INBOX", message("first"))
+    c = await session(rig)
+    await c.cmd(b"c0 STORE 1 +FLAGS.SILENT (\\Seen)")
+    assert await c.cmd(b"c1 COPY 1 INBOX", b"OK [COPYUID") == [b"* 2 EXISTS\r\n", b"* 2 RECENT\r\n"]
+    assert await c.cmd(b"c2 FETCH 2 FLAGS") == [b"* 2 FETCH (FLAGS (\\Seen \\Recent))\r\n"]
+    await c.cmd(b"c3 COPY 1:2 Trash", b"OK [COPYUID")
+    body = message("appended")
+    await c.cmd(b"c4 APPEND Trash {%d+}\r\n" % len(body) + body, b"OK [APPENDUID")
+    assert await c.cmd(b"c5 STATUS Trash (MESSAGES RECENT)") == [b"* STATUS Trash (MESSAGES 3 RECENT 3)\r\n"]
+    assert b"* 3 RECENT\r\n" in await c.cmd(b"c6 SELECT Trash")

@@ -216,7 +216,7 @@ class MailboxCommands:
         info = await self.info(valid_name(args.mailbox))
         values = {
             "MESSAGES": info.messages,
-            "RECENT": 0,
+            "RECENT": info.recent,  # not yet claimed by a session (as Dovecot)
             "UIDNEXT": info.uidnext,
             "UIDVALIDITY": info.uidvalidity,
             "UNSEEN": info.unseen,

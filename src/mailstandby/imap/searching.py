@@ -10,7 +10,7 @@ Simplifications (documented, Dovecot is stricter):
 - Dates: INTERNALDATE's calendar day in UTC and the Date: field's day as written;
   a missing or broken Date: counts as 1 Jan 1970 (Dovecot's sent date 0), so it
   matches every SENTBEFORE and no SENTSINCE.
-- \\Recent is never set (every session reports RECENT 0).
+- \\Recent is the session's (`MailboxView.shown` adds it to the candidate's flags).
 The message is read only when a key needs it (`needs_message`).
 """
 

@@ -134,8 +134,10 @@ class SelectedCommands:
         return view
 
     def _recent_claimer(self, name: str) -> Callable[[int], Awaitable[int]]:
+        """RFC 3501 §2.3.2: the store hands each message's \\Recent to exactly one session."""
+
         async def claim(up_to: int) -> int:
-            return 1 << 32  # TODO: the store's claim_recent
+            return await self.store.claim_recent(self.user, name, up_to)
 
         return claim
 
