@@ -131,3 +131,86 @@ async def test_copied_and_appended_messages_are_recent(rig: IMAPRig) -> None:
     await c.cmd(b"c4 APPEND Trash {%d+}\r\n" % len(body) + body, b"OK [APPENDUID")
     assert await c.cmd(b"c5 STATUS Trash (MESSAGES RECENT)") == [b"* STATUS Trash (MESSAGES 3 RECENT 3)\r\n"]
     assert b"* 3 RECENT\r\n" in await c.cmd(b"c6 SELECT Trash")
+
+
+# -- the smaller symptoms --------------------------------------------------------------------------
+ADDRESS_FORMS = [  # RFC 5322 §3.4 and the obsolete forms of §4.4
+    '"Smith, J" <user@domain.test>',
+    "user@domain.test (Comment)",
+    "user (c) @ domain.test",
+    "Team: user@domain.test;",
+    "<@route.test:user@domain.test>",
+    "user @ domain . test",
+    '"user"@domain.test',
+    "Name\r\n <user@domain.test>",
+    "other@domain.test",
+    "x <user@domain.test.example>",
+]
+
+
+async def test_search_from_matches_every_address_form_as_dovecot(rig: IMAPRig) -> None:
+    """RFC 3501 §6.4.4: FROM searches the address; the expected sets are what Dovecot 2.3 answers."""
+    await rig.store.ensure_user(ALICE)
+    for i, form in enumerate(ADDRESS_FORMS):
+        await rig.store.append(ALICE, "INBOX", f"From: {form}\r\nSubject: form {i}\r\n\r\nbody\r\n".encode())
+    c = await session(rig)
+    expected = {
+        b"FROM user@domain.test": b"* SEARCH 1 2 3 4 5 6 7 8 10\r\n",
+        b'FROM "Smith, J"': b"* SEARCH 1\r\n",
+        b"FROM Comment": b"* SEARCH 2\r\n",  # a comment after a bare address is its name
+        b"FROM Team": b"* SEARCH 4\r\n",
+        b"FROM route.test": b"* SEARCH 5\r\n",
+        b'FROM "c <user"': b"* SEARCH 3\r\n",
+        b"HEADER From user@domain.test": b"* SEARCH 1 2 4 5 8 10\r\n",  # HEADER stays the raw field
+    }
+    for criteria, line in expected.items():
+        assert await c.cmd(b"s SEARCH " + criteria) == [line], criteria
+
+
+async def test_keyword_nil_is_refused(rig: IMAPRig) -> None:
+    await rig.store.ensure_user(ALICE)
+    await rig.store.append(ALICE, "INBOX", message("first"))
+    c = await session(rig)
+    await c.cmd(b"c1 STORE 1 +FLAGS (NIL)", b"BAD")
+    await c.cmd(b"c2 STORE 1 +FLAGS nil", b"BAD")
+    await c.cmd(b"c3 APPEND INBOX (NIL) {1+}\r\nx", b"BAD")
+    assert await c.cmd(b"c4 FETCH 1 FLAGS") == [b"* 1 FETCH (FLAGS (\\Recent))\r\n"]
+    await c.cmd(b'c5 STORE 1 +FLAGS ($Nil NILS)')  # only the exact word is refused
+
+
+async def test_list_with_a_raw_ampersand_answers_ok(rig: IMAPRig) -> None:
+    """Patterns that are not valid mUTF-7 are matched as written (Dovecot): never BAD, so a phone
+    repeating them cannot reach the bad-command limit and lose its connection."""
+    c = await rig.raw()
+    await c.login()
+    await c.cmd(b'c1 CREATE "a&-b"')
+    for i in range(rig.settings.max_bad_commands + 1):
+        assert await c.cmd(b'l%d LIST "" "a&b"' % i) == [b'* LIST (\\HasNoChildren) "/" a&-b\r\n']
+    assert await c.cmd(b'c2 LIST "" "&"') == []
+    assert await c.cmd(b'c3 LSUB "" "*&"') == []
+    await c.cmd(b"c4 NOOP")
+
+
+async def test_a_mailbox_name_that_is_not_mutf7_gets_no(rig: IMAPRig) -> None:
+    c = await rig.raw()
+    await c.login()
+    for command in (b'SELECT "&Jjo"', b'EXAMINE "a&b"', b'CREATE "&Jjo"', b'STATUS "a&b" (MESSAGES)'):
+        await c.cmd(b"c " + command, b"NO Mailbox name is not valid mUTF-7")
+
+
+async def test_lsub_lists_an_unsubscribed_parent_as_noselect(rig: IMAPRig) -> None:
+    """RFC 3501 §6.3.9: "foo/bar" subscribed, "foo" not: LSUB "" % returns foo with \\Noselect."""
+    c = await rig.raw()
+    await c.login()
+    await c.cmd(b"c1 CREATE p/q")
+    await c.cmd(b"c2 CREATE x/y/z")
+    await c.cmd(b"c3 SUBSCRIBE p/q")
+    await c.cmd(b"c4 SUBSCRIBE x/y/z")
+    lines = await c.cmd(b'c5 LSUB "" "%"')
+    assert b'* LSUB (\\Noselect) "/" p\r\n' in lines and b'* LSUB (\\Noselect) "/" x\r\n' in lines
+    assert not any(b"p/q" in ln or b"x/y" in ln for ln in lines)
+    assert await c.cmd(b'c6 LSUB "" "x/%"') == [b'* LSUB (\\Noselect) "/" x/y\r\n']
+    assert await c.cmd(b'c7 LSUB "" "p/%"') == [b'* LSUB (\\HasNoChildren) "/" p/q\r\n']
+    assert await c.cmd(b'c8 LSUB "" "p*"') == [b'* LSUB (\\HasNoChildren) "/" p/q\r\n']  # the child shows itself
+    await c.cmd(b"c9 SUBSCRIBE p")
+    assert b'* LSUB (\\HasChildren) "/" p\r\n' in await c.cmd(b'c10 LSUB "" "%"')  # subscribed: listed as such
