@@ -3,7 +3,7 @@
 Five sessions on one mailbox, a seeded random program of APPEND, STORE, EXPUNGE, COPY, MOVE,
 FETCH, SEARCH, IDLE and NOOP; every untagged response is checked against what its session was
 told. Bounded for CI (a few seconds per store); bench/imap_stress.py runs it longer, beside
-Dovecot, and tests/wire/test_imap_stress.py checks the model against Dovecot itself.
+Dovecot, and tests/wire/test_imap_stress_dovecot.py checks the model against Dovecot itself.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 program of APPEND, STORE, EXPUNGE, COPY, MOVE, FETCH, SEARCH, IDLE and NOOP, and a model of what
 each session has been told, against which every untagged response is checked.
 
-Used by tests/component/test_imap_stress.py (mailstandby in-process), tests/wire/test_imap_stress.py
+Used by tests/component/test_imap_stress.py (mailstandby in-process), tests/wire/test_imap_stress_dovecot.py
 (the same program against Dovecot and a running mailstandby, so the model is checked against the
 reference server) and bench/imap_stress.py (longer, with commands per second).
 
