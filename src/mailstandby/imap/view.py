@@ -8,7 +8,7 @@ been told about, and the messages that are `\\Recent` in this session. The
 session asks it for the untagged responses it owes (`updates`) between
 commands and writes them; it never imports the session.
 
-Rules kept here (each checked by the model-based test, tests/component/imap_model.py):
+Rules kept here (each checked by the model-based stress test, tests/support/imapstress.py):
 - the queue is applied in order; `* n EXISTS` (with `* n RECENT`) comes
   before any response that names a new message's number;
 - a message added and expunged before the client was told about it is never
