@@ -496,3 +496,38 @@ class MailboxContract:
                 prev = last.get(box.name, now)
                 assert now[0] == prev[0] and now[1] >= prev[1] and now[2] >= prev[2], (box.name, prev, now)
                 last[box.name] = now
+
+    # -- \Recent: one claim per message (RFC 3501 §2.3.2) --------------------------------------------
+    async def test_claim_recent_hands_each_message_to_one_caller(self, store: MailboxStore) -> None:
+        await store.ensure_user(ALICE)
+        for n in range(3):
+            await store.append(ALICE, "INBOX", msg(n))
+        assert (await info(store, ALICE, "INBOX")).recent == 3
+        assert await store.claim_recent(ALICE, "INBOX", 0) == 0  # 0 only reads (EXAMINE)
+        results = await asyncio.gather(*(store.claim_recent(ALICE, "INBOX", 3) for _ in range(4)))
+        assert sorted(results) == [0, 3, 3, 3]  # one caller got UIDs 1-3, the others nothing
+        assert (await info(store, ALICE, "INBOX")).recent == 0
+        await store.append(ALICE, "INBOX", msg(4))
+        assert [i.recent for i in await store.list_mailboxes(ALICE) if i.name == "INBOX"] == [1]
+        assert await store.claim_recent(ALICE, "INBOX", 99) == 3  # never past what exists
+        assert await store.claim_recent(ALICE, "INBOX", 99) == 4
+        assert await store.claim_recent(ALICE, "INBOX", 2) == 4  # never goes back
+
+    async def test_copied_messages_are_unclaimed_and_claims_follow_a_rename(self, store: MailboxStore) -> None:
+        await store.ensure_user(ALICE)
+        await store.append(ALICE, "INBOX", msg(1))
+        await store.claim_recent(ALICE, "INBOX", 1)
+        await store.copy(ALICE, "INBOX", [1], "Trash")
+        assert (await info(store, ALICE, "Trash")).recent == 1
+        await store.create_mailbox(ALICE, "Box")
+        await store.copy(ALICE, "INBOX", [1], "Box")
+        await store.claim_recent(ALICE, "Box", 1)
+        await store.rename_mailbox(ALICE, "Box", "Renamed")
+        assert (await info(store, ALICE, "Renamed")).recent == 0
+        assert await reason(store.claim_recent(ALICE, "Nope", 1)) == "nonexistent"
+
+    async def test_nil_is_not_a_keyword(self, store: MailboxStore) -> None:
+        await store.ensure_user(ALICE)
+        assert await reason(store.append(ALICE, "INBOX", msg(1), frozenset({"NIL"}))) == "cannot"
+        await store.append(ALICE, "INBOX", msg(1))
+        assert await reason(store.store_flags(ALICE, "INBOX", [1], frozenset({"nil"}), FlagMode.ADD)) == "cannot"

@@ -21,6 +21,7 @@ async def test_condstore(rig: IMAPRig) -> None:
     await rig.store.ensure_user(ALICE)
     for i in range(3):
         await rig.store.append(ALICE, "INBOX", message(f"m{i}"))
+    await rig.store.claim_recent(ALICE, "INBOX", 3)  # seen by an earlier session: no \\Recent here
     client = await rig.raw()
     await client.login()
     caps = (await client.cmd(b"a CAPABILITY"))[0].split()

@@ -33,11 +33,12 @@ async def test_idle_sees_append_from_another_session(rig: IMAPRig) -> None:
     await other.cmd(b"x APPEND INBOX {%d+}\r\n" % len(body) + body)
     async with asyncio.timeout(1.0):  # within a second of the delivery
         assert await idler.line() == b"* 1 EXISTS\r\n"
+    assert await idler.line() == b"* 1 RECENT\r\n"  # the idler saw it first: \\Recent is its
     await other.cmd(b"y SELECT INBOX")
     await other.cmd(b"z STORE 1 +FLAGS (\\Flagged)")
-    assert await idler.line() == b"* 1 FETCH (FLAGS (\\Flagged))\r\n"
+    assert await idler.line() == b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
     await other.cmd(b"w STORE 1 +FLAGS.SILENT (\\Deleted)")
-    assert await idler.line() == b"* 1 FETCH (FLAGS (\\Flagged \\Deleted))\r\n"
+    assert await idler.line() == b"* 1 FETCH (FLAGS (\\Flagged \\Deleted \\Recent))\r\n"
     await other.cmd(b"v EXPUNGE")
     assert await idler.line() == b"* 1 EXPUNGE\r\n"
     await idler.send(b"DONE\r\n")
@@ -125,7 +126,7 @@ async def test_uids_never_reused_after_expunge_and_restart(
     await client.send(b"g APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n")
     lines, done = await client.until(b"g")
     assert done.startswith(b"g OK [APPENDUID %s 4]" % uidvalidity)
-    assert lines == [b"* 3 EXISTS\r\n"]
+    assert lines == [b"* 3 EXISTS\r\n", b"* 1 RECENT\r\n"]  # claims outlive the restart: only UID 4 is new
 
 
 async def test_an_idling_phone_is_told_to_reconnect_at_the_session_time_limit(make_rig: RigFactory) -> None:

@@ -39,13 +39,13 @@ async def test_imapclient_session(rig: IMAPRig) -> None:
         data = await call(client.fetch, [1, 2], ["ENVELOPE", "BODYSTRUCTURE", "FLAGS", "RFC822.SIZE", "BODY.PEEK[]"])
         env = data[2][b"ENVELOPE"]
         assert env.subject == b"second" and env.from_[0].mailbox == b"dave"
-        assert data[1][b"FLAGS"] == (b"\\Seen",)
+        assert data[1][b"FLAGS"] == (b"\\Seen", b"\\Recent")  # appended before anyone selected INBOX
         assert data[1][b"BODY[]"] == message("first")
         assert data[1][b"BODYSTRUCTURE"][0] == b"text"
         assert await call(client.search, ["UNSEEN"]) == [2]
         assert await call(client.search, ["FROM", "dave"]) == [2]
         await call(client.add_flags, [2], [imapclient.FLAGGED])
-        assert (await call(client.get_flags, [2]))[2] == (b"\\Flagged",)
+        assert (await call(client.get_flags, [2]))[2] == (b"\\Flagged", b"\\Recent")
         await call(client.copy, [1], "Trash")
         await call(client.move, [2], "Drafts")
         assert await call(client.search, ["ALL"]) == [1]

@@ -46,6 +46,7 @@ async def selected(rig: IMAPRig, mailbox: bytes = b"INBOX") -> RawIMAP:
     client = await rig.raw()
     await client.login()
     await rig.store.ensure_user(ALICE)
+    await rig.store.claim_recent(ALICE, mailbox.decode(), 1 << 31)  # an earlier session saw what is there
     await client.cmd(b"S SELECT " + mailbox)
     return client
 
@@ -119,7 +120,12 @@ async def test_store_flags(rig: IMAPRig) -> None:
     await fill(rig, 3)
     client = await selected(rig)
     lines = await client.cmd(b"a STORE 1:2 +FLAGS (\\Flagged $Later)")
-    assert lines == [b"* 1 FETCH (FLAGS (\\Flagged $Later))\r\n", b"* 2 FETCH (FLAGS (\\Flagged $Later))\r\n"]
+    assert lines == [  # RFC 3501 §7.2.6: a new keyword is announced before a FETCH shows it
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later)\r\n",
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Later \\*)] Flags permitted.\r\n",
+        b"* 1 FETCH (FLAGS (\\Flagged $Later))\r\n",
+        b"* 2 FETCH (FLAGS (\\Flagged $Later))\r\n",
+    ]
     assert await client.cmd(b"b STORE 1 -FLAGS.SILENT ($Later)") == []
     lines = await client.cmd(b"c UID STORE 3 FLAGS (\\Seen \\Answered)")
     assert lines == [b"* 3 FETCH (UID 3 FLAGS (\\Answered \\Seen))\r\n"]
@@ -236,7 +242,7 @@ async def test_other_sessions_changes_are_reported(rig: IMAPRig) -> None:
     await rig.store.store_flags(ALICE, "INBOX", [uids[0]], frozenset({"\\Flagged"}), FlagMode.ADD)
     assert await client.cmd(b"a NOOP") == [b"* 1 FETCH (FLAGS (\\Flagged))\r\n"]
     await rig.store.append(ALICE, "INBOX", message("new"))
-    assert await client.cmd(b"b NOOP") == [b"* 4 EXISTS\r\n"]
+    assert await client.cmd(b"b NOOP") == [b"* 4 EXISTS\r\n", b"* 1 RECENT\r\n"]  # the one session to see it
     await rig.store.store_flags(ALICE, "INBOX", [uids[1]], frozenset({"\\Deleted"}), FlagMode.ADD)
     await rig.store.expunge(ALICE, "INBOX")
     lines = await client.cmd(b"c FETCH 2 UID")

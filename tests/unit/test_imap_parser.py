@@ -390,8 +390,11 @@ def test_fetch_every_item() -> None:
         (b"UNSEEN UNANSWERED", And((Not(HasFlag("\\Seen")), Not(HasFlag("\\Answered"))))),
         (b"KEYWORD $Forwarded", HasFlag("$Forwarded")),
         (b"UNKEYWORD $Junk", Not(HasFlag("$Junk"))),
-        (b'FROM "Alice Smith"', Header("From", "Alice Smith")),
-        (b"TO bob CC carol BCC dave", And((Header("To", "bob"), Header("Cc", "carol"), Header("Bcc", "dave")))),
+        (b'FROM "Alice Smith"', Header("From", "Alice Smith", address=True)),
+        (
+            b"TO bob CC carol BCC dave",
+            And((Header("To", "bob", True), Header("Cc", "carol", True), Header("Bcc", "dave", True))),
+        ),
         (b'SUBJECT ""', Header("Subject", "")),
         (b"HEADER X-Mailer mutt", Header("X-Mailer", "mutt")),
         (b"BODY hello TEXT world", And((Body("hello"), Body("world", whole=True)))),
@@ -633,9 +636,6 @@ def test_reader_state_machine_misuse_is_a_bug() -> None:
         (b'a LOGIN "\xff\xfe" p\r\n', "a"),  # 8-bit quoted string that is not UTF-8
         (b"a LOGIN {3}x\r\n", "a"),
         (b"a SELECT\r\n", "a"),
-        (b'a SELECT "&Jjo"\r\n', "a"),  # unterminated modified UTF-7
-        (b'a SELECT "&AGE-"\r\n', "a"),  # printable ASCII must not be encoded
-        (b'a SELECT "caf\xc3\xa9"\r\n', "a"),  # raw UTF-8 is not modified UTF-7
         (b"a SELECT INBOX (QRESYNC)\r\n", "a"),
         (b"a FETCH 0 FLAGS\r\n", "a"),
         (b"a FETCH 1: FLAGS\r\n", "a"),
@@ -689,6 +689,30 @@ def test_errors_are_bad_with_the_right_tag(wire: bytes, tag: str) -> None:
     assert exc.tag == tag
     assert exc.status == "BAD"
     assert not exc.close
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b'a SELECT "&Jjo"\r\n',  # unterminated modified UTF-7
+        b'a SELECT "&AGE-"\r\n',  # printable ASCII must not be encoded
+        b'a SELECT "caf\xc3\xa9"\r\n',  # raw UTF-8 is not modified UTF-7
+        b'a CREATE "a&b"\r\n',
+    ],
+)
+def test_a_name_that_is_not_modified_utf7_is_no_not_bad(wire: bytes) -> None:
+    """The command is well formed; its name is not one we can have (Dovecot: NO)."""
+    exc = error(wire)
+    assert (exc.tag, exc.status, exc.message) == ("a", "NO", "Mailbox name is not valid mUTF-7")
+
+
+def test_a_pattern_that_is_not_modified_utf7_is_taken_as_written() -> None:
+    assert parse_command(b'a LIST "" "a&b*"').args.patterns == ("a&b*",)  # type: ignore[union-attr]
+
+
+def test_the_keyword_nil_is_bad() -> None:
+    assert error(b"a STORE 1 +FLAGS (NIL)\r\n").status == "BAD"
+    assert error(b"a STORE 1 FLAGS nil\r\n").status == "BAD"
 
 
 def test_parse_command_direct() -> None:

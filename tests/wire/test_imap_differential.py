@@ -110,31 +110,12 @@ SEARCHES: list[tuple[str, tuple[str, ...], bytes | None]] = [
 
 
 # (message or "*", item or search label, predicate(dovecot, standby)) -> reason.  Keep small.
-def _strip_recent(d: Any, s: Any) -> bool:
-    return isinstance(d, tuple) and tuple(f for f in d if f != b"\\Recent") == s
+ALLOWED: list[tuple[str, str, Callable[[Any, Any], bool], str]] = []
 
 
-ALLOWED: list[tuple[str, str, Callable[[Any, Any], bool], str]] = [
-    (
-        "*",
-        "FLAGS",
-        _strip_recent,
-        "mailstandby never sets \\Recent (documented in imap/searching.py: every session reports RECENT 0);"
-        " RFC 3501 lets a server decline to track it across sessions",
-    ),
-]
-
-
-# Real divergences not fixed yet (the fix is outside the files this test may change): tolerated
-# only with exactly these values, and the test fails once one disappears so the entry is dropped.
-# (message, item, dovecot, standby) -> reason.
-KNOWN: dict[tuple[str, str, Any, Any], str] = {
-    ("encoded-words", "SEARCH CC Eve Evil (a comment)", False, True): (
-        "RFC 3501 §6.4.4: FROM/TO/CC/BCC search the ENVELOPE address (Dovecot: the parsed and re-written"
-        " address list, comments dropped); mailstandby searches the decoded raw field, so text in a comment"
-        " matches. Fixing it needs imap/search.py to tell CC from HEADER CC (both become Header('Cc', ...))"
-    ),
-}
+# Real divergences not fixed yet: tolerated only with exactly these values, and the test fails
+# once one disappears so the entry is dropped. (message, item, dovecot, standby) -> reason.
+KNOWN: dict[tuple[str, str, Any, Any], str] = {}
 
 
 def _allowed(name: str, item: str, d: Any, s: Any) -> str | None:

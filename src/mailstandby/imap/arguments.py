@@ -5,9 +5,12 @@ name's SP up to the end of the command and returns a frozen dataclass, or
 raises `BadSyntax`. `parser.COMMANDS` maps command names onto these.
 
 Invariants: mailbox names are decoded from modified UTF-7 (RFC 3501 §5.1.3;
-a decoding failure is BAD) but not validated (`store.mailbox.check_mailbox_name`
-is the session's, and an invalid name is a NO); STORE and APPEND refuse
-`\\Recent` and unknown system flags (RFC 3501 §2.3.2: clients cannot set them).
+a name that is not valid mUTF-7 is a NO with Dovecot's text, not BAD: the
+command was well formed) but not validated (`store.mailbox.check_mailbox_name`
+is the session's, and an invalid name is a NO); a LIST/LSUB pattern that is not
+valid mUTF-7 is matched as written, as Dovecot does; STORE and APPEND refuse
+`\\Recent` and unknown system flags (RFC 3501 §2.3.2: clients cannot set them)
+and the keyword `NIL` (a client reads `FLAGS (NIL)` as no list at all).
 """
 
 from __future__ import annotations
@@ -132,15 +135,21 @@ def mailbox_name(cur: Cursor) -> str:
     try:
         name = mutf7.decode(raw)
     except mutf7.MUTF7Error:
-        raise BadSyntax("mailbox name is not valid modified UTF-7") from None
+        raise BadSyntax(INVALID_MUTF7, status="NO") from None
     return "INBOX" if name.upper() == "INBOX" else name
 
 
+INVALID_MUTF7 = "Mailbox name is not valid mUTF-7"  # Dovecot's NO
+
+
 def _pattern(cur: Cursor) -> str:
+    """A LIST/LSUB pattern: decoded from mUTF-7, or else taken as written (as Dovecot: a phone
+    sending a raw "&" gets a listing, never an error)."""
+    raw = cur.list_mailbox()
     try:
-        return mutf7.decode(cur.list_mailbox())
+        return mutf7.decode(raw)
     except mutf7.MUTF7Error:
-        raise BadSyntax("mailbox pattern is not valid modified UTF-7") from None
+        return raw.decode("utf-8", "replace")
 
 
 def parse_login(cur: Cursor) -> Login:
@@ -332,9 +341,12 @@ def _store_item(item: str) -> tuple[FlagMode, bool]:
 
 
 def _settable(flags: list[str]) -> tuple[str, ...]:
-    """RFC 3501 §2.3.2: \\Recent and unknown system flags cannot be set by a client."""
+    """RFC 3501 §2.3.2: \\Recent and unknown system flags cannot be set by a client; nor can
+    the keyword NIL, which a client would read back in `FLAGS (NIL)` as NIL, not a flag."""
     if any(f.startswith("\\") and f not in SYSTEM_FLAGS for f in flags):
         raise BadSyntax("invalid system flag")
+    if any(f.upper() == "NIL" for f in flags):
+        raise BadSyntax("Invalid keyword: NIL")
     return tuple(dict.fromkeys(flags))
 
 

@@ -103,6 +103,25 @@ def list_attributes(info: MailboxInfo, names: set[str], *, subscribed: bool) -> 
     return attrs
 
 
+def lsub_noselect_parents(infos: list[MailboxInfo], matches: Callable[[str], bool]) -> list[str]:
+    """RFC 3501 §6.3.9: a subscribed name the pattern does not match, under a parent it does match
+    ("foo/bar" subscribed, "foo" not, `LSUB "" %`), shows that parent, flagged \\Noselect unless
+    it is subscribed itself (then it is listed anyway). The nearest matching parent, as Dovecot."""
+    subscribed = {i.name for i in infos if i.subscribed}
+    parents: set[str] = set()
+    for name in subscribed:
+        if matches(name):
+            continue
+        parts = name.split(SEPARATOR)
+        for depth in range(len(parts) - 1, 0, -1):
+            parent = SEPARATOR.join(parts[:depth])
+            if matches(parent):
+                if parent not in subscribed:
+                    parents.add(parent)
+                break
+    return sorted(parents)
+
+
 _SPECIAL_USES = {str(u).upper(): u for u in SpecialUse}
 _STATUS_ORDER = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
 
@@ -205,6 +224,9 @@ class MailboxCommands:
                 continue
             attrs = list_attributes(info, names, subscribed=show_subscribed and verb == "LIST")
             self.send(r.list_line(attrs, info.name, command=verb))
+        if verb == "LSUB":
+            for parent in lsub_noselect_parents(infos, lambda n: any(rx.fullmatch(n) for rx in regexes)):
+                self.send(r.list_line(["\\Noselect"], parent, command=verb))
         return None
 
     async def status(self, cmd: Command) -> Done | None:
@@ -213,7 +235,7 @@ class MailboxCommands:
         info = await self.info(valid_name(args.mailbox))
         values = {
             "MESSAGES": info.messages,
-            "RECENT": 0,
+            "RECENT": info.recent,  # not yet claimed by a session (as Dovecot)
             "UIDNEXT": info.uidnext,
             "UIDVALIDITY": info.uidvalidity,
             "UNSEEN": info.unseen,

@@ -38,6 +38,7 @@ class HasFlag:
 class Header:
     field: str  # header name as given, e.g. "From", "X-Mailer"
     value: str  # substring to find ("" matches every message with the field)
+    address: bool = False  # FROM/TO/CC/BCC: match the parsed address list, not the raw field
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,7 @@ def _group(cur: Cursor, depth: int) -> SearchKey:
 def _key_with_args(cur: Cursor, name: str, depth: int) -> SearchKey:
     cur.sp()
     if name in _HEADER_KEYS:
-        return Header(_HEADER_KEYS[name], _text(cur))
+        return Header(_HEADER_KEYS[name], _text(cur), address=name != "SUBJECT")
     if name in ("BODY", "TEXT"):
         return Body(_text(cur), whole=name == "TEXT")
     if name in _DATE_KEYS:

@@ -1,16 +1,22 @@
 """Evaluate a SEARCH key AST (`imap.search`) against one message (RFC 3501 §6.4.4).
 
 Simplifications (documented, Dovecot is stricter):
-- HEADER/FROM/SUBJECT/…: case-insensitive substring of the RFC 2047-decoded
+- HEADER/SUBJECT/…: case-insensitive substring of the RFC 2047-decoded
   field value (raw 8-bit read as UTF-8, folds and whitespace runs squeezed to one
   space, as Dovecot); an empty string matches any message that has the field.
+- FROM/TO/CC/BCC (RFC 3501 §6.4.4 "the address structure"): the field is parsed
+  as an RFC 5322 address list (display names, angle addresses, comments, groups,
+  routes and the obsolete forms of RFC 5322 §4.4, by `rfc822.parse_addresses`,
+  Dovecot's parser) and written back as Dovecot's `message_address_write` does
+  (`name <local@domain>`, `local@domain`, `group: a, b;`, comments dropped), then
+  decoded and matched as above; `FROM user@domain` finds every spelling of it.
 - BODY/TEXT: case-insensitive substring of the decoded text of text/* parts
   (transfer encoding and charset undone by the stdlib parser); TEXT also
   searches the decoded header and the headers of attached message/rfc822 parts.
 - Dates: INTERNALDATE's calendar day in UTC and the Date: field's day as written;
   a missing or broken Date: counts as 1 Jan 1970 (Dovecot's sent date 0), so it
   matches every SENTBEFORE and no SENTSINCE.
-- \\Recent is never set (every session reports RECENT 0).
+- \\Recent is the session's (`MailboxView.shown` adds it to the candidate's flags).
 The message is read only when a key needs it (`needs_message`).
 """
 
@@ -26,6 +32,7 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 
+from mailstandby.imap.rfc822 import Address, parse_addresses
 from mailstandby.imap.search import (
     All,
     And,
@@ -96,6 +103,47 @@ def _utf8(value: str) -> str:
 def _header_values(c: Candidate, name: str) -> list[str]:
     key = name.lower()
     return [_squeeze(_decode(v)) for k, v in _fields(c) if k.lower() == key]
+
+
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+_MISSING = (b"MISSING_MAILBOX", b"MISSING_DOMAIN")
+
+
+def _address_values(c: Candidate, name: str) -> list[str]:
+    """Each `name` field's address list, as Dovecot writes it for SEARCH FROM/TO/CC/BCC."""
+    key = name.lower()
+    out = []
+    for k, v in c.parsed.raw_items():
+        if k.lower() == key:
+            raw = _FOLD.sub(b"", v.encode("ascii", "surrogateescape"))
+            written = _write_addresses(parse_addresses(raw)) if raw.strip() else b""
+            out.append(_squeeze(_decode(_utf8(written.decode("ascii", "surrogateescape")))))
+    return out
+
+
+def _write_addresses(addresses: list[Address]) -> bytes:
+    """Dovecot `message_address_write` (parsed without FILL_MISSING: a missing part is empty)."""
+    out: list[bytes] = []
+    group: list[bytes] | None = None
+    head = b""
+    for a in addresses:
+        if a.domain is None:  # a group opens (name in `mailbox`) or closes (all None)
+            if group is None:
+                group, head = [], a.mailbox or b'""'
+            else:
+                out.append(head + b": " + b", ".join(group) + b";")
+                group = None
+            continue
+        mailbox = b"" if a.invalid and a.mailbox == _MISSING[0] else a.mailbox or b""
+        domain = b"" if a.invalid and a.domain == _MISSING[1] else a.domain
+        spec = mailbox + b"@" + domain
+        if a.name or a.route:
+            route = a.route + b":" if a.route else b""
+            spec = (a.name or b"") + b" <" + route + spec + b">"
+        (out if group is None else group).append(spec)
+    if group is not None:
+        out.append(head + b": " + b", ".join(group) + b";")
+    return b", ".join(out)
 
 
 def _squeeze(value: str) -> str:
@@ -177,7 +225,7 @@ class Matcher:
         return all(self.matches(k, c) for k in key.keys)
 
     def _header(self, key: Header, c: Candidate) -> bool:
-        values = _header_values(c, key.field)
+        values = _address_values(c, key.field) if key.address else _header_values(c, key.field)
         needle = key.value.casefold()
         return any(needle in v.casefold() for v in values)
 

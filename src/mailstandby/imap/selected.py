@@ -1,8 +1,11 @@
 """IMAP commands of the selected state (RFC 3501 §6.3.1-2, §6.4), and IDLE (RFC 2177).
 
-SELECT/EXAMINE open a `MailboxView` and watch the mailbox; FETCH, STORE,
-SEARCH, COPY, MOVE (RFC 6851), EXPUNGE, UID EXPUNGE (RFC 4315), CLOSE and
-UNSELECT (RFC 3691) work through it. A read-only (EXAMINE) view never changes
+SELECT/EXAMINE open a `MailboxView` (imap/view.py: the session's sequence
+numbers, queued updates, announced keywords and \\Recent) and watch the
+mailbox; FETCH, STORE, SEARCH, COPY, MOVE (RFC 6851), EXPUNGE, UID EXPUNGE
+(RFC 4315), CLOSE and UNSELECT (RFC 3691) work through it, and every FETCH
+response showing FLAGS goes through the view so its keywords are announced
+first. A read-only (EXAMINE) view never changes
 the mailbox: no \\Seen from FETCH, STORE and EXPUNGE refused.
 
 Sequence sets: a number past the last message is BAD; an empty mailbox or a
@@ -14,25 +17,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from mailstandby.imap import responses as r
 from mailstandby.imap.fetch import FetchItem
 from mailstandby.imap.fetching import fetch_items, needs_body
+from mailstandby.imap.io import SessionIO
 from mailstandby.imap.mailboxes import Done, Reply, mailbox_error, valid_name
 from mailstandby.imap.mime import Message
 from mailstandby.imap.parser import Command, Copy, Expunge, Fetch, Search, Select, Store, is_done
 from mailstandby.imap.search import And, ModSeq, Not, Or, SearchKey, Seq
 from mailstandby.imap.searching import Candidate, Matcher, needs_message
 from mailstandby.imap.syntax import SequenceSet
-from mailstandby.imap.view import MailboxView, flag_items
+from mailstandby.imap.view import MailboxView, keywords
 from mailstandby.store.mailbox import SYSTEM_FLAGS, Change, FlagMode, MailboxError
 from mailstandby.transport import LineTooLong
 
 if TYPE_CHECKING:
     from mailstandby.config import IMAPSettings
-    from mailstandby.imap.session import SessionIO
+    from mailstandby.imap.fetching import StructureCache
     from mailstandby.store.mailbox import MailboxStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,7 @@ class SelectedCommands:
     settings: IMAPSettings
     io: SessionIO
     log: logging.LoggerAdapter[logging.Logger]
+    structures: StructureCache
 
     def __init__(self) -> None:
         self.selected: MailboxView | None = None
@@ -88,18 +93,15 @@ class SelectedCommands:
         if args.condstore:
             self.condstore = True
         view.condstore = self.condstore
-        keywords = sorted({f for m in view.meta.values() for f in m.flags if not f.startswith("\\")})
-        flags = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", *keywords]
-        self.send(r.untagged("FLAGS", r.flag_list(flags)))
-        permanent = [] if view.readonly else flags
-        self.send(r.status_line("OK", "Flags permitted.", r.permanentflags(permanent, new_keywords=not view.readonly)))
+        view.announced = {k for m in view.meta.values() for k in keywords(m.flags)}
+        self.send(view.flags_response())
         self.send(r.untagged(view.exists, "EXISTS"))
-        self.send(r.untagged(0, "RECENT"))
+        self.send(r.untagged(len(view.recent), "RECENT"))
         unseen = view.first_unseen()
         if unseen is not None:
             self.send(r.status_line("OK", "First unseen.", r.unseen(unseen)))
         self.send(r.status_line("OK", "UIDs valid", r.uidvalidity(view.uidvalidity)))
-        self.send(r.status_line("OK", "Predicted next UID", r.uidnext(self._uidnext)))
+        self.send(r.status_line("OK", "Predicted next UID", r.uidnext(view.uidnext)))
         self.send(r.status_line("OK", "Highest", r.highestmodseq(view.highestmodseq)))  # RFC 7162 §3.1.2.1
         self.selected = view
         self._set_selected(True)
@@ -119,12 +121,32 @@ class SelectedCommands:
             if isinstance(e, MailboxError):
                 raise mailbox_error(e) from None
             raise
-        view = MailboxView(name, snapshot, readonly=readonly)
+        view = MailboxView(name, snapshot, readonly=readonly, claim=self._recent_claimer(name))
         view.stop = stop
-        view.pending.extend(early)  # the view skips what the snapshot already holds
+        view.queue(early)  # the view skips what the snapshot already holds
         target[0] = view.on_change
-        self._uidnext = snapshot.info.uidnext
+        try:
+            await view.open()
+        except BaseException as e:
+            stop()
+            if isinstance(e, MailboxError):
+                raise mailbox_error(e) from None
+            raise
         return view
+
+    def _recent_claimer(self, name: str) -> Callable[[int], Awaitable[int]]:
+        """RFC 3501 §2.3.2: the store hands each message's \\Recent to exactly one session."""
+
+        async def claim(up_to: int) -> int:
+            return await self.store.claim_recent(self.user, name, up_to)
+
+        return claim
+
+    async def sync_after(self, cmd: Command) -> None:
+        """The updates owed after a command; RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE or
+        SEARCH by sequence number."""
+        if self.selected is not None:
+            self.send(await self.selected.updates(expunges=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH")))
 
     def view(self) -> MailboxView:
         assert self.selected is not None
@@ -190,10 +212,11 @@ class SelectedCommands:
         seen_now = await self._mark_seen(view, uids, args)
         body = needs_body(items)
         missing = False
+        shows_flags = uids and (bool(seen_now) or any(i.name == "FLAGS" for i in items))
         for uid in uids:
-            meta = view.meta.get(uid)
-            if meta is None:
+            if uid not in view.meta:
                 continue
+            meta = view.shown(uid)
             msg = None
             if body and not self.structures.covers(meta.body_id, items):
                 try:
@@ -202,6 +225,8 @@ class SelectedCommands:
                     missing = True  # expunged by another session meanwhile
                     continue
             data = fetch_items(items, meta, msg, uid=cmd.uid, flags_changed=uid in seen_now, structures=self.structures)
+            if shows_flags:
+                self.send(view.announce(meta.flags))  # RFC 3501 §7.2.6
             self.send(r.fetch(view.seq_of(uid), data))
             await self.pace()
         if missing:
@@ -229,7 +254,7 @@ class SelectedCommands:
         modified: list[int] = []
         if args.unchanged_since is not None:
             self.enable_condstore()
-            self.send(view.updates(expunges=False))  # know the latest MODSEQs before comparing
+            self.send(await view.updates(expunges=False))  # know the latest MODSEQs before comparing
             modified = [u for u in uids if view.meta[u].modseq > args.unchanged_since]
             uids = [u for u in uids if u not in modified]
         if uids:
@@ -255,7 +280,7 @@ class SelectedCommands:
             if meta is None:
                 continue
             if not silent:
-                self.send(r.fetch(view.seq_of(u), flag_items(meta, uid=uid, modseq=self.condstore)))
+                self.send(view.flag_line(u, uid_item=uid))
             elif self.condstore and u in changed:  # RFC 7162 §3.1.3: MODSEQ even when silent
                 items = [("MODSEQ", b"(%d)" % meta.modseq)]
                 if uid:
@@ -272,7 +297,7 @@ class SelectedCommands:
         read = needs_message(args.key)
         found = []
         for seq, uid in enumerate(list(view.uids), 1):
-            candidate = Candidate(view.meta[uid], seq)
+            candidate = Candidate(view.shown(uid), seq)
             if read:
                 try:
                     candidate.raw = await self.store.read_message(candidate.meta.body_id)
@@ -350,7 +375,7 @@ class SelectedCommands:
         """Write updates as they arrive until the client sends a line."""
         while not read.done():
             if self.selected is not None:
-                self.send(self.selected.updates(expunges=True))
+                self.send(await self.selected.updates(expunges=True))
             await self.io.flush()
             changed: asyncio.Future[object] = asyncio.ensure_future(
                 self.selected.changed.wait() if self.selected is not None else asyncio.Event().wait()
@@ -359,8 +384,6 @@ class SelectedCommands:
                 await asyncio.wait({read, changed}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 changed.cancel()
-
-    _uidnext = 0
 
 
 def _uses_modseq(key: SearchKey) -> bool:

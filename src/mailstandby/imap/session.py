@@ -4,7 +4,7 @@ UIDPLUS, MOVE, UNSELECT, SPECIAL-USE, CHILDREN and APPENDLIMIT).
 States: not authenticated → authenticated → selected → logout (RFC 3501 §3).
 Every command goes through one table (`COMMANDS`: name → allowed states, handler)
 and gets exactly one tagged response; untagged mailbox updates are written
-before it (`Selected.updates`).
+before it (`SelectedCommands.sync_after`, from the session's `MailboxView`).
 
 Invariants:
 - Input is read only through `parser.CommandReader`: literals are invited,
@@ -29,13 +29,13 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from enum import Enum, auto
-from typing import Protocol
 
 from mailstandby.auth import Authenticator, SessionSlots, is_loopback
 from mailstandby.config import IMAPSettings
 from mailstandby.core.events import Event
 from mailstandby.imap import responses as r
 from mailstandby.imap.fetching import StructureCache
+from mailstandby.imap.io import SessionIO
 from mailstandby.imap.mailboxes import Done, MailboxCommands, Reply
 from mailstandby.imap.parser import (
     Authenticate,
@@ -59,18 +59,6 @@ SASL_LINE = 12 * 1024 + 2  # RFC 4954 §4 asks for at least 12288 octets
 FLUSH_AT = 256 * 1024
 SHUTDOWN_BYE = b"* BYE server shutting down\r\n"
 INTERNAL_ERROR = "Internal error occurred. Refer to server log for more information."
-
-
-class SessionIO(Protocol):
-    peer: tuple[str, int]
-    tls_active: bool
-
-    async def read_line(self, limit: int, timeout: float) -> bytes: ...
-    async def read_exact(self, n: int, timeout: float) -> bytes: ...
-    async def discard_exact(self, n: int, timeout: float) -> None: ...
-    def write(self, data: bytes) -> None: ...
-    async def flush(self) -> None: ...
-    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> None: ...
 
 
 class State(Enum):
@@ -218,7 +206,7 @@ class Session(MailboxCommands, SelectedCommands):
         try:
             done = await handler(self, cmd) or Done()
         except Reply as e:
-            self.after_command(cmd)
+            await self.sync_after(cmd)
             self.refuse(cmd.tag, e.status, e.text, e.code, counts=e.counts)
             return
         except ParseError as e:
@@ -236,13 +224,8 @@ class Session(MailboxCommands, SelectedCommands):
         if done.answered:
             return
         if self.state is not State.LOGOUT:
-            self.after_command(cmd)
+            await self.sync_after(cmd)
         self.send(r.tagged(cmd.tag, "OK", done.text or f"{cmd.name.title()} completed.", done.code))
-
-    def after_command(self, cmd: Command) -> None:
-        """RFC 3501 §7.4.1: no EXPUNGE during FETCH, STORE or SEARCH by sequence number."""
-        if self.selected is not None:
-            self.send(self.selected.updates(expunges=cmd.uid or cmd.name not in ("FETCH", "STORE", "SEARCH")))
 
     def send(self, data: bytes) -> None:
         self.io.write(data)
@@ -396,4 +379,4 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "MOVE": (SELECTED, Session.copy),
 }
 
-__all__ = ["COMMANDS", "SHUTDOWN_BYE", "Session"]
+__all__ = ["COMMANDS", "SHUTDOWN_BYE", "Session", "SessionIO"]

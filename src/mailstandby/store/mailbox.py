@@ -10,7 +10,11 @@ Model (RFC 3501 / RFC 9051 §2.3.1.1, RFC 7162 for MODSEQ):
   by every change of its flags; the mailbox's HIGHESTMODSEQ is the largest;
 - expunge removes messages for good (their bodies once no mailbox refers to them);
 - `journaled` marks a copy filed while the primary was healthy: the primary
-  already has it, so failback sync never copies it back (only its flag changes).
+  already has it, so failback sync never copies it back (only its flag changes);
+- `\\Recent` (RFC 3501 §2.3.2) is a session's, never stored on a message: the
+  mailbox keeps the highest UID some session has claimed as recent
+  (`claim_recent`), so exactly one session gets each message; messages above
+  it are unclaimed (`MailboxInfo.recent`, STATUS RECENT).
 
 Mailbox names are UTF-8 strings with "/" as the hierarchy separator, validated by
 `check_mailbox_name()` before they reach a store (no "..", no control characters,
@@ -85,6 +89,7 @@ class MailboxInfo:
     unseen: int
     special_use: SpecialUse | None = None
     subscribed: bool = False
+    recent: int = 0  # messages no session has claimed as \\Recent yet (RFC 3501 §6.3.10 STATUS RECENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +193,12 @@ class MailboxStore(Protocol):
         """The exact stored bytes of a message."""
         ...
 
+    async def claim_recent(self, user: str, name: str, up_to: int) -> int:
+        """Claim the messages up to UID `up_to` as \\Recent for the caller's session, atomically:
+        returns the highest UID claimed before, so the caller's recent messages are those above
+        it up to `up_to`, and no other call ever gets them. `up_to` 0 only reads (EXAMINE)."""
+        ...
+
     def watch(self, user: str, name: str, callback: Callable[[Change], None]) -> Callable[[], None]:
         """Call `callback` on every change to the mailbox; returns the function that stops watching."""
         ...
@@ -195,13 +206,16 @@ class MailboxStore(Protocol):
 
 def check_flags(flags: Iterable[str]) -> frozenset[str]:
     """Flags a message may store: system flags must be real ones (`\\Recent` is per session, never
-    stored); keywords are atoms. Raises MailboxError("cannot")."""
+    stored); keywords are atoms, and never `NIL` (a client would read `FLAGS (NIL)` as no flag list).
+    Raises MailboxError("cannot")."""
     flags = frozenset(flags)
     for flag in flags:
         if flag.startswith("\\") and flag not in SYSTEM_FLAGS:
             raise MailboxError("cannot", f"not a storable system flag: {flag[:64]!r}")
         if not flag or any(c <= " " or c == "\x7f" for c in flag):
             raise MailboxError("cannot", "empty flag or flag with space or control characters")
+        if flag.upper() == "NIL":
+            raise MailboxError("cannot", "NIL is not a keyword")
     return flags
 
 

@@ -64,6 +64,7 @@ class _Mailbox:
     subscribed: bool = False
     uidnext: int = 1
     highestmodseq: int = 1
+    recent_uid: int = 0  # the highest UID a session has claimed as \\Recent
     messages: dict[int, MessageMeta] = field(default_factory=dict)  # by UID, in UID order
     watchers: list[Watcher] = field(default_factory=list)
 
@@ -78,6 +79,7 @@ class _Mailbox:
             unseen=unseen,
             special_use=self.special_use,
             subscribed=self.subscribed,
+            recent=sum(1 for uid in self.messages if uid > self.recent_uid),
         )
 
     def bump(self) -> int:
@@ -304,6 +306,12 @@ class MemoryMailboxStore:
             return self._bodies[body_id]
         except KeyError:
             raise MailboxError("nonexistent", "no such message body") from None
+
+    async def claim_recent(self, user: str, name: str, up_to: int) -> int:
+        box = self._box(user, check_mailbox_name(name))
+        before = box.recent_uid
+        box.recent_uid = max(before, min(up_to, box.uidnext - 1))
+        return before
 
     def watch(self, user: str, name: str, callback: Callable[[Change], None]) -> Callable[[], None]:
         box = self._box(user, check_mailbox_name(name))

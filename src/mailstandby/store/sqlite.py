@@ -229,6 +229,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sync_items_state ON sync_items (state, user);
     """,
+    # 9: \\Recent (RFC 3501 §2.3.2): the highest UID a session has claimed per mailbox; what is
+    # there at the upgrade counts as claimed
+    """
+    ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
+    UPDATE mailboxes SET recent_uid = uidnext - 1;
+    """,
 ]
 
 

@@ -203,7 +203,8 @@ class SQLiteMailboxStore:
             self._read()
             .execute(
                 "SELECT b.name, b.uidvalidity, b.uidnext, b.highestmodseq, count(m.uid),"
-                " coalesce(sum(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), b.special_use, b.subscribed"
+                " coalesce(sum(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), b.special_use, b.subscribed,"
+                " coalesce(sum(m.uid > b.recent_uid), 0)"
                 " FROM mailboxes b LEFT JOIN mail m ON m.mailbox_id = b.id WHERE b.user = ?"
                 " GROUP BY b.id ORDER BY b.name != 'INBOX', b.name",
                 (user,),
@@ -214,7 +215,7 @@ class SQLiteMailboxStore:
 
     @staticmethod
     def _info(r: tuple) -> MailboxInfo:  # type: ignore[type-arg]
-        name, uidvalidity, uidnext, hms, messages, unseen, special_use, subscribed = r
+        name, uidvalidity, uidnext, hms, messages, unseen, special_use, subscribed, recent = r
         return MailboxInfo(
             name,
             uidvalidity,
@@ -224,6 +225,7 @@ class SQLiteMailboxStore:
             unseen,
             SpecialUse(special_use) if special_use else None,
             bool(subscribed),
+            recent,
         )
 
     async def create_mailbox(self, user: str, name: str, special_use: SpecialUse | None = None) -> MailboxInfo:
@@ -308,16 +310,17 @@ class SQLiteMailboxStore:
         db = self._read()
         row = db.execute(
             "SELECT b.name, b.uidvalidity, b.uidnext, b.highestmodseq, count(m.uid),"
-            " coalesce(sum(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), b.special_use, b.subscribed, b.id"
+            " coalesce(sum(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), b.special_use, b.subscribed,"
+            " coalesce(sum(m.uid > b.recent_uid), 0), b.id"
             " FROM mailboxes b LEFT JOIN mail m ON m.mailbox_id = b.id WHERE b.user = ? AND b.name = ?"
             " GROUP BY b.id",
             (user, name),
         ).fetchone()
         if row is None:
             raise MailboxError("nonexistent")
-        snap = Snapshot(self._info(row[:8]))
+        snap = Snapshot(self._info(row[:9]))
         if with_messages:
-            rows = db.execute(f"SELECT {_MAIL_COLS} FROM mail WHERE mailbox_id = ? ORDER BY uid", (row[8],))
+            rows = db.execute(f"SELECT {_MAIL_COLS} FROM mail WHERE mailbox_id = ? ORDER BY uid", (row[9],))
             snap.messages = [_meta(r) for r in rows]
         return snap
 
@@ -439,6 +442,29 @@ class SQLiteMailboxStore:
         if row is None:
             raise MailboxError("nonexistent", "no such message body")
         return bytes(row[0])
+
+    async def claim_recent(self, user: str, name: str, up_to: int) -> int:
+        """Read first (a session usually finds another already claimed it); claim in the writer."""
+        name = check_mailbox_name(name)
+        row = (
+            self._read()
+            .execute("SELECT recent_uid FROM mailboxes WHERE user = ? AND name = ?", (user, name))
+            .fetchone()
+        )
+        if row is None:
+            raise MailboxError("nonexistent")
+        if up_to <= row[0]:
+            return int(row[0])
+
+        def run(db: sqlite3.Connection) -> int:
+            box = _box(db, user, name)
+            before = db.execute("SELECT recent_uid FROM mailboxes WHERE id = ?", (box.id,)).fetchone()[0]
+            db.execute(
+                "UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (max(before, min(up_to, box.uidnext - 1)), box.id)
+            )
+            return int(before)
+
+        return int(await self.store.call(run))
 
     def watch(self, user: str, name: str, callback: Callable[[Change], None]) -> Callable[[], None]:
         name = check_mailbox_name(name)
