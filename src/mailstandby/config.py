@@ -396,7 +396,9 @@ class MonitorSettings(Section):
     )
     up_after: int = Field(3, ge=1, description="Good rounds in a row before a down primary is declared up.")
     hard_weight: int = Field(
-        1, ge=1, description="Weight of a hard failure: connection refused twice, 5xx to RCPT of a known mailbox."
+        1,
+        ge=1,
+        description="Weight of a hard failure: connection refused (at each retry), 5xx to RCPT of a known mailbox.",
     )
     soft_weight: int = Field(1, ge=1, description="Weight of a soft failure: a timeout, a 4xx reply.")
     min_dwell: float = Field(
@@ -611,7 +613,6 @@ class MilterSettings(Section):
     @property
     def redirect(self) -> bool:
         return self.mode in ("redirect", "both")
-
 
 
 class SyncSettings(Section):

@@ -10,7 +10,8 @@ of consecutive failures and a count of consecutive successes (HAProxy's
   default, so `down_after` counts failed observations in a row;
 - a DOWN target is declared UP after `up_after` successes in a row that have
   also lasted its *hold*: `min_dwell` plus its flap penalty (below);
-- an UP target may not go DOWN again within `min_dwell` seconds of going UP.
+- a target that recovered (UP after DOWN) may not go DOWN again within
+  `min_dwell` seconds of its recovery.
 
 Flap damping (after BGP route flap damping, RFC 2439): each time a target goes
 DOWN it scores one flap; the score halves every `flap_half_life` seconds, and
@@ -116,7 +117,7 @@ def _failed(health: Health, seen: Observation, now: float, limits: Thresholds, d
     after = replace(health, failures=health.failures + weight, successes=0, checked_at=now, detail=detail)
     if health.status is Status.DOWN or after.failures < limits.down_after:
         return after
-    if health.status is Status.UP and now - health.changed_at < limits.min_dwell:
+    if health.status is Status.UP and health.outages and now - health.changed_at < limits.min_dwell:
         return after
     return replace(
         after,

@@ -14,9 +14,9 @@
 
 Failures are hard (FAILED: refused, reset, 5xx) or soft (SOFT_FAILED: timed
 out, 4xx). A connection that is refused, reset or closed before its banner is
-tried once more at once: a primary that turns away one connection in two
-(at its connection limit, or behind a flaky balancer) still takes mail, and
-only a second refusal in a row counts.
+tried again at once, up to three times: a primary that turns away one
+connection in two (at its connection limit, or behind a flaky balancer) still
+takes mail, and only refusals in a row count.
 
 Probes never raise: any error is an observation.
 """
@@ -93,7 +93,7 @@ class _Dialog:
             await self.writer.wait_closed()
 
 
-CONNECT_ATTEMPTS = 2  # a refused/reset connection is tried once more at once
+CONNECT_ATTEMPTS = 3  # a refused/reset connection is tried again at once, up to this many times
 
 
 def _soft(e: BaseException) -> bool:

@@ -14,7 +14,7 @@ address's health, and a change of status yields a verdict at once.
 
 Delivery failures reported by the queue, and rotation sessions that cannot
 talk to the primary at all, wake the monitor for an early round (at most one
-every `interval / 2` seconds): trouble is confirmed by a probe before it
+every `fast_interval` seconds): trouble is confirmed by a probe before it
 counts, so a single refused connection does not fail anyone over, but a real
 outage is seen sooner than the next scheduled round.
 """
@@ -150,15 +150,17 @@ class Monitor:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.next_round())
-                await asyncio.sleep(max(0.0, self.last_round + self.settings.interval / 2 - self.clock()))
+                early = min(self.settings.interval / 2, self.settings.fast_interval)
+                await asyncio.sleep(max(0.0, self.last_round + early - self.clock()))
             except TimeoutError:
                 pass
 
     def next_round(self) -> float:
         """Seconds to the next round: `fast_interval` while a failure waits to be confirmed or cleared."""
+        s = self.settings
         if self.system.failures and self.system.status is not Status.DOWN:
-            return self.settings.fast_interval
-        return self.settings.interval
+            return min(s.fast_interval, s.interval)
+        return s.interval
 
     def evidence(self, ok: bool, detail: str) -> None:
         """A delivery result from the queue (the primary's trouble, or a mailbox it calls
@@ -176,11 +178,13 @@ class Monitor:
         s, p = self.settings, self.primary
         self.last_round = now = self.clock()
         self.rounds += 1
-        jobs: dict[str, Awaitable[Any]] = {
-            "system": probes.tcp(p.host, p.port, s.timeout)
-            if s.probe == "tcp"
-            else probes.smtp(p.host, p.port, self.hostname, s.timeout, lmtp=p.protocol == "lmtp"),
-        }
+        # The system probe first and alone: its connection is not raced by the others' (a primary that
+        # turns away every other connection must not see the system probe's retry take the refused turn).
+        if s.probe == "tcp":
+            system = await probes.tcp(p.host, p.port, s.timeout)
+        else:
+            system = await probes.smtp(p.host, p.port, self.hostname, s.timeout, lmtp=p.protocol == "lmtp")
+        jobs: dict[str, Awaitable[Any]] = {}
         if self.watched:
             plan = self._plan()
             jobs["rcpt"] = probes.rcpt(
@@ -189,7 +193,6 @@ class Monitor:
         if self._e2e is not None:
             jobs["end-to-end"] = probes.end_to_end(self._e2e, s.timeout + s.end_to_end_deadline)
         results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
-        system: probes.Result = results["system"]
         self.latency["system"] = system.latency
         seen, detail = system.seen, system.detail
         e2e: probes.Result | None = results.get("end-to-end")
