@@ -87,6 +87,9 @@ class Coordinator:
         self.restore_dns: Callable[[], Awaitable[None]] | None = None
         self.on_transition: list[Callable[[State, State, str], None]] = []
         self._sync_task: asyncio.Task[None] | None = None
+        # Users failed back on their own during this outage (per-user scope): synchronized, and told
+        # their mail is back, while the others stay failed over; the final failback syncs them too.
+        self._released: frozenset[str] = frozenset()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -140,6 +143,8 @@ class Coordinator:
             if done is None:
                 return None
             await self.store.save(before, done.state, actor=actor, reason=done.reason, peer=peer)
+            if done.state.seq != before.seq:
+                self._released = frozenset()  # a new outage: nobody has failed back from it yet
             self.state = done.state
             self.router.apply(done.state.mode, done.state.users)
             scope = "everyone" if done.state.users is None else f"{len(done.state.users)} users"
@@ -172,7 +177,7 @@ class Coordinator:
                         await self.announce(kind, users, occurrence)
                 case StartSync(users):
                     await self._stop_sync()
-                    self._sync_task = asyncio.create_task(self._run_sync(users), name="failback-sync")
+                    self._sync_task = asyncio.create_task(self._start_sync(users), name="failback-sync")
                 case StopSync():
                     await self._stop_sync()
                 case SwitchDns():
@@ -184,7 +189,24 @@ class Coordinator:
         except Exception:
             log.exception("failover action %s failed; the transition stands", type(action).__name__)
 
-    async def _run_sync(self, users: frozenset[str] | None) -> None:
+    async def _start_sync(self, users: frozenset[str] | None) -> None:
+        """The failback sync of the whole outage (FAILING_BACK), or of the users who failed back on
+        their own while the others stay failed over (each then told their mail is back)."""
+        if self.state.mode is Mode.FAILED_OVER:
+            self._released = (self._released | (users or frozenset())) - (self.state.users or frozenset())
+            released = self._released
+            await self._sync_until_done(released)
+            self._sync_task = None
+            await self._act(Announce(NoticeKind.FAILBACK, released, f"failback-{self.state.seq}"))
+            return
+        if users is not None:
+            users |= self._released
+        remaining = await self._sync_until_done(users)
+        self._sync_task = None  # finished: the transition below must not cancel this task
+        self._released = frozenset()
+        await self.sync_finished(remaining)
+
+    async def _sync_until_done(self, users: frozenset[str] | None) -> int:
         """Run the failback sync until it completes; after a failure, try again a little later
         (the monitor fails over again meanwhile if the primary is really gone)."""
         remaining = 0
@@ -197,8 +219,7 @@ class Coordinator:
             except Exception:
                 log.exception("failback sync failed; trying again in %.0fs", SYNC_RETRY)
                 await asyncio.sleep(SYNC_RETRY)
-        self._sync_task = None  # finished: the transition below must not cancel this task
-        await self.sync_finished(remaining)
+        return remaining
 
     async def _stop_sync(self) -> None:
         task, self._sync_task = self._sync_task, None
