@@ -277,3 +277,19 @@ async def test_per_user_scope_fails_each_user_back_when_their_mailbox_answers(ri
     assert [a for a in rig.announced if a[0] is NoticeKind.FAILOVER] == [
         (NoticeKind.FAILOVER, frozenset({ALICE, BOB}), "failover-1")
     ]
+
+
+async def test_a_restart_resumes_the_failback_of_users_released_during_the_outage(rig: Rig) -> None:
+    c = await rig.open()
+    await c.observe(Verdict(True, frozenset({ALICE, BOB}), Why.ADDRESSES_DOWN, (ALICE, BOB)))
+    rig.sync_gate.clear()  # alice's sync will not finish before the crash
+    await c.observe(Verdict(True, frozenset({BOB}), Why.ADDRESSES_DOWN, (BOB,)))
+    await until(lambda: rig.synced == [frozenset({ALICE})])
+    await rig.close()
+
+    rig.synced.clear()
+    rig.sync_gate.set()
+    c = await rig.open()
+    assert c.state.mode is Mode.FAILED_OVER and c.state.users == {BOB}
+    await until(lambda: (NoticeKind.FAILBACK, frozenset({ALICE}), "failback-1") in rig.announced)
+    assert rig.synced == [frozenset({ALICE})]

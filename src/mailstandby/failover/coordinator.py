@@ -53,6 +53,8 @@ class FailoverStore(Protocol):
 
     async def save(self, before: State, after: State, *, actor: str, reason: str, peer: str = "") -> None: ...
 
+    async def transitions(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
 
 class RoutingTarget(Protocol):
     def apply(self, mode: Mode, scope: frozenset[str] | None) -> None: ...
@@ -98,11 +100,25 @@ class Coordinator:
         log.info("failover state: %s (outage %d)", self.state.mode, self.state.seq)
         if self.state.mode is Mode.FAILED_OVER:
             await self._act(Announce(NoticeKind.FAILOVER, self.state.users, f"failover-{self.state.seq}"))
+            released = await self._released_before_restart()
+            if released:  # their failback sync (and notice) may have been cut short: resumed
+                await self._act(StartSync(released))
         elif self.state.mode is Mode.FAILING_BACK:
             await self._act(StartSync(self.state.users))
         elif self.state.seq and self.clock() - self.state.since < RESUME_NOTICES:
             # A "mail is back" notice interrupted by a crash is still sent (once per user).
             await self._act(Announce(NoticeKind.FAILBACK, self.state.users, f"failback-{self.state.seq}"))
+
+    async def _released_before_restart(self) -> frozenset[str]:
+        """Users of this per-user outage who failed back on their own, from the recorded transitions."""
+        s = self.state
+        if s.users is None:
+            return frozenset()
+        seen: set[str] = set()
+        for t in await self.store.transitions(1000):
+            if t["seq"] == s.seq and t["users"] is not None:
+                seen.update(t["users"])
+        return frozenset(seen) - s.users
 
     async def stop(self) -> None:
         await self._stop_sync()
