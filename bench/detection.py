@@ -13,7 +13,9 @@ default [monitor] settings (only the control mode is set), then, each with a fre
    checks that a message sent now lands in the standby; goal: under 15 s;
 3. a primary down 20 s of every minute (a proxy in front of Postfix) for `--flap-minutes`:
    `flaps` is the number of outages declared (goal: at most 1);
-4. `--users` directory users (10,000 by default) probed in rotation against a primary that logs
+4. a primary that refuses every other connection (the same proxy) for `--alternate-minutes`: no
+   transition and no notice may follow (`alternate_changes`, their number: goal 0);
+5. `--users` directory users (10,000 by default) probed in rotation against a primary that logs
    every RCPT TO: every address asked once within one rotation period, and never more RCPTs in a
    second than `rotation_rate` (counted at the primary's log).
 
@@ -53,8 +55,9 @@ AUTOMATIC = {"failover": {"control": "automatic"}}  # the [monitor] defaults are
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="steady,idle,flap,rotation", help="scenarios to run (comma separated)")
+    p.add_argument("--only", default="steady,idle,flap,alternate,rotation", help="scenarios to run (comma separated)")
     p.add_argument("--flap-minutes", type=float, default=5.0, help="how long the primary flaps")
+    p.add_argument("--alternate-minutes", type=float, default=5.0, help="how long every other connection is refused")
     p.add_argument("--users", type=int, default=10_000, help="directory users for the rotation")
     p.add_argument("--tmpdir", default=None, help="where the work directory goes")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -153,6 +156,27 @@ def flapping(root: Path, primary: Primary, minutes: float) -> int:
     return sum(1 for t in transitions if t["from_mode"] == "normal" and t["to_mode"] == "failed-over")
 
 
+def alternate(root: Path, primary: Primary, minutes: float) -> int:
+    proxy = GatedProxy(primary.smtp_port, lambda n, _t: n % 2 == 0)
+    try:
+        with standby_for(root / "alternate", proxy.port) as standby:
+            print(f"alternate: the primary refuses every other connection for {minutes:g} minutes", flush=True)
+            end = time.monotonic() + minutes * 60
+            while time.monotonic() < end:
+                time.sleep(5)
+            status = primary_up(standby)
+            transitions = _transitions(standby)
+            with standby.api(password=ADMIN_PW) as api:
+                notices = api.get("/api/v1/notifications").json()
+    finally:
+        proxy.close()
+    print(
+        f"alternate: primary {status['primary']['status']} after {status['rounds']} rounds, "
+        f"{proxy.refused} connections refused, {len(transitions)} transitions, {len(notices)} notices"
+    )
+    return len(transitions) + len(notices)
+
+
 def rotation(root: Path, users: int) -> None:
     settings = MonitorSettings()
     addresses = [f"user{i:05d}@corp.test" for i in range(users)]
@@ -206,7 +230,7 @@ def _load(standby: Standby, stop: threading.Event) -> None:
 def run(args: argparse.Namespace, root: Path) -> int:
     only = set(args.only.split(","))
     detect = detect_idle = recover = float("nan")
-    flaps = -1
+    flaps = alternate_changes = -1
     primary = Primary(root / "primary", users={USER: "pw-alice"})
     primary.start()
     try:
@@ -216,12 +240,17 @@ def run(args: argparse.Namespace, root: Path) -> int:
             detect_idle = idle(root, primary)
         if "flap" in only:
             flaps = flapping(root, primary, args.flap_minutes)
+        if "alternate" in only:
+            alternate_changes = alternate(root, primary, args.alternate_minutes)
     finally:
         primary.close()
     if "rotation" in only:
         rotation(root, args.users)
-    ok = not detect_idle >= 15 and flaps <= 1
-    print(f"goals {'met' if ok else 'MISSED'}: detect_idle_s < 15, flaps <= 1, the rotation within its rate")
+    ok = not detect_idle >= 15 and flaps <= 1 and alternate_changes <= 0
+    print(
+        f"goals {'met' if ok else 'MISSED'}: detect_idle_s < 15, flaps <= 1, "
+        f"alternate_changes=0 (here {alternate_changes}), the rotation within its rate"
+    )
     print(f"detect_s={detect:.1f} detect_idle_s={detect_idle:.1f} recover_s={recover:.1f} flaps={flaps}")
     return 0 if ok else 1
 
