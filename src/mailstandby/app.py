@@ -172,6 +172,7 @@ class App:
             owner_of=self.router.user_of,
             on_verdict=self.coordinator.observe,
             history=self.failover_store,
+            directory=lambda: [u.address for u in self.directory.users() if u.enabled],
         )
         self.runner.evidence = self.monitor.evidence
         metrics = registry(

@@ -438,20 +438,46 @@ class AuthSettings(Section):
 
 
 class MonitorSettings(Section):
-    """How the primary is watched. Down after `down_after` failed rounds in a row, up after `up_after`
-    good ones, and no status change within `min_dwell` seconds of the last (hysteresis)."""
+    """How the primary is watched (docs/failover.md). A round every `interval` seconds, the next one after
+    `fast_interval` when a round failed; down when consecutive failures weigh `down_after`, up again after
+    `up_after` good rounds that also lasted `min_dwell` plus the flap penalty. Every directory address is
+    probed with `RCPT TO` in rotation besides."""
 
-    interval: float = Field(10.0, gt=0, description="Seconds between probe rounds.")
+    interval: float = Field(10.0, gt=0, description="Seconds between probe rounds while the primary is healthy.")
+    fast_interval: float = Field(
+        1.0, gt=0, description="Seconds to the next round after a failed one (a failure is confirmed or cleared fast)."
+    )
     timeout: float = Field(5.0, gt=0, description="Seconds each probe may take before it counts as failed.")
-    down_after: int = Field(2, ge=1, description="Failed rounds in a row before the primary is declared down.")
+    down_after: int = Field(
+        2, ge=1, description="Weight of consecutive failures (1 per failed round by default) that declares it down."
+    )
     up_after: int = Field(3, ge=1, description="Good rounds in a row before a down primary is declared up.")
-    min_dwell: float = Field(30.0, ge=0, description="Seconds a status holds at least before it may change again.")
+    hard_weight: int = Field(
+        1,
+        ge=1,
+        description="Weight of a hard failure: connection refused (at each retry), 5xx to RCPT of a known mailbox.",
+    )
+    soft_weight: int = Field(1, ge=1, description="Weight of a soft failure: a timeout, a 4xx reply.")
+    min_dwell: float = Field(
+        30.0, ge=0, description="Seconds a status holds at least; a down target must answer this long to be up."
+    )
+    flap_penalty: float = Field(
+        30.0, ge=0, description="Seconds added to `min_dwell` before recovery for each flap (each time it went down)."
+    )
+    flap_half_life: float = Field(900.0, gt=0, description="Seconds for the flap count behind the penalty to halve.")
     probe: Literal["tcp", "smtp"] = Field(
         "smtp", description="System probe: `tcp` connect, or `smtp` banner + EHLO + QUIT on the primary's port."
     )
     watch: list[str] = Field(
-        [], description="Addresses probed with `RCPT TO` each round (mailbox unavailable vs user unknown)."
+        [], description="Addresses probed with `RCPT TO` every round (mailbox unavailable vs user unknown)."
     )
+    rotation: bool = Field(True, description="Probe every directory user's address with `RCPT TO`, in rotation.")
+    rotation_period: float = Field(
+        300.0, gt=0, description="Seconds within which every directory address is probed once (unless the rate binds)."
+    )
+    rotation_rate: float = Field(50.0, gt=0, description="At most this many `RCPT TO` a second from all the probes.")
+    rotation_batch: int = Field(50, ge=1, description="Recipients per transaction of a rotation session (then RSET).")
+    rotation_session: int = Field(500, ge=1, description="Recipients per rotation session (then QUIT).")
     rcpt_host: str = Field("", description="Host for the RCPT probes; empty: the primary's host.")
     rcpt_port: int = Field(0, ge=0, le=65535, description="Port for the RCPT probes; 0: the primary's port.")
     rcpt_protocol: Literal["", "smtp", "lmtp"] = Field(

@@ -30,7 +30,7 @@ from mailstandby.failover.coordinator import Coordinator
 from mailstandby.failover.machine import Command
 from mailstandby.monitor.verdict import Verdict, Why
 from mailstandby.queue.runner import QueueRunner
-from mailstandby.routing import Router
+from mailstandby.routing import Route, Router
 from mailstandby.smtp.relay import RelayConnection
 from mailstandby.store.base import NewMessage
 from mailstandby.store.sqlite import SQLiteStore
@@ -256,3 +256,40 @@ async def test_the_admin_api_demands_credentials_and_audits_every_command(rig: R
 
 def _health() -> dict[str, Any]:
     return {"primary": {"status": "up", "detail": ""}, "addresses": {}, "rounds": 1, "latency": {}}
+
+
+async def test_per_user_scope_fails_each_user_back_when_their_mailbox_answers(rig: Rig) -> None:
+    c = await rig.open()
+    await c.observe(Verdict(True, frozenset({ALICE, BOB}), Why.ADDRESSES_DOWN, (ALICE, BOB)))
+    assert c.state.mode is Mode.FAILED_OVER and c.state.users == {ALICE, BOB}
+    assert rig.router.route(ALICE).route is Route.STANDBY
+
+    await c.observe(Verdict(True, frozenset({BOB}), Why.ADDRESSES_DOWN, (BOB,)))  # alice's mailbox answers again
+    assert c.state.mode is Mode.FAILED_OVER and c.state.users == {BOB}
+    assert rig.router.route(ALICE).route is Route.PRIMARY and rig.router.route(BOB).route is Route.STANDBY
+    await until(lambda: (NoticeKind.FAILBACK, frozenset({ALICE}), "failback-1") in rig.announced)
+    assert rig.synced == [frozenset({ALICE})]  # alice's outage mail goes back; bob's stays for now
+
+    await c.observe(UP)
+    await c.wait_for(Mode.NORMAL)
+    assert rig.synced[-1] == {ALICE, BOB}  # the final failback resumes anything of alice's left
+    assert (NoticeKind.FAILBACK, frozenset({BOB}), "failback-1") in rig.announced
+    assert [a for a in rig.announced if a[0] is NoticeKind.FAILOVER] == [
+        (NoticeKind.FAILOVER, frozenset({ALICE, BOB}), "failover-1")
+    ]
+
+
+async def test_a_restart_resumes_the_failback_of_users_released_during_the_outage(rig: Rig) -> None:
+    c = await rig.open()
+    await c.observe(Verdict(True, frozenset({ALICE, BOB}), Why.ADDRESSES_DOWN, (ALICE, BOB)))
+    rig.sync_gate.clear()  # alice's sync will not finish before the crash
+    await c.observe(Verdict(True, frozenset({BOB}), Why.ADDRESSES_DOWN, (BOB,)))
+    await until(lambda: rig.synced == [frozenset({ALICE})])
+    await rig.close()
+
+    rig.synced.clear()
+    rig.sync_gate.set()
+    c = await rig.open()
+    assert c.state.mode is Mode.FAILED_OVER and c.state.users == {BOB}
+    await until(lambda: (NoticeKind.FAILBACK, frozenset({ALICE}), "failback-1") in rig.announced)
+    assert rig.synced == [frozenset({ALICE})]

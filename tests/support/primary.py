@@ -27,6 +27,7 @@ import json
 import os
 import pwd
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -37,6 +38,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -197,6 +199,15 @@ def _fresh_tmp_base() -> Path:
     return tmp / f"msb-primary-{secrets.token_hex(6)}"
 
 
+def _log_time(line: str) -> float:
+    """The time stamp of a Postfix log line (RFC 3339 with microseconds, or syslog's 'Mon dd hh:mm:ss')."""
+    stamp = line.split(" ", 1)[0]
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(stamp).timestamp()
+    parsed = datetime.strptime(f"{datetime.now().year} {line[:15]}", "%Y %b %d %H:%M:%S")
+    return parsed.timestamp()
+
+
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -238,6 +249,7 @@ class Primary:
         milter_default_action: str = "tempfail",
         max_mail_size: str | None = None,
         tls: tuple[Path, Path] | None = None,
+        log_recipients: bool = False,
     ) -> None:
         """Prepare (but do not start) a primary under ``root``.
 
@@ -254,6 +266,9 @@ class Primary:
         (``quota_max_mail_size``): a bigger IMAP APPEND gets NO.
         ``tls`` (certificate chain, key: PEM files) turns on TLS in Dovecot: STARTTLS on the
         IMAP port and implicit TLS on ``imaps_port`` (without it: no TLS, ``imaps_port`` 0).
+        ``log_recipients`` makes smtpd log every RCPT TO it is given (an ``INFO`` access action), so a
+        test can count what a client asked; ``set_recipient_access()`` answers chosen recipients
+        as an administrator's ``check_recipient_access`` entry would.
         """
         self.root = Path(root).resolve()
         self.base = self.root if _searchable(self.root) else _fresh_tmp_base()
@@ -275,6 +290,8 @@ class Primary:
         self.milter_default_action = milter_default_action
         self.max_mail_size = max_mail_size
         self.tls = tls
+        self.log_recipients = log_recipients
+        self.recipient_access: dict[str, str] = {}  # address -> access(5) action, e.g. "450 4.2.1 ..."
         self.imaps_port = 0
         self.master_password = "master-" + secrets.token_hex(8)
         self.smtp_port = 0
@@ -424,6 +441,39 @@ class Primary:
         self._write_postfix_config()
         if running:
             self.start_smtp()
+
+    def set_recipient_access(self, address: str, action: str | None) -> None:
+        """Answer RCPT TO for ``address`` with an access(5) action (e.g. ``"452 4.2.1 mailbox database
+        dismounted"``) before any other check; None removes the entry.  A running Postfix reloads, so
+        every later SMTP session sees the change."""
+        if action is None:
+            self.recipient_access.pop(address.lower(), None)
+        else:
+            self.recipient_access[address.lower()] = action
+        self._write_recipient_access()
+        if self._postfix_running():
+            subprocess.run(
+                [POSTFIX, "-c", str(self.postfix_conf), "reload"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=_START_TIMEOUT,
+                check=True,
+            )
+
+    def logged_recipients(self) -> list[tuple[float, str]]:
+        """(time, recipient) of every RCPT TO smtpd logged (``log_recipients=True``), oldest first."""
+        out = []
+        for line in self.maillog().splitlines():
+            m = re.search(r": info: RCPT from \S+: rcpt; from=<[^>]*> to=<([^>]*)>", line)
+            if m:
+                out.append((_log_time(line), m.group(1)))
+        return out
+
+    def _write_recipient_access(self) -> None:
+        access = self.postfix_conf / "recipient_access"
+        access.write_text("".join(f"{a} {action}\n" for a, action in sorted(self.recipient_access.items())))
+        past = time.time() - 60
+        os.utime(access, (past, past))
 
     # --- Dovecot
 
@@ -849,7 +899,17 @@ service lmtp {{
     def _max_mail_size_config(self) -> str:
         return "" if self.max_mail_size is None else f"  quota_max_mail_size = {self.max_mail_size}\n"
 
+    def _recipient_checks(self) -> str:
+        conf = self.postfix_conf
+        checks = [f"check_recipient_access texthash:{conf / 'recipient_access'}", "reject_unlisted_recipient"]
+        if self.log_recipients:
+            (conf / "recipient_log").write_text("/^/ INFO rcpt\n")
+            os.utime(conf / "recipient_log", (time.time() - 60, time.time() - 60))
+            checks.insert(0, f"check_recipient_access regexp:{conf / 'recipient_log'}")
+        return ", ".join(checks)
+
     def _write_postfix_config(self) -> None:
+        self._write_recipient_access()
         vmailbox = self.postfix_conf / "vmailbox"
         vmailbox.write_text("".join(f"{addr} OK\n" for addr in sorted(self.users)))
         valias = self.postfix_conf / "valias"
@@ -901,7 +961,7 @@ virtual_transport = lmtp:inet:{self.host}:{self.lmtp_port}
 relay_domains =
 
 smtpd_relay_restrictions = permit_mynetworks reject_unauth_destination
-smtpd_recipient_restrictions = reject_unlisted_recipient
+smtpd_recipient_restrictions = {self._recipient_checks()}
 unknown_virtual_mailbox_reject_code = 550
 smtpd_tls_security_level = none
 smtp_tls_security_level = none

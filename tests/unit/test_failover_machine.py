@@ -109,7 +109,7 @@ def test_state_covers_users_in_scope() -> None:
 
 
 # -- health -------------------------------------------------------------------------
-LIMITS = Thresholds(down_after=2, up_after=3, min_dwell=30.0)
+LIMITS = Thresholds(down_after=2, up_after=3, min_dwell=30.0, flap_penalty=0.0)
 
 
 def feed(seen: list[tuple[float, Observation]], h: Health | None = None) -> Health:
@@ -126,13 +126,15 @@ def test_first_success_is_up_at_once_and_failures_need_the_threshold() -> None:
     assert h.status is Status.DOWN and h.changed_at == 50
 
 
-def test_recovery_needs_up_after_successes_in_a_row() -> None:
+def test_recovery_needs_up_after_successes_in_a_row_lasting_min_dwell() -> None:
     h = feed([(0, Observation.FAILED), (10, Observation.FAILED)])
     assert h.status is Status.DOWN
     h = feed([(50, Observation.OK), (60, Observation.OK), (70, Observation.FAILED), (80, Observation.OK)], h)
     assert h.status is Status.DOWN
     h = feed([(90, Observation.OK), (100, Observation.OK)], h)
-    assert h.status is Status.UP
+    assert h.status is Status.DOWN  # three in a row, but for 20 s only
+    h = feed([(110, Observation.OK)], h)
+    assert h.status is Status.UP and h.changed_at == 110
 
 
 def test_a_flapping_target_changes_at_most_once_per_dwell() -> None:

@@ -26,7 +26,7 @@ from tests.support.primary import Primary
 from tests.support.standby import Standby
 
 ADMIN_PW = "correct horse battery staple"
-FAST = {"interval": 0.3, "timeout": 2.0, "down_after": 2, "up_after": 2, "min_dwell": 1.0}
+FAST = {"interval": 0.3, "timeout": 2.0, "down_after": 2, "up_after": 2, "min_dwell": 1.0, "flap_penalty": 1.0}
 SLACK = 20.0  # seconds, for a machine busy with other tests
 
 

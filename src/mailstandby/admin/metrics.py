@@ -50,6 +50,7 @@ class StandbyCollector(Collector):
         )
         primary.add_metric(["primary"], _STATUS_VALUE[health["primary"]["status"]])
         yield primary
+        yield from self._flaps(health)
         addresses = GaugeMetricFamily(
             "mailstandby_watched_address_up",
             "Health of each watched address: 1 up, 0 down, -1 unknown",
@@ -65,7 +66,28 @@ class StandbyCollector(Collector):
             latency.add_metric([probe], seconds)
         yield latency
         yield CounterMetricFamily("mailstandby_probe_rounds", "Probe rounds since start", health["rounds"])
+        yield CounterMetricFamily("mailstandby_probe_rcpts", "RCPT TO commands the probes sent", health["rcpts"])
+        counts = GaugeMetricFamily("mailstandby_probed_addresses", "Probed addresses by status", labels=["status"])
+        for status, n in health["counts"].items():
+            counts.add_metric([status], n)
+        yield counts
         yield GaugeMetricFamily("mailstandby_queue_depth", "Messages in the delivery queue", self.queue_depth())
+
+    @staticmethod
+    def _flaps(health: dict[str, Any]) -> Iterator[Metric]:
+        """Flap damping of the primary (docs/failover.md): times it went down, and the penalty it carries."""
+        outages = CounterMetricFamily(
+            "mailstandby_primary_outages", "Times declared down since start", labels=["target"]
+        )
+        outages.add_metric(["primary"], health["primary"]["outages"])
+        yield outages
+        held = GaugeMetricFamily(
+            "mailstandby_primary_flap_penalty_seconds",
+            "Seconds added to min_dwell before the primary is trusted again",
+            labels=["target"],
+        )
+        held.add_metric(["primary"], health["primary"]["flap_penalty"])
+        yield held
 
 
 def registry(collector: StandbyCollector) -> CollectorRegistry:

@@ -53,6 +53,8 @@ class FailoverStore(Protocol):
 
     async def save(self, before: State, after: State, *, actor: str, reason: str, peer: str = "") -> None: ...
 
+    async def transitions(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
 
 class RoutingTarget(Protocol):
     def apply(self, mode: Mode, scope: frozenset[str] | None) -> None: ...
@@ -87,6 +89,9 @@ class Coordinator:
         self.restore_dns: Callable[[], Awaitable[None]] | None = None
         self.on_transition: list[Callable[[State, State, str], None]] = []
         self._sync_task: asyncio.Task[None] | None = None
+        # Users failed back on their own during this outage (per-user scope): synchronized, and told
+        # their mail is back, while the others stay failed over; the final failback syncs them too.
+        self._released: frozenset[str] = frozenset()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -95,11 +100,25 @@ class Coordinator:
         log.info("failover state: %s (outage %d)", self.state.mode, self.state.seq)
         if self.state.mode is Mode.FAILED_OVER:
             await self._act(Announce(NoticeKind.FAILOVER, self.state.users, f"failover-{self.state.seq}"))
+            released = await self._released_before_restart()
+            if released:  # their failback sync (and notice) may have been cut short: resumed
+                await self._act(StartSync(released))
         elif self.state.mode is Mode.FAILING_BACK:
             await self._act(StartSync(self.state.users))
         elif self.state.seq and self.clock() - self.state.since < RESUME_NOTICES:
             # A "mail is back" notice interrupted by a crash is still sent (once per user).
             await self._act(Announce(NoticeKind.FAILBACK, self.state.users, f"failback-{self.state.seq}"))
+
+    async def _released_before_restart(self) -> frozenset[str]:
+        """Users of this per-user outage who failed back on their own, from the recorded transitions."""
+        s = self.state
+        if s.users is None:
+            return frozenset()
+        seen: set[str] = set()
+        for t in await self.store.transitions(1000):
+            if t["seq"] == s.seq and t["users"] is not None:
+                seen.update(t["users"])
+        return frozenset(seen) - s.users
 
     async def stop(self) -> None:
         await self._stop_sync()
@@ -140,6 +159,8 @@ class Coordinator:
             if done is None:
                 return None
             await self.store.save(before, done.state, actor=actor, reason=done.reason, peer=peer)
+            if done.state.seq != before.seq:
+                self._released = frozenset()  # a new outage: nobody has failed back from it yet
             self.state = done.state
             self.router.apply(done.state.mode, done.state.users)
             scope = "everyone" if done.state.users is None else f"{len(done.state.users)} users"
@@ -172,7 +193,7 @@ class Coordinator:
                         await self.announce(kind, users, occurrence)
                 case StartSync(users):
                     await self._stop_sync()
-                    self._sync_task = asyncio.create_task(self._run_sync(users), name="failback-sync")
+                    self._sync_task = asyncio.create_task(self._start_sync(users), name="failback-sync")
                 case StopSync():
                     await self._stop_sync()
                 case SwitchDns():
@@ -184,7 +205,24 @@ class Coordinator:
         except Exception:
             log.exception("failover action %s failed; the transition stands", type(action).__name__)
 
-    async def _run_sync(self, users: frozenset[str] | None) -> None:
+    async def _start_sync(self, users: frozenset[str] | None) -> None:
+        """The failback sync of the whole outage (FAILING_BACK), or of the users who failed back on
+        their own while the others stay failed over (each then told their mail is back)."""
+        if self.state.mode is Mode.FAILED_OVER:
+            self._released = (self._released | (users or frozenset())) - (self.state.users or frozenset())
+            released = self._released
+            await self._sync_until_done(released)
+            self._sync_task = None
+            await self._act(Announce(NoticeKind.FAILBACK, released, f"failback-{self.state.seq}"))
+            return
+        if users is not None:
+            users |= self._released
+        remaining = await self._sync_until_done(users)
+        self._sync_task = None  # finished: the transition below must not cancel this task
+        self._released = frozenset()
+        await self.sync_finished(remaining)
+
+    async def _sync_until_done(self, users: frozenset[str] | None) -> int:
         """Run the failback sync until it completes; after a failure, try again a little later
         (the monitor fails over again meanwhile if the primary is really gone)."""
         remaining = 0
@@ -197,8 +235,7 @@ class Coordinator:
             except Exception:
                 log.exception("failback sync failed; trying again in %.0fs", SYNC_RETRY)
                 await asyncio.sleep(SYNC_RETRY)
-        self._sync_task = None  # finished: the transition below must not cancel this task
-        await self.sync_finished(remaining)
+        return remaining
 
     async def _stop_sync(self) -> None:
         task, self._sync_task = self._sync_task, None

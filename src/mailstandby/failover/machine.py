@@ -15,6 +15,13 @@ agrees clears `held` and the monitor is in charge again. So an administrator
 can fail over for maintenance while the primary looks healthy, or fail back
 while the monitor still sees trouble, and the monitor does not undo it.
 
+Per-user scope: while FAILED_OVER for a set of users, a verdict naming a
+different set moves the state to exactly that set: users added fail over
+(and are told), users no longer named fail back on their own (routing
+returns them to the primary and their outage mail is synchronized; the
+coordinator tells each as their sync completes). An outage for everyone
+(`users` None) is only ended as a whole.
+
 `seq` numbers outages; it is the occurrence id of the notifications, so a
 user is told once per outage however often the events repeat.
 """
@@ -134,6 +141,19 @@ def _widen(s: State, users: frozenset[str] | None, reason: str, held: bool) -> S
     return Step(state, [Reroute(), Announce(NoticeKind.FAILOVER, added, f"failover-{s.seq}")], reason)
 
 
+def _rescope(s: State, users: frozenset[str], reason: str) -> Step | None:
+    """The monitor names exactly who is failed over: some fail over, others fail back on their own."""
+    if s.users is None or users == s.users:
+        return None
+    added, released = users - s.users, s.users - users
+    actions: list[Action] = [Reroute()]
+    if added:
+        actions.append(Announce(NoticeKind.FAILOVER, added, f"failover-{s.seq}"))
+    if released:
+        actions.append(StartSync(released))
+    return Step(replace(s, users=users), actions, reason)
+
+
 def _back(s: State) -> Announce:
     """Mail is back on the primary: the users of this outage are told so, once."""
     return Announce(NoticeKind.FAILBACK, s.users, f"failback-{s.seq}")
@@ -187,6 +207,8 @@ def _observed(s: State, v: Verdict, now: float) -> Step | None:
         return Step(replace(s, held=False), [], f"monitor agrees: {why}")
     if v.outage:
         if s.mode is Mode.FAILED_OVER:
+            if v.users is not None and s.users is not None:
+                return _rescope(s, v.users, why)
             return _widen(s, v.users, why, False)
         return _fail_over(s, v.users, now, why, False)
     if s.mode is Mode.FAILED_OVER:

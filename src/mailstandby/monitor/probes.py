@@ -2,13 +2,21 @@
 
 - `tcp`: the port accepts a connection;
 - `smtp`: banner 220, EHLO 250, QUIT — the MTA is really answering;
-- `rcpt`: `MAIL FROM:<>` then `RCPT TO` for each watched address, then RSET and
-  QUIT; SMTP or LMTP (LMTP asks the mailbox server itself). A mailbox that is
-  unavailable (4.2.x / 5.2.x, or a bare 450/550) is FAILED; an address the
-  primary does not know (5.1.x) is INCONCLUSIVE — a configuration problem to
-  report, not an outage;
+- `rcpt`: one session, `MAIL FROM:<>` then `RCPT TO` for a batch of addresses,
+  RSET, the next batch, ..., QUIT (nothing is ever sent); SMTP or LMTP (LMTP
+  asks the mailbox server itself). Each RCPT waits for a slot of a shared
+  `Pacer`, so the primary never sees more than the configured rate. A mailbox
+  that is unavailable (4.2.x / 5.2.x, or a bare 450/550) is FAILED (5xx) or
+  SOFT_FAILED (4xx); an address the primary does not know (5.1.x) is
+  INCONCLUSIVE — a configuration problem to report, not an outage;
 - `end_to_end`: send a probe message through the primary, find it over IMAP
   within a deadline, delete it.
+
+Failures are hard (FAILED: refused, reset, 5xx) or soft (SOFT_FAILED: timed
+out, 4xx). A connection that is refused, reset or closed before its banner is
+tried again at once, up to three times: a primary that turns away one
+connection in two (at its connection limit, or behind a flaky balancer) still
+takes mail, and only refusals in a row count.
 
 Probes never raise: any error is an observation.
 """
@@ -18,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import imaplib
+import logging
 import ssl
 import time
 import uuid
@@ -30,6 +39,8 @@ from email.utils import format_datetime, make_msgid
 from mailstandby.core.reply import Reply
 from mailstandby.monitor.health import Observation
 from mailstandby.smtp.relay import parse_reply_text
+
+log = logging.getLogger(__name__)
 
 MAX_LINE = 4096
 MAX_LINES = 100
@@ -82,33 +93,73 @@ class _Dialog:
             await self.writer.wait_closed()
 
 
+CONNECT_ATTEMPTS = 3  # a refused/reset connection is tried again at once, up to this many times
+
+
+def _soft(e: BaseException) -> bool:
+    """Timeouts are soft failures (a slow or overloaded primary); refusals and resets are hard."""
+    return isinstance(e, TimeoutError)
+
+
+def _failure(e: BaseException) -> Observation:
+    return Observation.SOFT_FAILED if _soft(e) else Observation.FAILED
+
+
+def _by_code(reply: Reply) -> Observation:
+    return Observation.SOFT_FAILED if 400 <= reply.code < 500 else Observation.FAILED
+
+
 async def tcp(host: str, port: int, timeout: float) -> Result:
     started = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, port)
-        writer.close()
-        return Result(Observation.OK, "connected", time.monotonic() - started)
-    except (OSError, TimeoutError) as e:
-        return Result(Observation.FAILED, f"connect: {_why(e)}", time.monotonic() - started)
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            async with asyncio.timeout(timeout):
+                _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return Result(Observation.OK, "connected", time.monotonic() - started)
+        except (OSError, TimeoutError) as e:
+            if _soft(e) or attempt + 1 == CONNECT_ATTEMPTS:
+                return Result(_failure(e), f"connect: {_why(e)}", time.monotonic() - started)
+    raise AssertionError("unreachable")
+
+
+async def _greeted(host: str, port: int, timeout: float) -> tuple[_Dialog, Reply]:
+    """A connection and its banner; a refused, reset or silently closed connection is tried again once."""
+    for attempt in range(CONNECT_ATTEMPTS):
+        dialog = None
+        try:
+            async with asyncio.timeout(timeout):
+                dialog = _Dialog(*await asyncio.open_connection(host, port, limit=MAX_LINE * 2))
+                return dialog, await dialog.reply()
+        except (OSError, DialogError) as e:
+            if dialog is not None:
+                await dialog.close()
+            if attempt + 1 == CONNECT_ATTEMPTS:
+                raise
+            log.debug("probe connection to %s:%d failed (%s); trying again", host, port, _why(e))
+        except BaseException:
+            if dialog is not None:
+                await dialog.close()
+            raise
+    raise AssertionError("unreachable")
 
 
 async def smtp(host: str, port: int, helo: str, timeout: float, *, lmtp: bool = False) -> Result:
     """Banner and EHLO (LHLO for LMTP)."""
     started = time.monotonic()
     dialog = None
+    verb = "LHLO" if lmtp else "EHLO"
     try:
+        dialog, banner = await _greeted(host, port, timeout)
         async with asyncio.timeout(timeout):
-            dialog = _Dialog(*await asyncio.open_connection(host, port, limit=MAX_LINE * 2))
-            banner = await dialog.reply()
             if banner.code != 220:
-                return Result(Observation.FAILED, f"banner {banner}", time.monotonic() - started)
-            hello = await dialog.command(f"{'LHLO' if lmtp else 'EHLO'} {helo}")
+                return Result(_by_code(banner), f"banner {banner}", time.monotonic() - started)
+            hello = await dialog.command(f"{verb} {helo}")
             if hello.code != 250:
-                return Result(Observation.FAILED, f"{'LHLO' if lmtp else 'EHLO'} {hello}", time.monotonic() - started)
-            return Result(Observation.OK, "banner and EHLO", time.monotonic() - started)
+                return Result(_by_code(hello), f"{verb} {hello}", time.monotonic() - started)
+            return Result(Observation.OK, f"banner and {verb}", time.monotonic() - started)
     except (OSError, TimeoutError, DialogError) as e:
-        return Result(Observation.FAILED, _why(e), time.monotonic() - started)
+        return Result(_failure(e), _why(e), time.monotonic() - started)
     finally:
         if dialog is not None:
             await dialog.close()
@@ -121,39 +172,78 @@ def classify_rcpt(reply: Reply) -> Observation:
     if reply.status[2:4] == "1.":
         return Observation.INCONCLUSIVE
     if reply.status[2:4] == "2." or (not reply.status and reply.code in (450, 550)):
-        return Observation.FAILED
+        return _by_code(reply)
     return Observation.INCONCLUSIVE  # 4.3.x, 4.4.x, 421, policy: the system probe speaks for those
 
 
+class Pacer:
+    """At most `rate` RCPT commands a second, shared by every address probe (a leaky bucket
+    without burst: each command takes the next free slot `1 / rate` seconds after the last)."""
+
+    def __init__(self, rate: float) -> None:
+        self.spacing = 1.0 / rate
+        self._next = 0.0
+        self.sent = 0  # RCPT commands paced so far
+
+    async def slot(self) -> None:
+        now = time.monotonic()
+        at = max(now, self._next)
+        self._next = at + self.spacing
+        self.sent += 1
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What one RCPT session said: a result per address it reached, and whether it could talk at all."""
+
+    results: dict[str, Result]
+    failure: str = ""  # why the session ended early ("" when every address was asked)
+
+
 async def rcpt(
-    host: str, port: int, helo: str, addresses: Sequence[str], timeout: float, *, lmtp: bool = False
-) -> dict[str, Result]:
-    """One session, one RCPT per watched address; the transaction is reset, nothing is sent."""
-    started = time.monotonic()
+    host: str,
+    port: int,
+    helo: str,
+    addresses: Sequence[str],
+    timeout: float,
+    *,
+    lmtp: bool = False,
+    batch: int = 50,
+    pacer: Pacer | None = None,
+) -> Session:
+    """One session: `batch` RCPTs per transaction, RSET between transactions, QUIT; nothing is sent.
+    `timeout` bounds each command, not the session (a long rotation session is paced)."""
     results: dict[str, Result] = {}
     dialog = None
     try:
-        async with asyncio.timeout(timeout):
-            dialog = _Dialog(*await asyncio.open_connection(host, port, limit=MAX_LINE * 2))
-            if (banner := await dialog.reply()).code != 220:
-                raise DialogError(f"banner {banner}")
-            if (hello := await dialog.command(f"{'LHLO' if lmtp else 'EHLO'} {helo}")).code != 250:
-                raise DialogError(f"hello {hello}")
-            if (mail := await dialog.command("MAIL FROM:<>")).code != 250:
+        dialog, banner = await _greeted(host, port, timeout)
+        if banner.code != 220:
+            raise DialogError(f"banner {banner}")
+        if (hello := await _timed(dialog, f"{'LHLO' if lmtp else 'EHLO'} {helo}", timeout)).code != 250:
+            raise DialogError(f"hello {hello}")
+        for start in range(0, len(addresses), batch):
+            if (mail := await _timed(dialog, "MAIL FROM:<>", timeout)).code != 250:
                 raise DialogError(f"MAIL {mail}")
-            for address in addresses:
+            for address in addresses[start : start + batch]:
+                if pacer is not None:
+                    await pacer.slot()
                 t = time.monotonic()
-                reply = await dialog.command(f"RCPT TO:<{address}>")
+                reply = await _timed(dialog, f"RCPT TO:<{address}>", timeout)
                 results[address] = Result(classify_rcpt(reply), str(reply), time.monotonic() - t)
-            await dialog.command("RSET")
+            await _timed(dialog, "RSET", timeout)
     except (OSError, TimeoutError, DialogError) as e:
-        why = f"RCPT probe: {_why(e)}"
-        for address in addresses:
-            results.setdefault(address, Result(Observation.INCONCLUSIVE, why, time.monotonic() - started))
+        return Session(results, f"RCPT probe: {_why(e)}")
     finally:
         if dialog is not None:
             await dialog.close()
-    return results
+    return Session(results)
+
+
+async def _timed(dialog: _Dialog, command: str, timeout: float) -> Reply:
+    async with asyncio.timeout(timeout):
+        return await dialog.command(command)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +287,18 @@ async def end_to_end(p: EndToEnd, timeout: float) -> Result:
             if (reply := await dialog.reply()).code != 250:
                 return Result(Observation.FAILED, f"probe send: {reply}", time.monotonic() - started)
     except (OSError, TimeoutError, DialogError) as e:
-        return Result(Observation.FAILED, f"probe send: {_why(e)}", time.monotonic() - started)
+        return Result(_failure(e), f"probe send: {_why(e)}", time.monotonic() - started)
     finally:
         if dialog is not None:
             await dialog.close()
     try:
         found = await asyncio.to_thread(_find_and_delete, p, token)
     except (OSError, imaplib.IMAP4.error, ssl.SSLError, TimeoutError) as e:
-        return Result(Observation.FAILED, f"probe read: {_why(e)}", time.monotonic() - started)
+        return Result(_failure(e), f"probe read: {_why(e)}", time.monotonic() - started)
     if not found:
-        return Result(Observation.FAILED, f"probe not delivered within {p.deadline:.0f}s", time.monotonic() - started)
+        return Result(
+            Observation.SOFT_FAILED, f"probe not delivered within {p.deadline:.0f}s", time.monotonic() - started
+        )
     return Result(Observation.OK, "probe delivered and read back", time.monotonic() - started)
 
 
