@@ -225,7 +225,7 @@ class MailboxCommands:
             attrs = list_attributes(info, names, subscribed=show_subscribed and verb == "LIST")
             self.send(r.list_line(attrs, info.name, command=verb))
         if verb == "LSUB":
-            for parent in lsub_noselect_parents(infos, lambda n: any(rx.fullmatch(n) for rx in regexes)):
+            for parent in lsub_noselect_parents(infos, lambda n: any(p.matches(n) for p in patterns)):
                 self.send(r.list_line(["\\Noselect"], parent, command=verb))
         return None
 
