@@ -60,11 +60,14 @@ class RecipientVerifier:
         if cached is not None and cached[0] > now:
             return cached[1]
         p = self.primary
-        result = (
-            await probes.rcpt(
-                p.host, p.port, self.hostname, [str(address)], self.settings.verify_timeout, lmtp=p.protocol == "lmtp"
-            )
-        )[str(address)]
+        session = await probes.rcpt(
+            p.host, p.port, self.hostname, [str(address)], self.settings.verify_timeout, lmtp=p.protocol == "lmtp"
+        )
+        result = session.results.get(str(address))
+        if result is None:  # the session ended before the question: no answer to go by
+            why = session.failure or "no answer"
+            log.info("recipient verification of %s inconclusive (%s): accepting by the directory", address, why)
+            return None
         code = result.detail[:3]
         if result.seen is Observation.OK:
             refusal, ttl = None, self.settings.verify_ttl

@@ -71,6 +71,10 @@ INVENTORY: dict[tuple[str, str], Use] = {
     ("sync/imapclient.py", "_CODE"): Use(
         "response text of the primary's IMAP server (configured, trusted)", "anchored, one negated class", True
     ),
+    ("imap/searching.py", "_FOLD"): Use(
+        "header values of stored messages (any sender's)", "a literal line break and a one-character lookahead: linear",
+        True,
+    ),
     ("store/segments.py", "_NAME"): Use("file names in the data directory", "local, ours", False),
     ("configdoc.py", "Annotated\\[(\\w+), [^\\]]*\\]"): Use("type annotations of the config models", "ours", False),
     ("directory/ldapmap.py", "_TYPED"): Use("LDAP mapping in the config file", "administrator's text", False),

@@ -97,6 +97,8 @@ def test_idle_announces_new_mail(standby: Standby, primary: Primary) -> None:
     client.sock.settimeout(30)
     line = client.readline()
     assert line.strip() == b"* 1 EXISTS", line
+    line = client.readline()
+    assert line.strip() == b"* 1 RECENT", line  # this session is the one that sees it first (RFC 3501 §2.3.2)
     client.send(b"DONE\r\n")
     assert client.readline().startswith(tag.encode() + b" OK")
     client.logout()
