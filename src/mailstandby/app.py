@@ -56,7 +56,9 @@ from mailstandby.smtp.session import Login
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
+from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import SyncEngine
+from mailstandby.sync.records import RunLock
 from mailstandby.tls import ensure_self_signed, server_context
 from mailstandby.verify import RecipientVerifier
 
@@ -152,7 +154,11 @@ class App:
         if config.sync.automatic and (config.sync.imap_host or config.sync.smtp_fallback):
             node = config.node
             self.sync = SyncEngine(
-                node.data_dir / "mailstandby.db", config.sync, config.primary, hostname=node.hostname
+                SQLiteSyncRecords(node.data_dir),
+                RunLock(node.data_dir),
+                config.sync,
+                config.primary,
+                hostname=node.hostname,
             )
             self.coordinator.sync = self.sync.failback
             self.sync.user_done = self._mail_is_back

@@ -39,6 +39,7 @@ from mailstandby.store.base import (
     RcptState,
     StoreError,
 )
+from mailstandby.store.paths import database_path
 from mailstandby.store.segments import Location, SegmentReader, SegmentWriter, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -314,7 +315,7 @@ class SQLiteStore:
     def _open_sync(self) -> None:
         for d in (self.data_dir, self.spool, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db_path = self.data_dir / "mailstandby.db"
+        db_path = database_path(self.data_dir)
         self._db = connect(db_path)
         migrate(self._db)
         fsync_dir(self.data_dir)
@@ -638,7 +639,7 @@ class SQLiteStore:
     # -- reads -----------------------------------------------------------------
     def _pending_sync(self) -> list[QueuedMessage]:
         assert self._db is not None
-        db = connect(self.data_dir / "mailstandby.db")
+        db = connect(database_path(self.data_dir))
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
