@@ -9,12 +9,16 @@ import sqlite3
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailstandby import __version__
 from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
 from mailstandby.directory.base import Directory
 from mailstandby.directory.static import DirectoryError, from_settings
+
+if TYPE_CHECKING:
+    from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
 DEFAULT_CONFIG = Path("mailstandby.toml")
 
@@ -203,13 +207,10 @@ def _add_directory_parser(sub: argparse._SubParsersAction) -> None:  # type: ign
     show.add_argument("user", nargs="?", help="an address (primary or alias)")
 
 
-def _directory_db(cfg: Config) -> sqlite3.Connection:
-    from mailstandby.store.sqlite import connect, migrate
+def _directory_db(cfg: Config) -> SQLiteDirectoryDB:
+    from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
-    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = connect(cfg.node.data_dir / "mailstandby.db")
-    migrate(db)
-    return db
+    return SQLiteDirectoryDB(cfg.node.data_dir)
 
 
 def _combined_directory(cfg: Config) -> Directory:

@@ -54,6 +54,7 @@ from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
 from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.sqlite_directory import SQLiteDirectoryStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 from mailstandby.store.sqlite_sync import SQLiteSyncRecords
@@ -72,9 +73,7 @@ class App:
         self.store = SQLiteStore(node.data_dir, config.store)
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))
-        self.directory_service = DirectoryService(
-            self.directory, self.store, config.directory, node.data_dir / "mailstandby.db"
-        )
+        self.directory_service = DirectoryService(self.directory, SQLiteDirectoryStore(self.store), config.directory)
         direct_mx = config.outbound.direct_mx and not config.outbound.host  # other domains by MX during an outage
         self.router = Router(self.directory, smarthost=bool(config.outbound.host), direct_mx=direct_mx)
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).

@@ -190,7 +190,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX setup_tokens_user ON setup_tokens (user, purpose);
     """,
-    # 7: directory import (directory/stored.py): users imported from LDAP and the device gateway, one row per
+    # 7: directory import (store/sqlite_directory.py): users imported from LDAP and the device gateway, one row per
     # user (JSON), and one row per applied import whose largest generation tells the server to reload
     """
     CREATE TABLE directory_users (
