@@ -57,6 +57,7 @@ from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_directory import SQLiteDirectoryStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
+from mailstandby.store.sqlite_notify import SQLiteNotifyStore
 from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import SyncEngine
 from mailstandby.sync.records import RunLock
@@ -92,8 +93,9 @@ class App:
             connect_direct=self._direct_connection(MXResolver(config.outbound)) if direct_mx else None,
         )
         self.tasks: list[asyncio.Task[None]] = []
+        self.notifications = SQLiteNotifyStore(self.store)
         self.notifier = Notifier(
-            self.store,
+            self.notifications,
             self.directory,
             config.notify,
             hostname=node.hostname,
@@ -227,7 +229,7 @@ class App:
     def _setup_routes(self) -> list[BaseRoute]:
         """Phone setup links and autoconfig (notify), served by the admin HTTPS server."""
         service = SetupService(
-            self.store,
+            self.notifications,
             self.directory,
             self.config.notify,
             hostname=self.config.node.hostname,
