@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from mailstandby.store.paths import database_path
+from mailstandby.store.sqlite import connect, migrate
+
+
+def create(data_dir: Path) -> None:
+    """An empty store (every table, no rows) under `data_dir`, as the server's first start leaves it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = connect(database_path(data_dir))
+    try:
+        migrate(db)
+    finally:
+        db.close()
 
 
 @contextlib.contextmanager
