@@ -56,7 +56,6 @@ import multiprocessing
 import multiprocessing.connection
 import re
 import socket
-import sqlite3
 import ssl
 import sys
 import time
@@ -70,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 from bench.harness import BenchError, run_in_workdir
 from tests.component.fake_primary import FakePrimary
+from tests.support.database import query
 from tests.support.standby import Standby
 
 ALICE_PW = "alice standby password 2026"
@@ -196,14 +196,13 @@ async def imap_command(port: int, command: str, *, timeout: float = 60.0) -> str
 
 
 def audit_count(standby: Standby, action: str, outcome: str, since: float) -> int:
-    db = sqlite3.connect(f"file:{standby.data_dir / 'mailstandby.db'}?mode=ro", uri=True, timeout=30)
-    try:
-        row = db.execute(
-            "SELECT count(*) FROM audit WHERE action = ? AND outcome = ? AND at >= ?", (action, outcome, since)
-        ).fetchone()
-        return int(row[0])
-    finally:
-        db.close()
+    [(count,)] = query(
+        standby.data_dir,
+        "SELECT count(*) FROM audit WHERE action = ? AND outcome = ? AND at >= ?",
+        (action, outcome, since),
+        timeout=30,
+    )
+    return int(count)
 
 
 def peak_rss_mb(pid: int) -> float:

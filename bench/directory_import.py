@@ -30,10 +30,9 @@ from tests.support.ldap import Slapd
 from tests.support.ldaptree import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, people
 
 from mailstandby.config import DirectorySettings, LDAPSettings
-from mailstandby.directory import stored
 from mailstandby.directory.importer import run_import
 from mailstandby.directory.view import combine
-from mailstandby.store.sqlite import connect, migrate
+from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +54,13 @@ def main(argv: list[str] | None = None) -> int:
                 page_size=args.page_size,
             )
             settings = DirectorySettings(domains=["corp.test"], ldap=ldap)
-            db = connect(root / "mailstandby.db")
-            migrate(db)
+            db = SQLiteDirectoryDB(root)
             t0 = time.perf_counter()
             plan, _ = run_import(db, settings, origin="bench", dry_run=False)
             t1 = time.perf_counter()
             again, _ = run_import(db, settings, origin="bench", dry_run=False)
             t2 = time.perf_counter()
-            _, users = stored.snapshot(root / "mailstandby.db")
+            _, users = db.snapshot()
             directory = combine(settings.domains, [], users)
             t3 = time.perf_counter()
             db.close()

@@ -24,7 +24,6 @@ is on disk.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.database import query  # noqa: E402
 from tests.support.primary import Primary  # noqa: E402
 from tests.support.standby import Standby  # noqa: E402
 
@@ -53,11 +53,8 @@ def smtp_source(primary: Primary, args: argparse.Namespace) -> float:
 
 
 def journal_copies(standby: Standby) -> int:
-    db = sqlite3.connect(f"file:{standby.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
-    try:
-        return db.execute("SELECT count(*) FROM mail WHERE journaled = 1").fetchone()[0]
-    finally:
-        db.close()
+    [(count,)] = query(standby.data_dir, "SELECT count(*) FROM mail WHERE journaled = 1")
+    return int(count)
 
 
 def main() -> int:

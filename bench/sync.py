@@ -51,7 +51,6 @@ import argparse
 import asyncio
 import imaplib
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -62,6 +61,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.harness import BenchError, run_in_workdir  # noqa: E402
 from bench.imap_fetch import make_messages  # noqa: E402
+from tests.support.database import change  # noqa: E402
 from tests.support.primary import Primary, PrimaryError  # noqa: E402
 from tests.support.standby import Standby  # noqa: E402
 
@@ -69,7 +69,9 @@ from mailstandby.auth import hash_password  # noqa: E402
 from mailstandby.config import PrimarySettings, StoreSettings, SyncSettings  # noqa: E402
 from mailstandby.store.sqlite import SQLiteStore  # noqa: E402
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore  # noqa: E402
+from mailstandby.store.sqlite_sync import SQLiteSyncRecords  # noqa: E402
 from mailstandby.sync.engine import SyncEngine  # noqa: E402
+from mailstandby.sync.records import RunLock  # noqa: E402
 
 HOST = "127.0.0.1"
 PASSWORD = "bench-pw-long"
@@ -135,12 +137,7 @@ def reset_targets(primary: Primary, data_dir: Path, targets: list[str]) -> None:
         local, domain = user.split("@")
         shutil.rmtree(primary.mail_dir / domain / local, ignore_errors=True)
     primary.start_imap()
-    db = sqlite3.connect(data_dir / "mailstandby.db")
-    try:
-        db.execute("DELETE FROM sync_items")
-        db.commit()
-    finally:
-        db.close()
+    change(data_dir, "DELETE FROM sync_items")
 
 
 def load_source(primary: Primary, users: list[str], messages: list[tuple[bytes, tuple[str, ...]]]) -> None:
@@ -170,7 +167,8 @@ def time_mailstandby(primary: Primary, data_dir: Path, users: list[str], batch: 
     )
 
     async def go() -> float:
-        engine = SyncEngine(data_dir / "mailstandby.db", settings, PrimarySettings(), password=primary.master_password)
+        records = SQLiteSyncRecords(data_dir)
+        engine = SyncEngine(records, RunLock(data_dir), settings, PrimarySettings(), password=primary.master_password)
         try:
             await engine.status()  # open the records outside the timed part, as a running service has them
             started = time.perf_counter()

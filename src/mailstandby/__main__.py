@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sqlite3
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailstandby import __version__
 from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
 from mailstandby.directory.base import Directory
 from mailstandby.directory.static import DirectoryError, from_settings
+
+if TYPE_CHECKING:
+    from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
 DEFAULT_CONFIG = Path("mailstandby.toml")
 
@@ -158,11 +161,9 @@ def _notify(cfg: Config, args: argparse.Namespace) -> int:
 
 def _set_password(cfg: Config, username: str, password_file: Path | None) -> int:
     """Store an argon2id hash of the user's standby password (the server need not be stopped)."""
-    import time
-
     from mailstandby.cli.passwords import new_password_hash
     from mailstandby.core.model import Address
-    from mailstandby.store.sqlite import connect, migrate
+    from mailstandby.store.sqlite_admin import set_user_password
 
     try:
         user = _combined_directory(cfg).lookup(Address.parse(username))
@@ -175,16 +176,7 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
     hashed = new_password_hash(prompt, password_file, account=user.address, min_length=cfg.auth.min_password_length)
     if hashed is None:
         return 1
-    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = connect(cfg.node.data_dir / "mailstandby.db")
-    try:
-        migrate(db)
-        db.execute(
-            "INSERT OR REPLACE INTO credentials (user, hash, updated_at) VALUES (?, ?, ?)",
-            (user.address, hashed, time.time()),
-        )
-    finally:
-        db.close()
+    set_user_password(cfg.node.data_dir, user.address, hashed)
     print(f"standby password set for {user.address}")
     return 0
 
@@ -203,13 +195,10 @@ def _add_directory_parser(sub: argparse._SubParsersAction) -> None:  # type: ign
     show.add_argument("user", nargs="?", help="an address (primary or alias)")
 
 
-def _directory_db(cfg: Config) -> sqlite3.Connection:
-    from mailstandby.store.sqlite import connect, migrate
+def _directory_db(cfg: Config) -> SQLiteDirectoryDB:
+    from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
-    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = connect(cfg.node.data_dir / "mailstandby.db")
-    migrate(db)
-    return db
+    return SQLiteDirectoryDB(cfg.node.data_dir)
 
 
 def _combined_directory(cfg: Config) -> Directory:
@@ -236,15 +225,12 @@ def _directory(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _show_queue(cfg: Config) -> int:
-    db_path = cfg.node.data_dir / "mailstandby.db"
-    if not db_path.exists():
+    from mailstandby.store.sqlite_admin import queue_listing
+
+    rows = queue_listing(cfg.node.data_dir)
+    if rows is None:
         print("queue is empty (no store yet)")
         return 0
-    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    rows = db.execute(
-        "SELECT m.id, m.sender, d.rcpt, d.attempts, d.last_reply FROM deliveries d"
-        " JOIN messages m ON m.id = d.message_id WHERE d.state = 'queued' ORDER BY m.received_at"
-    ).fetchall()
     for mid, sender, rcpt, attempts, last in rows:
         print(f"{mid}  <{sender}> -> <{rcpt}>  attempts={attempts}  {last}")
     print(f"{len({r[0] for r in rows})} messages, {len(rows)} recipients queued")

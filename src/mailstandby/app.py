@@ -56,9 +56,13 @@ from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
 from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.sqlite_directory import SQLiteDirectoryStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
+from mailstandby.store.sqlite_notify import SQLiteNotifyStore
+from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import SyncEngine
+from mailstandby.sync.records import RunLock
 from mailstandby.tls import ensure_self_signed, server_context
 from mailstandby.verify import RecipientVerifier
 
@@ -72,9 +76,7 @@ class App:
         self.store = SQLiteStore(node.data_dir, config.store)
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))
-        self.directory_service = DirectoryService(
-            self.directory, self.store, config.directory, node.data_dir / "mailstandby.db"
-        )
+        self.directory_service = DirectoryService(self.directory, SQLiteDirectoryStore(self.store), config.directory)
         direct_mx = config.outbound.direct_mx and not config.outbound.host  # other domains by MX during an outage
         self.router = Router(self.directory, smarthost=bool(config.outbound.host), direct_mx=direct_mx)
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
@@ -93,8 +95,9 @@ class App:
             connect_direct=self._direct_connection(MXResolver(config.outbound)) if direct_mx else None,
         )
         self.tasks: list[asyncio.Task[None]] = []
+        self.notifications = SQLiteNotifyStore(self.store)
         self.notifier = Notifier(
-            self.store,
+            self.notifications,
             self.directory,
             config.notify,
             hostname=node.hostname,
@@ -154,7 +157,11 @@ class App:
         if config.sync.automatic and (config.sync.imap_host or config.sync.smtp_fallback):
             node = config.node
             self.sync = SyncEngine(
-                node.data_dir / "mailstandby.db", config.sync, config.primary, hostname=node.hostname
+                SQLiteSyncRecords(node.data_dir),
+                RunLock(node.data_dir),
+                config.sync,
+                config.primary,
+                hostname=node.hostname,
             )
             self.coordinator.sync = self.sync.failback
             self.sync.user_done = self._mail_is_back
@@ -225,7 +232,7 @@ class App:
     def _setup_routes(self) -> list[BaseRoute]:
         """Phone setup links and autoconfig (notify), served by the admin HTTPS server."""
         service = SetupService(
-            self.store,
+            self.notifications,
             self.directory,
             self.config.notify,
             hostname=self.config.node.hostname,

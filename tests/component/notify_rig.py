@@ -32,6 +32,7 @@ from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
 from mailstandby.smtp.relay import RelayConnection
 from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.sqlite_notify import SQLiteNotifyStore
 
 HOSTNAME = "standby.corp.test"
 SETUP_URL = "https://standby.corp.test"
@@ -80,6 +81,7 @@ class Rig:
     settings: NotifySettings
     people: dict[str, User]
     store: SQLiteStore | None = None
+    notifications: SQLiteNotifyStore | None = None
     runner: QueueRunner | None = None
     notifier: Notifier | None = None
     forwarder: Forwarder | None = None
@@ -108,8 +110,9 @@ class Rig:
         )
         await runner.start()
         kw: dict[str, Any] = {"clock": self.clock} if self.clock else {}
+        notifications = SQLiteNotifyStore(store)
         notifier = Notifier(
-            store,
+            notifications,
             directory,
             self.settings,
             hostname=HOSTNAME,
@@ -121,7 +124,7 @@ class Rig:
         )
         if deliver:
             await notifier.start()
-        self.store, self.runner, self.notifier = store, runner, notifier
+        self.store, self.notifications, self.runner, self.notifier = store, notifications, runner, notifier
         self.forwarder = Forwarder(notifier, self.settings, hostname=HOSTNAME)
         return notifier
 
@@ -132,7 +135,7 @@ class Rig:
             await self.runner.stop(0.5)
         if self.store is not None:
             await self.store.close()
-        self.store = self.runner = self.notifier = None
+        self.store = self.notifications = self.runner = self.notifier = None
 
     async def settled(self) -> list[dict[str, Any]]:
         """Wait until no notification is pending and the queue is empty; the final status."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,9 @@ from mailstandby.directory.base import User
 from mailstandby.directory.static import StaticDirectory
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.database import query
 
 DIRECTORY = StaticDirectory(["corp.test"], [User("alice@corp.test", ("a.liddell@corp.test",)), User("bob@corp.test")])
 
@@ -31,9 +35,7 @@ async def creds(tmp_path: Path) -> AsyncIterator[SQLiteMailboxStore]:
 
 
 def audit_rows(store: SQLiteMailboxStore) -> list[tuple[str, str, str, str]]:
-    return (
-        store.store.read_connection().execute("SELECT actor, action, outcome, peer FROM audit ORDER BY id").fetchall()
-    )
+    return query(store.store.data_dir, "SELECT actor, action, outcome, peer FROM audit ORDER BY id")  # type: ignore[return-value]
 
 
 async def test_login_by_address_or_alias_gives_the_canonical_user(creds: SQLiteMailboxStore) -> None:

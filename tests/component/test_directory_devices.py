@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +12,10 @@ import pytest
 
 from mailstandby.config import DeviceImportSettings, DirectorySettings, UserEntry
 from mailstandby.core.model import Address
-from mailstandby.directory import stored
 from mailstandby.directory.base import Forwarding, NoticeKind, Platform
 from mailstandby.directory.importer import current, run_import
 from mailstandby.directory.static import DirectoryError
-from mailstandby.store.sqlite import connect, migrate
+from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.support.ldaptree import certificate
@@ -35,11 +33,10 @@ def pem(address: str) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    conn = connect(tmp_path / "mailstandby.db")
-    migrate(conn)
-    yield conn
-    conn.close()
+def db(tmp_path: Path) -> Iterator[SQLiteDirectoryDB]:
+    records = SQLiteDirectoryDB(tmp_path)
+    yield records
+    records.close()
 
 
 def settings(*files: Path, **devices: object) -> DirectorySettings:
@@ -66,11 +63,11 @@ def good_csv(tmp_path: Path) -> Path:
     return path
 
 
-def user(db: sqlite3.Connection, s: DirectorySettings, address: str):
+def user(db: SQLiteDirectoryDB, s: DirectorySettings, address: str):
     return current(db, s).lookup(Address.parse(address))
 
 
-def test_good_csv_gives_devices_keys_and_preferences(db: sqlite3.Connection, tmp_path: Path) -> None:
+def test_good_csv_gives_devices_keys_and_preferences(db: SQLiteDirectoryDB, tmp_path: Path) -> None:
     s = settings(good_csv(tmp_path))
     plan, fresh = run_import(db, s, origin="test", dry_run=False)
     assert plan.diff.added == ("alice@corp.test", "bob@corp.test") and not fresh.notes
@@ -94,7 +91,7 @@ def test_good_csv_gives_devices_keys_and_preferences(db: sqlite3.Connection, tmp
     assert bob.alternates == ("bob@home.example", "bob2@home.example") and bob.preferences.notify == frozenset()
 
 
-def test_json_export_with_renamed_columns_and_lists(db: sqlite3.Connection, tmp_path: Path) -> None:
+def test_json_export_with_renamed_columns_and_lists(db: SQLiteDirectoryDB, tmp_path: Path) -> None:
     path = tmp_path / "mdm.json"
     path.write_text(
         json.dumps(
@@ -153,7 +150,7 @@ BROKEN_CSV = [
 
 @pytest.mark.parametrize(("text", "error"), BROKEN_CSV)
 def test_broken_csv_names_the_row_and_keeps_the_previous_directory(
-    db: sqlite3.Connection, tmp_path: Path, text: str, error: str
+    db: SQLiteDirectoryDB, tmp_path: Path, text: str, error: str
 ) -> None:
     good = settings(good_csv(tmp_path))
     run_import(db, good, origin="test", dry_run=False)
@@ -162,7 +159,7 @@ def test_broken_csv_names_the_row_and_keeps_the_previous_directory(
     path.write_text(text)
     with pytest.raises(DirectoryError, match=error):
         run_import(db, settings(path), origin="test", dry_run=False)
-    assert stored.generation(db) == 1 and sorted(map(repr, current(db, good).users())) == before
+    assert db.generation() == 1 and sorted(map(repr, current(db, good).users())) == before
 
 
 @pytest.mark.parametrize(
@@ -175,15 +172,15 @@ def test_broken_csv_names_the_row_and_keeps_the_previous_directory(
         ('[{"user": "alice@corp.test"}]', r"mdm.json: missing column 'device_id'"),
     ],
 )
-def test_broken_json_names_the_entry(db: sqlite3.Connection, tmp_path: Path, content: str, error: str) -> None:
+def test_broken_json_names_the_entry(db: SQLiteDirectoryDB, tmp_path: Path, content: str, error: str) -> None:
     path = tmp_path / "mdm.json"
     path.write_text(content)
     with pytest.raises(DirectoryError, match=error):
         run_import(db, settings(path), origin="test", dry_run=False)
-    assert stored.generation(db) == 0
+    assert db.generation() == 0
 
 
-def test_rows_for_unknown_users_are_skipped_or_refused(db: sqlite3.Connection, tmp_path: Path) -> None:
+def test_rows_for_unknown_users_are_skipped_or_refused(db: SQLiteDirectoryDB, tmp_path: Path) -> None:
     path = tmp_path / "devices.csv"
     path.write_text("user,device_id\nalice@corp.test,D1\nzed@corp.test,D2\n")
     plan, fresh = run_import(db, settings(path), origin="test", dry_run=False)
@@ -194,7 +191,7 @@ def test_rows_for_unknown_users_are_skipped_or_refused(db: sqlite3.Connection, t
 
 
 def test_a_device_gone_from_the_export_is_a_change_and_a_user_gone_loses_the_device_data(
-    db: sqlite3.Connection, tmp_path: Path
+    db: SQLiteDirectoryDB, tmp_path: Path
 ) -> None:
     path = tmp_path / "devices.csv"
     path.write_text("user,device_id\nalice@corp.test,D1\nalice@corp.test,D2\nbob@corp.test,D3\n")

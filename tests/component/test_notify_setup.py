@@ -43,9 +43,9 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 def client(rig: Rig, *, clock: Any = None) -> tuple[httpx.AsyncClient, SetupService]:
-    assert rig.store is not None and rig.notifier is not None
+    assert rig.store is not None and rig.notifications is not None and rig.notifier is not None
     service = SetupService(
-        rig.store,
+        rig.notifications,
         rig.directory,
         rig.settings,
         hostname=HOSTNAME,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +35,9 @@ from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.store.base import NewMessage, Outcome, RcptState
 from mailstandby.store.sqlite import SQLiteStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.database import database
 
 HOSTNAME = "standby.corp.test"
 SENDER = "s@example.test"
@@ -111,11 +114,8 @@ class Rig:
 
     def dsns(self) -> list[tuple[str, str]]:
         """(id, sender) of every DSN the runner queued."""
-        db = sqlite3.connect(self.data_dir / "mailstandby.db")
-        try:
+        with database(self.data_dir) as db:
             return db.execute("SELECT id, sender FROM messages WHERE origin = 'dsn'").fetchall()
-        finally:
-            db.close()
 
     async def pending_ids(self) -> set[str]:
         assert self.store is not None

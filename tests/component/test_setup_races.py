@@ -56,10 +56,10 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 async def setup_site(rig: Rig) -> tuple[Starlette, str]:
     """The setup routes over the rig's store, and a fresh personal link for alice."""
-    assert rig.store is not None and rig.notifier is not None
+    assert rig.store is not None and rig.notifications is not None and rig.notifier is not None
     key = tokens.load_key(rig.data_dir)
     service = SetupService(
-        rig.store,
+        rig.notifications,
         rig.directory,
         rig.settings,
         hostname=HOSTNAME,
@@ -70,7 +70,7 @@ async def setup_site(rig: Rig) -> tuple[Starlette, str]:
     token = tokens.link_token(key, ALICE, "setup-races")
     now = time.time()
     hashed = tokens.token_hash(token)
-    await rig.store.call(lambda db: tokens.add_token(db, hashed, ALICE, tokens.Purpose.LINK, now, now + 3600))
+    await rig.notifications.add_link_token(hashed, ALICE, now, now + 3600)
     return Starlette(routes=setup_routes(service)), f"/setup/{token}"
 
 
@@ -82,13 +82,13 @@ async def a_code(rig: Rig, nonce: str) -> str:
 
 
 async def test_parallel_code_requests_on_one_link_never_pass_three_live_codes(rig: Rig) -> None:
-    assert rig.store is not None
+    assert rig.notifications is not None
     app, path = await setup_site(rig)
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http:
         answers = await asyncio.gather(*(http.post(path + "/code") for _ in range(20)))
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] * 3 + [429] * 17
-    assert tokens.live_codes(rig.store.read_connection(), ALICE, time.time()) == 3
+    assert rig.notifications.live_codes(ALICE, time.time()) == 3
 
 
 class WatchedHasher:
@@ -136,7 +136,7 @@ async def test_the_password_form_checks_the_code_before_hashing_and_hashes_off_t
     ],
 )
 async def test_the_setup_page_refuses_a_weak_password_and_keeps_the_code(rig: Rig, password: str, why: str) -> None:
-    assert rig.store is not None
+    assert rig.notifications is not None
     app, path = await setup_site(rig)
     code = await a_code(rig, "n-2")
     async with served(app) as url, httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http:

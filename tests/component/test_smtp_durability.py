@@ -9,16 +9,20 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
-import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from smtp_harness import TIMEOUT, Gateway, GatewayFactory, message
 
 from mailstandby.transport import Connection
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.database import database
 
 
 def segment_fds(gw: Gateway) -> Callable[[int], bool]:
@@ -61,11 +65,8 @@ async def test_segment_fsync_happens_before_the_250(gw: Gateway, monkeypatch: py
 
         def write(self, data: bytes) -> None:
             if b"queued as" in data:  # is the index row committed, as seen by another connection?
-                db = sqlite3.connect(gw.data_dir / "mailstandby.db")
-                try:
+                with database(gw.data_dir) as db:
                     rows = db.execute("SELECT id FROM messages").fetchall()
-                finally:
-                    db.close()
                 events.append(("indexed", {r[0] for r in rows}))
             events.append(("write", bytes(data)))
             self._transport.write(data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +34,9 @@ from mailstandby.store.base import (
 )
 from mailstandby.store.segments import SegmentWriter
 from mailstandby.store.sqlite import SQLiteStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.database import database
 
 SMALL = StoreSettings(segment_size=1 * MiB)  # the smallest allowed: rotation after ~1 MiB
 
@@ -158,11 +161,8 @@ async def test_sqlite_runs_in_wal_mode_with_synchronous_full(open_store: StoreFa
         assert db is not None
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    outside = sqlite3.connect(data_dir / "mailstandby.db")  # WAL is a property of the file
-    try:
+    with database(data_dir) as outside:  # WAL is a property of the file
         assert outside.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        outside.close()
 
 
 # -- D1: the order of the commit ---------------------------------------------------------------
@@ -192,12 +192,9 @@ async def test_body_is_fsynced_before_the_index_commit_and_visible_when_accept_r
     await store.accept(m)
     assert events[:2] == ["fsync-segment", "commit"], events
 
-    fresh = sqlite3.connect(data_dir / "mailstandby.db")  # another process's view, right after accept()
-    try:
+    with database(data_dir) as fresh:  # another process's view, right after accept()
         assert fresh.execute("SELECT id FROM messages").fetchall() == [(m.id,)]
         assert fresh.execute("SELECT rcpt, state FROM deliveries").fetchall() == [("alice@corp.test", "queued")]
-    finally:
-        fresh.close()
 
 
 async def test_a_new_segment_is_made_durable_in_its_directory_before_use(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.database import query, query_dicts
 
 
 def toml_value(value: Any) -> str:
@@ -164,22 +164,12 @@ class Standby:
 
     def failover_state(self) -> dict[str, Any]:
         """The recorded failover state, straight from the store."""
-        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
-        try:
-            db.row_factory = sqlite3.Row
-            row = db.execute("SELECT mode, users, seq, held FROM failover_state").fetchone()
-            return dict(row) if row else {"mode": "normal", "users": None, "seq": 0, "held": 0}
-        finally:
-            db.close()
+        rows = query_dicts(self.data_dir, "SELECT mode, users, seq, held FROM failover_state")
+        return rows[0] if rows else {"mode": "normal", "users": None, "seq": 0, "held": 0}
 
     def transitions(self) -> list[dict[str, Any]]:
         """Every recorded failover transition, oldest first."""
-        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
-        try:
-            db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute("SELECT * FROM failover_log ORDER BY id")]
-        finally:
-            db.close()
+        return query_dicts(self.data_dir, "SELECT * FROM failover_log ORDER BY id")
 
     def kill(self) -> None:
         """kill -9 (the whole process group); a no-op when not running."""
@@ -202,31 +192,23 @@ class Standby:
 
     def deliveries(self) -> list[dict[str, Any]]:
         """Per-recipient queue states, read straight from the store."""
-        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
-        try:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(
-                "SELECT d.message_id, m.sender, d.rcpt, d.state, d.attempts, d.last_reply, m.origin"
-                " FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY m.received_at"
-            ).fetchall()
-            return [dict(r) for r in rows]
-        finally:
-            db.close()
+        return query_dicts(
+            self.data_dir,
+            "SELECT d.message_id, m.sender, d.rcpt, d.state, d.attempts, d.last_reply, m.origin"
+            " FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY m.received_at",
+        )
 
     def mailbox(self, user: str, name: str) -> list[tuple[bytes, int, str]]:
         """(body, journaled, flags) of each message in a standby mailbox, in UID order."""
-        db = sqlite3.connect(f"file:{self.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
-        try:
-            return [
-                (bytes(body), journaled, flags)
-                for body, journaled, flags in db.execute(
-                    "SELECT b.data, m.journaled, m.flags FROM mail m JOIN mailboxes x ON x.id = m.mailbox_id"
-                    " JOIN bodies b ON b.id = m.body_id WHERE x.user = ? AND x.name = ? ORDER BY m.uid",
-                    (user, name),
-                )
-            ]
-        finally:
-            db.close()
+        return [
+            (bytes(body), journaled, flags)
+            for body, journaled, flags in query(
+                self.data_dir,
+                "SELECT b.data, m.journaled, m.flags FROM mail m JOIN mailboxes x ON x.id = m.mailbox_id"
+                " JOIN bodies b ON b.id = m.body_id WHERE x.user = ? AND x.name = ? ORDER BY m.uid",
+                (user, name),
+            )
+        ]
 
     def queued(self) -> list[dict[str, Any]]:
         return [d for d in self.deliveries() if d["state"] == "queued"]

@@ -142,7 +142,7 @@ def test_readiness_names_the_unreachable() -> None:
         User("quiet@corp.test", alternates=("q@home.test",), preferences=Preferences(notify=frozenset())),
         User("gone@corp.test", enabled=False),
     ]
-    data = readiness.report(users, None)
+    data = readiness.report(users, set())
     by = {u["address"]: u["gaps"] for u in data["users"]}
     assert by == {
         "ok@corp.test": ["no-standby-password"],

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from mailstandby.__main__ import main
 from mailstandby.config import ConfigError, load
-from mailstandby.store.sqlite import connect, migrate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.database import create
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -50,9 +53,7 @@ def test_bad_sync_keys_are_named(tmp_path: Path, text: str, key: str) -> None:
 
 def store(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    db = connect(tmp_path / "data" / "mailstandby.db")
-    migrate(db)
-    db.close()
+    create(tmp_path / "data")
 
 
 def test_sync_run_without_credentials_says_which_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

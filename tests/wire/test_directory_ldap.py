@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from tests.support.ldaptree import AD, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, ad_
 
 from mailstandby.config import DirectorySettings, LDAPSettings
 from mailstandby.core.model import Address
-from mailstandby.directory import stored
 from mailstandby.directory.importer import current, run_import
 from mailstandby.directory.static import DirectoryError
-from mailstandby.store.sqlite import connect, migrate
+from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
 CERT_USERS = (4, 8)
 
@@ -36,11 +34,10 @@ def slapd(tmp_path: Path, certs: dict[int, bytes]) -> Iterator[Slapd]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    conn = connect(tmp_path / "mailstandby.db")
-    migrate(conn)
-    yield conn
-    conn.close()
+def db(tmp_path: Path) -> Iterator[SQLiteDirectoryDB]:
+    records = SQLiteDirectoryDB(tmp_path)
+    yield records
+    records.close()
 
 
 def settings(slapd: Slapd, tmp_path: Path, **ldap: object) -> DirectorySettings:
@@ -58,7 +55,7 @@ def settings(slapd: Slapd, tmp_path: Path, **ldap: object) -> DirectorySettings:
     return DirectorySettings(domains=["corp.test"], ldap=LDAPSettings(**values))
 
 
-def lookup(db: sqlite3.Connection, s: DirectorySettings, address: str):
+def lookup(db: SQLiteDirectoryDB, s: DirectorySettings, address: str):
     return current(db, s).lookup(Address.parse(address))
 
 
@@ -72,12 +69,12 @@ def test_a_plain_search_is_size_limited_so_the_import_must_page(slapd: Slapd) ->
 
 
 def test_import_200_users_then_reimport_applies_the_exact_diff(
-    slapd: Slapd, db: sqlite3.Connection, tmp_path: Path, certs: dict[int, bytes]
+    slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path, certs: dict[int, bytes]
 ) -> None:
     s = settings(slapd, tmp_path)
     plan, _ = run_import(db, s, origin="test", dry_run=False)
     assert len(plan.diff.added) == 200 and not plan.diff.changed and not plan.diff.disabled
-    assert stored.generation(db) == 1
+    assert db.generation() == 1
 
     u5 = lookup(db, s, "u5@corp.test")  # mailAlternateAddress is an alias
     assert u5 is not None and u5.address == "user005@corp.test" and u5.display_name == "User Number 5"
@@ -113,10 +110,10 @@ def test_import_200_users_then_reimport_applies_the_exact_diff(
         "user030@corp.test": ("display_name",),
     }
     assert dry.diff.disabled == (("user020@corp.test", "gone-from-source"), ("user021@corp.test", "gone-from-source"))
-    assert stored.generation(db) == 1 and {u.address: u for u in current(db, s).users()} == before  # dry run
+    assert db.generation() == 1 and {u.address: u for u in current(db, s).users()} == before  # dry run
 
     applied, _ = run_import(db, s, origin="test", dry_run=False)
-    assert applied.diff == dry.diff and stored.generation(db) == 2
+    assert applied.diff == dry.diff and db.generation() == 2
     assert lookup(db, s, "ten@corp.test").address == "user010@corp.test"
     assert lookup(db, s, "user201@corp.test") is not None
     assert lookup(db, s, "user020@corp.test") is None  # disabled: 550 5.1.1 at RCPT
@@ -125,10 +122,10 @@ def test_import_200_users_then_reimport_applies_the_exact_diff(
     assert lookup(db, s, "user007@corp.test").devices[0].phone == "+442079460007"
 
     again, _ = run_import(db, s, origin="test", dry_run=False)
-    assert again.diff.empty and stored.generation(db) == 2  # nothing changed: no new generation
+    assert again.diff.empty and db.generation() == 2  # nothing changed: no new generation
 
 
-def test_active_directory_proxy_addresses_uac_and_upn(slapd: Slapd, db: sqlite3.Connection, tmp_path: Path) -> None:
+def test_active_directory_proxy_addresses_uac_and_upn(slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path) -> None:
     ldif = "".join(
         [
             ad_user(
@@ -160,20 +157,20 @@ def test_active_directory_proxy_addresses_uac_and_upn(slapd: Slapd, db: sqlite3.
     assert plan.diff.added == ("una@corp.test",)  # no mail, no proxyAddresses: userPrincipalName
 
 
-def _unchanged(db: sqlite3.Connection, s: DirectorySettings) -> None:
-    assert stored.generation(db) == 1
+def _unchanged(db: SQLiteDirectoryDB, s: DirectorySettings) -> None:
+    assert db.generation() == 1
     assert lookup(db, s, "user001@corp.test") is not None
 
 
 @pytest.fixture
-def imported(slapd: Slapd, db: sqlite3.Connection, tmp_path: Path) -> DirectorySettings:
+def imported(slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path) -> DirectorySettings:
     s = settings(slapd, tmp_path)
     run_import(db, s, origin="test", dry_run=False)
     return s
 
 
 def test_wrong_password_keeps_the_previous_directory(
-    slapd: Slapd, db: sqlite3.Connection, tmp_path: Path, imported: DirectorySettings
+    slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path, imported: DirectorySettings
 ) -> None:
     bad = tmp_path / "bad.pw"
     bad.write_text("wrong")
@@ -184,7 +181,7 @@ def test_wrong_password_keeps_the_previous_directory(
 
 
 def test_unreachable_server_keeps_the_previous_directory(
-    slapd: Slapd, db: sqlite3.Connection, tmp_path: Path, imported: DirectorySettings
+    slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path, imported: DirectorySettings
 ) -> None:
     slapd.stop()
     with pytest.raises(DirectoryError, match=r"cannot connect to the server"):
@@ -193,7 +190,7 @@ def test_unreachable_server_keeps_the_previous_directory(
 
 
 def test_duplicate_address_names_both_entries(
-    slapd: Slapd, db: sqlite3.Connection, tmp_path: Path, imported: DirectorySettings
+    slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path, imported: DirectorySettings
 ) -> None:
     slapd.ldapmodify(
         f"dn: uid=user050,{PEOPLE}\nchangetype: modify\nadd: mailAlternateAddress\n"
@@ -207,7 +204,7 @@ def test_duplicate_address_names_both_entries(
 
 
 def test_invalid_address_names_the_entry(
-    slapd: Slapd, db: sqlite3.Connection, tmp_path: Path, imported: DirectorySettings
+    slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path, imported: DirectorySettings
 ) -> None:
     slapd.ldapmodify(f"dn: uid=user060,{PEOPLE}\nchangetype: modify\nreplace: mail\nmail: not an address\n")
     with pytest.raises(DirectoryError, match=rf"entry uid=user060,{PEOPLE}: mail 'not an address' is not an address"):
@@ -216,7 +213,7 @@ def test_invalid_address_names_the_entry(
 
 
 def test_a_mass_disappearance_is_refused(
-    slapd: Slapd, db: sqlite3.Connection, tmp_path: Path, imported: DirectorySettings
+    slapd: Slapd, db: SQLiteDirectoryDB, tmp_path: Path, imported: DirectorySettings
 ) -> None:
     wrong_base = settings(slapd, tmp_path, base_dn="ou=services,dc=corp,dc=test")
     with pytest.raises(DirectoryError, match="would disable 200 of 200 users"):
@@ -242,7 +239,7 @@ def tls_slapd(tmp_path: Path) -> Iterator[tuple[Slapd, Path]]:
 
 
 def test_ldaps_and_starttls_with_the_servers_ca(
-    tls_slapd: tuple[Slapd, Path], db: sqlite3.Connection, tmp_path: Path
+    tls_slapd: tuple[Slapd, Path], db: SQLiteDirectoryDB, tmp_path: Path
 ) -> None:
     slapd, ca_file = tls_slapd
     plan, _ = run_import(db, settings(slapd, tmp_path, url=slapd.ldaps_url, ca_file=ca_file), origin="t", dry_run=True)
@@ -254,7 +251,7 @@ def test_ldaps_and_starttls_with_the_servers_ca(
 
 @pytest.mark.parametrize("start_tls", [False, True])
 def test_tls_refuses_an_unknown_ca_and_a_wrong_host_name(
-    tls_slapd: tuple[Slapd, Path], db: sqlite3.Connection, tmp_path: Path, start_tls: bool
+    tls_slapd: tuple[Slapd, Path], db: SQLiteDirectoryDB, tmp_path: Path, start_tls: bool
 ) -> None:
     slapd, ca_file = tls_slapd
     url = slapd.url if start_tls else slapd.ldaps_url
@@ -268,4 +265,4 @@ def test_tls_refuses_an_unknown_ca_and_a_wrong_host_name(
             origin="t",
             dry_run=True,
         )
-    assert stored.generation(db) == 0
+    assert db.generation() == 0

@@ -14,59 +14,46 @@ import imaplib
 import plistlib
 import re
 import socket
-import sqlite3
 import ssl
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 from tests.component.fake_primary import FakePrimary
+from tests.support.database import query
 from tests.support.standby import Standby
 
 from mailstandby.config import NotifySettings, load
 from mailstandby.directory.static import from_settings
 from mailstandby.notify.setup import SetupService, setup_routes
 from mailstandby.notify.tokens import load_key
-from mailstandby.store.sqlite import connect
+from mailstandby.store.sqlite_notify import SQLiteNotifyDB
 
-T = TypeVar("T")
 PASSWORD = "standby-pw-7"
 
 
-class DirectDB:
+class DirectDB(SQLiteNotifyDB):
     """The store calls the setup routes make, on a connection of their own to the standby's database
     (as `mailstandby passwd` does): token reads and updates, credentials, audit."""
 
-    def __init__(self, path: Path) -> None:
-        self.db = connect(path)
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(self.db)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-        return result
-
-    def read_connection(self) -> sqlite3.Connection:
-        return self.db
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.data_dir = data_dir
 
     async def accept(self, message: Any) -> Any:
         raise AssertionError("the setup routes never queue mail themselves")
 
     async def password_hash(self, user: str) -> str | None:
-        row = self.db.execute("SELECT hash FROM credentials WHERE user = ?", (user,)).fetchone()
-        return row[0] if row else None
+        rows = query(self.data_dir, "SELECT hash FROM credentials WHERE user = ?", (user,))
+        return rows[0][0] if rows else None
 
     async def set_password_hash(self, user: str, hashed: str) -> None:
         raise AssertionError("not used here")
@@ -137,7 +124,7 @@ async def test_setup_link_profiles_log_in_to_the_running_standby(tmp_path: Path,
         first = await notify_test(standby, smarthost, 1)
         imaps = standby.listeners["imaps"]
         cfg = load(standby.config_path)
-        db = DirectDB(standby.data_dir / "mailstandby.db")
+        db = DirectDB(standby.data_dir)
         settings = NotifySettings(public_host="127.0.0.1", imap_port=imaps, imap_security="ssl", organization="Corp")
 
         async def no_codes(*_: object) -> None:
@@ -191,7 +178,7 @@ async def test_setup_link_profiles_log_in_to_the_running_standby(tmp_path: Path,
             timeout=60,
         )
         assert status.returncode == 0 and status.stdout.count('"state": "sent"') == 2
-        db.db.close()
+        db.close()
     finally:
         if server is not None and task is not None:
             server.should_exit = True

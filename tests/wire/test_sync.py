@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.database import query
 from tests.support.outage import (
     JOURNALED,
     USERS,
@@ -29,8 +29,10 @@ from tests.support.primary import Primary
 from tests.support.standby import render_config
 
 from mailstandby.config import PrimarySettings, SyncSettings
+from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import PrimaryUnavailable, SyncEngine
 from mailstandby.sync.plan import Progress
+from mailstandby.sync.records import RunLock
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -64,7 +66,8 @@ def settings(primary: Primary, **overrides: object) -> SyncSettings:
 
 def engine(outage: Outage, primary: Primary, **overrides: object) -> SyncEngine:
     return SyncEngine(
-        outage.data_dir / "mailstandby.db",
+        SQLiteSyncRecords(outage.data_dir),
+        RunLock(outage.data_dir),
         settings(primary, **overrides),
         PrimarySettings(),
         password=primary.master_password,
@@ -72,13 +75,9 @@ def engine(outage: Outage, primary: Primary, **overrides: object) -> SyncEngine:
 
 
 def done_records(outage: Outage) -> list[tuple[str, str, int, str]]:
-    db = sqlite3.connect(f"file:{outage.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
-    try:
-        return db.execute(
-            "SELECT user, folder, body_id, reason FROM sync_items WHERE state = 'done' ORDER BY user"
-        ).fetchall()
-    finally:
-        db.close()
+    return query(  # type: ignore[return-value]
+        outage.data_dir, "SELECT user, folder, body_id, reason FROM sync_items WHERE state = 'done' ORDER BY user"
+    )
 
 
 async def test_sync_puts_every_outage_message_into_the_primary_once(outage: Outage, primary20: Primary) -> None:
@@ -128,7 +127,7 @@ async def test_cancelled_mid_run_and_crash_between_append_and_record_resume_with
     # 2) a crash in the window between the primary's OK to APPEND and our record: the next run's
     # records are never written (as if the process died right after the OK), then a fresh engine
     crashing = engine(outage, primary20, concurrency=1, batch_messages=8)
-    real_finish = crashing.db.finish
+    real_finish = crashing.records.finish
     calls = 0
 
     async def finish_then_die(done: list) -> None:  # type: ignore[type-arg]
@@ -140,7 +139,7 @@ async def test_cancelled_mid_run_and_crash_between_append_and_record_resume_with
             raise asyncio.CancelledError
         await real_finish(done)
 
-    crashing.db.finish = finish_then_die  # type: ignore[method-assign]
+    crashing.records.finish = finish_then_die  # type: ignore[method-assign]
     crash: asyncio.Task[object] | None = None
     crash = asyncio.create_task(crashing.run())
     with pytest.raises(asyncio.CancelledError):
@@ -191,11 +190,7 @@ async def test_primary_fails_during_sync_then_a_later_run_completes(outage: Outa
 
 
 def _message_id(outage: Outage, body_id: int) -> str:
-    db = sqlite3.connect(f"file:{outage.data_dir / 'mailstandby.db'}?mode=ro", uri=True)
-    try:
-        (data,) = db.execute("SELECT data FROM bodies WHERE id = ?", (body_id,)).fetchone()
-    finally:
-        db.close()
+    [(data,)] = query(outage.data_dir, "SELECT data FROM bodies WHERE id = ?", (body_id,))
     header = bytes(data).split(b"\r\n\r\n", 1)[0].decode()
     [line] = [h for h in header.split("\r\n") if h.lower().startswith("message-id:")]
     return line.split(":", 1)[1].strip()
@@ -250,7 +245,7 @@ async def test_a_command_line_sync_beside_the_servers_own_waits_its_turn(
     in the primary once, and a later command-line run has nothing to do. A server sync that finds the
     command line's run going waits for it, then runs."""
     server = engine(outage, primary20, concurrency=1, batch_messages=8)
-    real_finish = server.db.finish
+    real_finish = server.records.finish
     midway, resume = asyncio.Event(), asyncio.Event()
     calls = 0
 
@@ -262,7 +257,7 @@ async def test_a_command_line_sync_beside_the_servers_own_waits_its_turn(
             midway.set()
             await resume.wait()
 
-    server.db.finish = finish_then_pause  # type: ignore[method-assign]
+    server.records.finish = finish_then_pause  # type: ignore[method-assign]
     run = asyncio.create_task(server.run())
     config = _cli_config(tmp_path, outage, primary20, primary20.imap_port)
     try:

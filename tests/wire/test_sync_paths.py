@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
+from tests.support.database import change
 from tests.support.outage import closed_port, primary_state
 from tests.support.primary import Primary
 from tests.support.standby import Standby, render_config
@@ -21,7 +21,9 @@ from mailstandby.config import PrimarySettings, StoreSettings, SyncSettings
 from mailstandby.store.mailbox import FlagMode
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
+from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import PrimaryUnavailable, SyncEngine
+from mailstandby.sync.records import RunLock
 
 ALICE = "alice@corp.test"
 BOB = "bob@corp.test"
@@ -66,7 +68,8 @@ def engine(data_dir: Path, primary: Primary, **overrides: object) -> SyncEngine:
     }
     values.update(overrides)
     return SyncEngine(
-        data_dir / "mailstandby.db",
+        SQLiteSyncRecords(data_dir),
+        RunLock(data_dir),
         SyncSettings.model_validate(values),
         PrimarySettings(host=primary.host, port=primary.smtp_port),
         password=primary.master_password,
@@ -280,14 +283,13 @@ async def test_synchronizing_literals_into_a_server_without_literal_plus(tmp_pat
             master_user="unused",
             login_format="{user}",
         )
-        sync = SyncEngine(data / "mailstandby.db", settings, PrimarySettings(), password="target-pw-long")
+        sync = SyncEngine(
+            SQLiteSyncRecords(data), RunLock(data), settings, PrimarySettings(), password="target-pw-long"
+        )
         try:
             report = await sync.run()
             assert report.complete and report.reasons == {"appended": 4}
-            db = sqlite3.connect(data / "mailstandby.db")  # as if the process died before recording
-            db.execute("UPDATE sync_items SET state = 'pending'")
-            db.commit()
-            db.close()
+            change(data, "UPDATE sync_items SET state = 'pending'")  # as if the process died before recording
             again = await sync.run()
             assert again.reasons == {"found-by-trace": 4}
         finally:

@@ -17,7 +17,6 @@ import json
 import os
 import ssl
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -192,7 +191,7 @@ def _dns_text(body: dict[str, Any]) -> str:
 def _set_admin(cfg: Config, name: str, password_file: Path | None) -> int:
     """Store an argon2id hash of an administrator's password (the server need not be stopped)."""
     from mailstandby.cli.passwords import new_password_hash
-    from mailstandby.store.sqlite import connect, insert_audit, migrate
+    from mailstandby.store.sqlite_admin import set_admin_password
 
     if not name or len(name) > 64 or any(c.isspace() or c == ":" for c in name):
         print("mailstandby: an administrator name has 1-64 characters, no spaces or ':'", file=sys.stderr)
@@ -201,16 +200,6 @@ def _set_admin(cfg: Config, name: str, password_file: Path | None) -> int:
     hashed = new_password_hash(prompt, password_file, account=name, min_length=cfg.auth.min_password_length)
     if hashed is None:
         return 1
-    cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = connect(cfg.node.data_dir / "mailstandby.db")
-    try:
-        migrate(db)
-        now = time.time()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT OR REPLACE INTO admins (name, hash, updated_at) VALUES (?, ?, ?)", (name, hashed, now))
-        insert_audit(db, getpass.getuser(), "admin.set-password", "ok", peer="cli", detail=f"administrator {name}")
-        db.execute("COMMIT")
-    finally:
-        db.close()
+    set_admin_password(cfg.node.data_dir, name, hashed, actor=getpass.getuser())
     print(f"password set for administrator {name}")
     return 0

@@ -21,8 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mailstandby.config import Config
+from mailstandby.store.paths import database_path
+from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import PrimaryUnavailable, SyncEngine, SyncError
 from mailstandby.sync.plan import Progress as SyncProgress
+from mailstandby.sync.records import RunLock
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -37,11 +40,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
-    db_path = cfg.node.data_dir / "mailstandby.db"
+    data_dir = cfg.node.data_dir
+    db_path = database_path(data_dir)
     if not db_path.exists():
         print(f"mailstandby: no store at {db_path}: nothing to sync", file=sys.stderr)
         return 0 if args.sync_command == "status" else 2
-    engine = SyncEngine(db_path, cfg.sync, cfg.primary, hostname=cfg.node.hostname)
+    engine = SyncEngine(
+        SQLiteSyncRecords(data_dir), RunLock(data_dir), cfg.sync, cfg.primary, hostname=cfg.node.hostname
+    )
     if args.sync_command == "status":
         return asyncio.run(_status(engine, as_json=args.json))
     return asyncio.run(_run(engine, args.user))
@@ -50,7 +56,7 @@ def main(cfg: Config, args: argparse.Namespace) -> int:
 async def _status(engine: SyncEngine, *, as_json: bool) -> int:
     try:
         status = await engine.status()
-        failures = await engine.db.failures()
+        failures = await engine.records.failures()
     finally:
         await engine.close()
     total = status.total

@@ -1,4 +1,4 @@
-"""`mailstandby directory import [--dry-run] | diff | show [USER]`, given an open store connection.
+"""`mailstandby directory import [--dry-run] | diff | show [USER]`, given the stored directory.
 
 A running server picks up an applied import within `directory.reload_interval`
 seconds; nothing needs a restart.
@@ -8,21 +8,20 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import sqlite3
 import sys
 from typing import TextIO
 
 from mailstandby.config import DirectorySettings
 from mailstandby.core.model import Address
-from mailstandby.directory import stored
 from mailstandby.directory.base import User
 from mailstandby.directory.importer import configured, current, run_import
 from mailstandby.directory.static import DirectoryError
+from mailstandby.directory.stored import StoredDirectory
 
 
 def run(
     action: str,
-    db: sqlite3.Connection,
+    records: StoredDirectory,
     settings: DirectorySettings,
     *,
     user: str | None = None,
@@ -30,13 +29,13 @@ def run(
     out: TextIO = sys.stdout,
 ) -> int:
     if action == "show":
-        return show(db, settings, user, out)
+        return show(records, settings, user, out)
     if not configured(settings):
         print("mailstandby: nothing to import: set [directory.ldap] url or [directory.devices] files", file=sys.stderr)
         return 2
     dry_run = dry_run or action == "diff"
     try:
-        plan, fresh = run_import(db, settings, origin="command line", dry_run=dry_run)
+        plan, fresh = run_import(records, settings, origin="command line", dry_run=dry_run)
     except DirectoryError as e:
         print(f"mailstandby: directory import failed; the previous directory stays in force:\n  {e}", file=sys.stderr)
         return 1
@@ -49,14 +48,14 @@ def run(
     elif plan.diff.empty:
         print("no changes", file=out)
     else:
-        print(f"applied as directory generation {stored.generation(db)}", file=out)
+        print(f"applied as directory generation {records.generation()}", file=out)
     return 0
 
 
-def show(db: sqlite3.Connection, settings: DirectorySettings, user: str | None, out: TextIO) -> int:
-    view = current(db, settings)
+def show(records: StoredDirectory, settings: DirectorySettings, user: str | None, out: TextIO) -> int:
+    view = current(records, settings)
     if user is None:
-        last = stored.last_import(db)
+        last = records.last_import()
         when = "never imported" if last is None else (f"generation {last[0]}, imported {_time(last[1])} by {last[2]}")
         print(f"directory: {len(view)} users in {len(view.domains)} domains; {when}", file=out)
         for u in sorted(view.users(), key=lambda u: u.address.lower()):

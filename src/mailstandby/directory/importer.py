@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-from collections.abc import Callable
-from pathlib import Path
-from typing import Protocol, TypeVar
 
 from mailstandby.config import DirectorySettings
 from mailstandby.core.events import Event
-from mailstandby.directory import stored
 from mailstandby.directory.devices import check_columns, read_exports
 from mailstandby.directory.ldap import fetch
 from mailstandby.directory.ldapmap import mapping_for
 from mailstandby.directory.merge import Fresh, Plan, build, plan
 from mailstandby.directory.static import DirectoryError, StaticDirectory, static_users
+from mailstandby.directory.stored import DirectoryStore, StoredDirectory
 from mailstandby.directory.view import DirectoryView, combine
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 def configured(settings: DirectorySettings) -> bool:
@@ -61,31 +55,19 @@ def gather(settings: DirectorySettings) -> Fresh:
 
 
 def run_import(
-    db: sqlite3.Connection, settings: DirectorySettings, *, origin: str, dry_run: bool
+    records: StoredDirectory, settings: DirectorySettings, *, origin: str, dry_run: bool
 ) -> tuple[Plan, Fresh]:
-    """An import through `db` in one IMMEDIATE transaction (the command line's way)."""
+    """An import applied to `records` in one transaction (the command line's way)."""
     fresh = gather(settings)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        applied = stored.apply_import(
-            db, fresh, origin=origin, max_disable_fraction=settings.max_disable_fraction, dry_run=dry_run
-        )
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    applied = records.apply_import(
+        fresh, origin=origin, max_disable_fraction=settings.max_disable_fraction, dry_run=dry_run
+    )
     return applied, fresh
 
 
-def current(db: sqlite3.Connection, settings: DirectorySettings) -> DirectoryView:
+def current(records: StoredDirectory, settings: DirectorySettings) -> DirectoryView:
     """The combined directory (config file + stored import) as the server would see it now."""
-    return DirectoryView(combine(settings.domains, static_users(settings), stored.load(db)), stored.generation(db))
-
-
-class DirectoryStore(Protocol):
-    def read_connection(self) -> sqlite3.Connection: ...
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+    return DirectoryView(combine(settings.domains, static_users(settings), records.load()), records.generation())
 
 
 class DirectoryService:
@@ -96,15 +78,14 @@ class DirectoryService:
     store's writer thread (which also accepts mail) only writes a plan made beforehand.
     """
 
-    def __init__(self, view: DirectoryView, store: DirectoryStore, settings: DirectorySettings, db_path: Path) -> None:
+    def __init__(self, view: DirectoryView, store: DirectoryStore, settings: DirectorySettings) -> None:
         self.view = view
         self.store = store
         self.settings = settings
-        self.db_path = db_path
         self._static = list(static_users(settings))
 
     def _build(self) -> tuple[StaticDirectory, int]:
-        gen, users = stored.snapshot(self.db_path)
+        gen, users = self.store.snapshot()
         return combine(self.settings.domains, self._static, users), gen
 
     def _swap(self, built: tuple[StaticDirectory, int]) -> None:
@@ -131,18 +112,14 @@ class DirectoryService:
         fraction = self.settings.max_disable_fraction
 
         def planned() -> tuple[int, Plan]:
-            gen, previous = stored.snapshot(self.db_path)
+            gen, previous = self.store.snapshot()
             return gen, plan(previous, fresh.users, max_disable_fraction=fraction)
 
         gen, p = await asyncio.to_thread(planned)
-
-        def write(db: sqlite3.Connection) -> Plan:
-            if stored.generation(db) != gen:  # another import landed meanwhile: plan again, here
-                return stored.apply_import(db, fresh, origin="server", max_disable_fraction=fraction)
-            stored.write_plan(db, p, origin="server")
-            return p
-
-        applied = await self.store.call(write)
+        # written by the store's writer; planned again there if another import landed meanwhile
+        applied = await self.store.write_plan(
+            p, planned_at=gen, fresh=fresh, origin="server", max_disable_fraction=fraction
+        )
         for note in fresh.notes:
             log.info("%s: note: %s", Event.DIRECTORY_IMPORTED, note)
         log.info("%s: %s", Event.DIRECTORY_IMPORTED, applied.diff.summary())
@@ -164,7 +141,7 @@ class DirectoryService:
         while True:
             await asyncio.sleep(interval)
             try:
-                if stored.generation(self.store.read_connection()) != self.view.generation:
+                if self.store.generation() != self.view.generation:
                     await self.reload()
             except Exception:
                 log.exception("%s: reload failed; the previous directory stays in force", Event.DIRECTORY_IMPORT_FAILED)

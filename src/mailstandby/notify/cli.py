@@ -1,15 +1,15 @@
 """`mailstandby notify readiness | test USER | status` and the template check of `check-config`.
 
-These run beside a live server: they read the store, and `notify test` adds
-rows (and a setup link) to the notifications table directly, as `mailstandby
-passwd` does with credentials; the running server's notifier picks them up
-within a few seconds and sends them.
+These run beside a live server: they read the store on a connection of their
+own, and `notify test` adds rows (and a setup link) to it directly, as
+`mailstandby passwd` does with credentials; the running server's notifier picks
+them up within a few seconds and sends them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 import sys
 import time
 
@@ -18,8 +18,10 @@ from mailstandby.core.model import Address
 from mailstandby.directory.base import NoticeKind
 from mailstandby.directory.static import from_settings
 from mailstandby.notify import compose, readiness, tokens
-from mailstandby.notify.notifier import insert_rows, plan_announcement, read_status
+from mailstandby.notify.notifier import plan_announcement
 from mailstandby.notify.templates import Templates
+from mailstandby.store.paths import database_path
+from mailstandby.store.sqlite_notify import SQLiteNotifyDB
 
 
 def check_templates(cfg: Config) -> list[str]:
@@ -27,17 +29,17 @@ def check_templates(cfg: Config) -> list[str]:
     return Templates(cfg.notify.templates).check(compose.sample_context(cfg.notify, cfg.node.hostname))
 
 
-def _read_db(cfg: Config) -> sqlite3.Connection | None:
-    path = cfg.node.data_dir / "mailstandby.db"
-    if not path.exists():
+def _read_db(cfg: Config) -> SQLiteNotifyDB | None:
+    """The store read-only, or None when there is none yet."""
+    if not database_path(cfg.node.data_dir).exists():
         return None
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    return SQLiteNotifyDB(cfg.node.data_dir, read_only=True)
 
 
 def show_readiness(cfg: Config, as_json: bool) -> int:
     db = _read_db(cfg)
     try:
-        data = readiness.report(from_settings(cfg.directory).users(), db)
+        data = readiness.report(from_settings(cfg.directory).users(), set() if db is None else db.passwords())
     finally:
         if db is not None:
             db.close()
@@ -55,8 +57,6 @@ def show_readiness(cfg: Config, as_json: bool) -> int:
 
 def send_test(cfg: Config, username: str) -> int:
     """Queue a SETUP notice (with a setup link when `notify.setup_url` is set) for one user."""
-    from mailstandby.store.sqlite import connect, migrate
-
     try:
         user = from_settings(cfg.directory).lookup(Address.parse(username))
     except ValueError:
@@ -71,16 +71,13 @@ def send_test(cfg: Config, username: str) -> int:
         return 1
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = tokens.load_key(cfg.node.data_dir)
-    db = connect(cfg.node.data_dir / "mailstandby.db")
+    db = SQLiteNotifyDB(cfg.node.data_dir)
     try:
-        migrate(db)
         now = time.time()
-        db.execute("BEGIN IMMEDIATE")
+        links = []
         if cfg.notify.setup_url:
-            hashed = tokens.token_hash(tokens.link_token(key, user.address, occurrence))
-            tokens.add_token(db, hashed, user.address, tokens.Purpose.LINK, now, now + cfg.notify.link_lifetime)
-        insert_rows(db, rows, now)
-        db.execute("COMMIT")
+            links = [(tokens.token_hash(tokens.link_token(key, user.address, occurrence)), user.address)]
+        asyncio.run(db.add_notices(rows, now, links=links, link_expires=now + cfg.notify.link_lifetime))
     finally:
         db.close()
     print(f"test notification {occurrence} queued for {user.address}: {len(rows)} destination(s)")
@@ -94,7 +91,7 @@ def show_status(cfg: Config, as_json: bool) -> int:
         print("no notifications (no store yet)")
         return 0
     try:
-        rows = read_status(db)
+        rows = db.status()
     finally:
         db.close()
     if as_json:

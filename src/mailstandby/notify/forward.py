@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import sqlite3
 from dataclasses import asdict, dataclass
 from email import policy
 from email.parser import BytesHeaderParser
@@ -37,7 +36,7 @@ from mailstandby.core.model import BodyType, Envelope
 from mailstandby.directory.base import Forwarding, User
 from mailstandby.notify import compose
 from mailstandby.notify.compose import FORWARDED_HEADER, Destination, Mode, Summary
-from mailstandby.notify.notifier import FORWARD_KIND, Notifier, insert_rows
+from mailstandby.notify.notifier import FORWARD_KIND, Notifier
 from mailstandby.store.base import NewMessage
 
 log = logging.getLogger(__name__)
@@ -150,19 +149,10 @@ class Forwarder:
             rows = [(user.address, FORWARD_KIND, message_id, d.mode, d.key, payload) for d in p.summary_to]
             now = self.notifier.clock()
             limit = self.settings.forward_summaries_per_hour
-
-            def run(db: sqlite3.Connection) -> bool:
-                recent = db.execute(
-                    "SELECT count(DISTINCT occurrence) FROM notifications WHERE user = ? AND kind = ?"
-                    " AND created_at > ? AND occurrence != ?",
-                    (user.address, FORWARD_KIND, now - 3600, message_id),
-                ).fetchone()[0]
-                if recent >= limit:
-                    return False
-                insert_rows(db, rows, now)
-                return True
-
-            if not await self.notifier.store.call(run):
+            added = await self.notifier.store.add_forward_summary(
+                rows, user=user.address, kind=FORWARD_KIND, occurrence=message_id, now=now, limit=limit
+            )
+            if not added:
                 log.warning(
                     "%s: id=%s user=%s reason=%s", Event.NOTIFY_FORWARD, message_id, user.address, "rate-limited"
                 )
@@ -173,7 +163,7 @@ class Forwarder:
     async def _resend(self, user: User, raw: bytes, to: tuple[str, ...], message_id: str) -> None:
         store = self.notifier.store
         qid = forward_id(message_id, user.address)
-        if store.read_connection().execute("SELECT 1 FROM messages WHERE id = ?", (qid,)).fetchone() is not None:
+        if store.queued(qid):
             return  # queued before a crash or by an earlier call
         head = compose.trace_headers(
             [

@@ -24,13 +24,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import apprise
 
@@ -40,12 +37,11 @@ from mailstandby.core.model import Address, Envelope
 from mailstandby.directory.base import Directory, NoticeKind, User
 from mailstandby.notify import compose, readiness, tokens
 from mailstandby.notify.compose import Destination, Mode
+from mailstandby.notify.records import NewRow, NotifyStore, Row, State
 from mailstandby.notify.templates import Templates
-from mailstandby.store.base import NewMessage, QueuedMessage
+from mailstandby.store.base import NewMessage, QueuedMessage, StoreError
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 POLL = 5.0  # seconds between looks for rows added by another process (`mailstandby notify test`)
 CODE_KIND = "code"
@@ -53,59 +49,11 @@ FORWARD_KIND = "forward"
 APPRISE_TIMEOUT = 60.0
 
 
-class State(StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    FAILED = "failed"
-
-
-class NotifyStore(Protocol):
-    """What the notifier needs of the store (SQLiteStore has it)."""
-
-    async def accept(self, message: NewMessage) -> QueuedMessage: ...
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
-
-    def read_connection(self) -> sqlite3.Connection: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: int
-    user: str
-    kind: str
-    occurrence: str
-    mode: Mode
-    destination: str
-    payload: str
-    attempts: int
-
-
-_COLUMNS = "id, user, kind, occurrence, mode, destination, payload, attempts"
-
-
 def queue_id(row_id: int) -> str:
     return f"notify-{row_id}"
 
 
-def insert_rows(
-    db: sqlite3.Connection, rows: Sequence[tuple[str, str, str, Mode, str, str]], now: float, not_before: float = 0.0
-) -> int:
-    """Add (user, kind, occurrence, mode, destination, payload) rows that do not exist yet; the count added."""
-    added = 0
-    for user, kind, occurrence, mode, destination, payload in rows:
-        cur = db.execute(
-            "INSERT OR IGNORE INTO notifications (user, kind, occurrence, mode, destination, payload, state,"
-            " next_attempt, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (user, kind, occurrence, mode.value, destination, payload, State.PENDING.value, not_before, now, now),
-        )
-        added += cur.rowcount
-    return added
-
-
-def plan_announcement(
-    kind: NoticeKind, users: Sequence[User], occurrence: str
-) -> list[tuple[str, str, str, Mode, str, str]]:
+def plan_announcement(kind: NoticeKind, users: Sequence[User], occurrence: str) -> list[NewRow]:
     """The rows `announce` records: one per enabled user who wants `kind` and per destination (pure)."""
     rows = []
     for user in users:
@@ -173,13 +121,7 @@ class Notifier:
         if self.settings.setup_url and kind in (NoticeKind.FAILOVER, NoticeKind.SETUP):
             links = [(tokens.token_hash(tokens.link_token(self.key, u, occurrence)), u) for u in {r[0] for r in rows}]
         expires = now + self.settings.link_lifetime
-
-        def run(db: sqlite3.Connection) -> int:
-            for hashed, user in links:
-                tokens.add_token(db, hashed, user, tokens.Purpose.LINK, now, expires)
-            return insert_rows(db, rows, now)
-
-        added = await self.store.call(run)
+        added = await self.store.add_notices(rows, now, links=links, link_expires=expires)
         log.info("%s: %s %s: %d users, %d new", Event.NOTIFY_ANNOUNCED, kind.value, occurrence, len(users), added)
         self.wake()
         return added
@@ -208,14 +150,8 @@ class Notifier:
         now = self.clock()
         hashed = tokens.code_hash(self.key, user.address, code)
         expires = now + self.settings.code_lifetime
-
-        def run(db: sqlite3.Connection) -> bool:
-            if not tokens.add_code(db, hashed, user.address, now, expires, limit=limit):
-                return False
-            insert_rows(db, rows, now)
-            return True
-
-        if not await self.store.call(run):
+        # the live codes are counted in the step that adds the new one: parallel requests cannot pass the limit
+        if not await self.store.add_code(hashed, user.address, rows, now, expires, limit=limit):
             return None
         self.wake()
         return hashed
@@ -224,11 +160,11 @@ class Notifier:
         self, *, user: str | None = None, kind: str | None = None, occurrence: str | None = None
     ) -> list[dict[str, Any]]:
         """Every notification matching the filters, as plain data (for the admin API)."""
-        return read_status(self.store.read_connection(), user=user, kind=kind, occurrence=occurrence)
+        return self.store.status(user=user, kind=kind, occurrence=occurrence)
 
     async def readiness(self) -> dict[str, Any]:
         """Who cannot be reached or cannot use the standby, as plain data (see `readiness.report`)."""
-        return readiness.report(self.directory.users(), self.store.read_connection())
+        return readiness.report(self.directory.users(), self.store.passwords())
 
     # -- delivery -----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -236,7 +172,7 @@ class Notifier:
             self._wake.clear()
             try:
                 due, next_at = self._due()
-            except sqlite3.Error:
+            except StoreError:
                 log.exception("notify: cannot read pending notifications")
                 due, next_at = [], self.clock() + POLL
             for row in due:
@@ -251,21 +187,8 @@ class Notifier:
                     await self._wake.wait()
 
     def _due(self) -> tuple[list[Row], float | None]:
-        db = self.store.read_connection()
-        now = self.clock()
-        rows = [
-            Row(r[0], r[1], r[2], r[3], Mode(r[4]), r[5], r[6], r[7])
-            for r in db.execute(
-                f"SELECT {_COLUMNS} FROM notifications WHERE state = ? AND next_attempt <= ? ORDER BY id LIMIT 500",
-                (State.PENDING.value, now),
-            )
-            if r[0] not in self._in_flight
-        ]
-        nxt = db.execute(
-            "SELECT min(next_attempt) FROM notifications WHERE state = ? AND next_attempt > ?",
-            (State.PENDING.value, now),
-        ).fetchone()[0]
-        return rows, nxt
+        rows, nxt = self.store.due(self.clock())
+        return [r for r in rows if r.id not in self._in_flight], nxt
 
     async def _deliver_one(self, row: Row) -> None:
         try:
@@ -321,13 +244,12 @@ class Notifier:
 
     def _context(self, row: Row, user: User, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         setup_url, expires = "", None
-        db = self.store.read_connection()
         if self.settings.setup_url and row.kind in (NoticeKind.FAILOVER.value, NoticeKind.SETUP.value):
             token = tokens.link_token(self.key, user.address, row.occurrence)
-            found = tokens.find(db, tokens.token_hash(token))
+            found = self.store.find_token(tokens.token_hash(token))
             if found is not None:
                 setup_url, expires = f"{self.settings.setup_url}/setup/{token}", found.expires_at
-        has_password = db.execute("SELECT 1 FROM credentials WHERE user = ?", (user.address,)).fetchone() is not None
+        has_password = self.store.has_password(user.address)
         return compose.notice_context(
             user,
             row.kind,
@@ -342,8 +264,7 @@ class Notifier:
 
     async def _queue_email(self, row: Row, user: User, dest: Destination) -> None:
         qid = queue_id(row.id)
-        db = self.store.read_connection()
-        if db.execute("SELECT 1 FROM messages WHERE id = ?", (qid,)).fetchone() is None:
+        if not self.store.queued(qid):
             body = self._email(row, user, dest, qid)
             envelope = Envelope(self.bounce_address, [dest.target])
             queued = await self.store.accept(NewMessage(qid, envelope, body, self.clock()))
@@ -364,13 +285,7 @@ class Notifier:
         return compose.short_email(**common, subject=title, text=text, msgid=msgid, kind=row.kind)
 
     async def _postpone(self, row: Row, until: float) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            db.execute(
-                "UPDATE notifications SET next_attempt = ?, last_error = ?, updated_at = ? WHERE id = ? AND state = ?",
-                (until, "quiet hours", self.clock(), row.id, State.PENDING.value),
-            )
-
-        await self.store.call(run)
+        await self.store.postpone(row.id, until, "quiet hours", self.clock())
 
     async def _record(self, row: Row, *, ok: bool, error: str = "", message_id: str = "", final: bool = False) -> None:
         attempts = row.attempts + 1
@@ -393,24 +308,15 @@ class Notifier:
             attempts,
             error,
         )
-
-        def run(db: sqlite3.Connection) -> None:
-            db.execute(
-                "UPDATE notifications SET state = ?, attempts = ?, next_attempt = ?, last_error = ?, message_id = ?,"
-                " updated_at = ? WHERE id = ? AND state = ?",
-                (
-                    state.value,
-                    attempts,
-                    next_attempt,
-                    error[:500],
-                    message_id,
-                    self.clock(),
-                    row.id,
-                    State.PENDING.value,
-                ),
-            )
-
-        await self.store.call(run)
+        await self.store.record_attempt(
+            row.id,
+            state=state,
+            attempts=attempts,
+            next_attempt=next_attempt,
+            error=error,
+            message_id=message_id,
+            now=self.clock(),
+        )
 
 
 _plugins_loaded: list[bool] = []
@@ -447,23 +353,3 @@ async def _apprise(url: str, title: str, body: str) -> str | None:
     if ok:
         return None
     return (lines[-1] if lines else "the service did not accept the notification")[:300]
-
-
-def read_status(
-    db: sqlite3.Connection, *, user: str | None = None, kind: str | None = None, occurrence: str | None = None
-) -> list[dict[str, Any]]:
-    sql = (
-        "SELECT n.id, n.user, n.kind, n.occurrence, n.mode, n.destination, n.state, n.attempts, n.next_attempt,"
-        " n.last_error, n.message_id, n.created_at, n.updated_at, d.state FROM notifications n"
-        " LEFT JOIN deliveries d ON d.message_id = n.message_id AND d.rcpt = n.destination WHERE 1=1"
-    )
-    args: list[str] = []
-    for column, value in (("n.user", user), ("n.kind", kind), ("n.occurrence", occurrence)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            args.append(value)
-    cols = (
-        "id", "user", "kind", "occurrence", "mode", "destination", "state", "attempts", "next_attempt",
-        "last_error", "message_id", "created_at", "updated_at", "queue_state",
-    )  # fmt: skip
-    return [dict(zip(cols, r, strict=True)) for r in db.execute(sql + " ORDER BY n.id", args)]

@@ -1,8 +1,7 @@
-"""Who cannot be reached in an outage: a readiness report over the directory (pure, plus one read)."""
+"""Who cannot be reached in an outage: a readiness report over the directory and who has a password (pure)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -48,15 +47,9 @@ def assess(users: Iterable[User], with_password: set[str]) -> list[UserReadiness
     return out
 
 
-def passwords(db: sqlite3.Connection | None) -> set[str]:
-    if db is None:
-        return set()
-    return {u for (u,) in db.execute("SELECT user FROM credentials")}
-
-
-def report(users: Iterable[User], db: sqlite3.Connection | None) -> dict[str, Any]:
+def report(users: Iterable[User], with_password: set[str]) -> dict[str, Any]:
     """Plain data: per user, and the count of users with each gap."""
-    rows = assess(users, passwords(db))
+    rows = assess(users, with_password)
     counts = {g.value: sum(1 for r in rows if g in r.gaps) for g in Gap}
     return {
         "users": [{**asdict(r), "gaps": [g.value for g in r.gaps]} for r in rows],

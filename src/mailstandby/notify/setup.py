@@ -40,7 +40,7 @@ from mailstandby.core.model import Address
 from mailstandby.directory.base import Directory, User
 from mailstandby.http_body import read_body
 from mailstandby.notify import compose, tokens
-from mailstandby.notify.notifier import NotifyStore
+from mailstandby.notify.records import NotifyStore
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class SetupService:
         self.hashing = hashing or HashingPool()
 
     def user_of(self, token: str) -> tuple[User | None, tokens.TokenProblem | None]:
-        row = tokens.find(self.store.read_connection(), tokens.token_hash(token))
+        row = self.store.find_token(tokens.token_hash(token))
         why = tokens.problem(row if row is None or row.purpose is tokens.Purpose.LINK else None, self.clock())
         if why is not None or row is None:
             return None, why
@@ -92,7 +92,7 @@ class SetupService:
             return None, why or tokens.TokenProblem.UNKNOWN
         now = self.clock()
         hashed = tokens.token_hash(token)
-        why = await self.store.call(lambda db: tokens.consume(db, hashed, now))
+        why = await self.store.consume_token(hashed, now)
         return (user, None) if why is None else (None, why)
 
     def info(self) -> dict[str, Any]:
@@ -291,7 +291,8 @@ class _Handlers:
         if problem is not None:
             return _page("Standby mail setup", f"<p>{html.escape(problem)}</p>", 400)
         now = self.service.clock()
-        why = await self.service.store.call(lambda db: tokens.try_code(db, self.service.key, user.address, code, now))
+        hashed_code = tokens.code_hash(self.service.key, user.address, code)
+        why = await self.service.store.try_code(user.address, hashed_code, now)
         peer = request.client.host if request.client else ""
         if why is not None:
             await self.service.credentials.audit(user.address, "setup-password", "refused", peer=peer, detail=why.value)

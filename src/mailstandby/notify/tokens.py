@@ -7,9 +7,8 @@ and when it was used. A one-time code is six digits derived the same way from
 a random nonce; its row keeps an HMAC of (user, code) and counts wrong tries.
 The key lives in `DATA_DIR/notify.key` (mode 0600).
 
-The functions taking a `sqlite3.Connection` run inside the store's writer
-transaction (`SQLiteStore.call`) or, from the command line, on a connection
-of their own.
+Everything here is pure but `load_key`; the rows are written and checked by
+the store (`notify.records.NotifyStore`), each use in one step.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -85,13 +83,6 @@ def code_hash(key: bytes, user: str, code: str) -> str:
     return _mac(key, "code-hash", user, code.strip()).hex()
 
 
-def add_token(db: sqlite3.Connection, hashed: str, user: str, purpose: Purpose, now: float, expires: float) -> None:
-    db.execute(
-        "INSERT OR IGNORE INTO setup_tokens (hash, user, purpose, created_at, expires_at) VALUES (?,?,?,?,?)",
-        (hashed, user, purpose.value, now, expires),
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class TokenRow:
     user: str
@@ -99,13 +90,6 @@ class TokenRow:
     expires_at: float
     used_at: float | None
     tries: int
-
-
-def find(db: sqlite3.Connection, hashed: str) -> TokenRow | None:
-    row = db.execute(
-        "SELECT user, purpose, expires_at, used_at, tries FROM setup_tokens WHERE hash = ?", (hashed,)
-    ).fetchone()
-    return None if row is None else TokenRow(row[0], Purpose(row[1]), row[2], row[3], row[4])
 
 
 def problem(row: TokenRow | None, now: float) -> TokenProblem | None:
@@ -119,40 +103,3 @@ def problem(row: TokenRow | None, now: float) -> TokenProblem | None:
     if row.purpose is Purpose.CODE and row.tries >= MAX_CODE_TRIES:
         return TokenProblem.TOO_MANY_TRIES
     return None
-
-
-def consume(db: sqlite3.Connection, hashed: str, now: float) -> TokenProblem | None:
-    """Mark a token used, atomically; the problem when it cannot be."""
-    why = problem(find(db, hashed), now)
-    if why is None:
-        db.execute("UPDATE setup_tokens SET used_at = ? WHERE hash = ?", (now, hashed))
-    return why
-
-
-def try_code(db: sqlite3.Connection, key: bytes, user: str, code: str, now: float) -> TokenProblem | None:
-    """Use the user's code `code`; a wrong code counts against every live code of the user."""
-    hashed = code_hash(key, user, code)
-    row = find(db, hashed)
-    if row is not None and row.user == user and row.purpose is Purpose.CODE:
-        return consume(db, hashed, now)
-    db.execute(
-        "UPDATE setup_tokens SET tries = tries + 1 WHERE user = ? AND purpose = ? AND used_at IS NULL",
-        (user, Purpose.CODE.value),
-    )
-    return TokenProblem.UNKNOWN
-
-
-def add_code(db: sqlite3.Connection, hashed: str, user: str, now: float, expires: float, *, limit: int) -> bool:
-    """Record a one-time code unless `user` has `limit` live ones already: the count and the insert are
-    one step of the writer transaction, so requests in parallel cannot pass the limit together."""
-    if live_codes(db, user, now) >= limit:
-        return False
-    add_token(db, hashed, user, Purpose.CODE, now, expires)
-    return True
-
-
-def live_codes(db: sqlite3.Connection, user: str, now: float) -> int:
-    return db.execute(
-        "SELECT count(*) FROM setup_tokens WHERE user = ? AND purpose = ? AND expires_at > ?",
-        (user, Purpose.CODE.value, now),
-    ).fetchone()[0]

@@ -41,6 +41,7 @@ from mailstandby.store.base import (
     RcptState,
     StoreError,
 )
+from mailstandby.store.paths import database_path
 from mailstandby.store.segments import Location, SegmentReader, SegmentWriter, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX setup_tokens_user ON setup_tokens (user, purpose);
     """,
-    # 7: directory import (directory/stored.py): users imported from LDAP and the device gateway, one row per
+    # 7: directory import (store/sqlite_directory.py): users imported from LDAP and the device gateway, one row per
     # user (JSON), and one row per applied import whose largest generation tells the server to reload
     """
     CREATE TABLE directory_users (
@@ -324,7 +325,7 @@ class SQLiteStore:
     def _open_sync(self) -> None:
         for d in (self.data_dir, self.spool, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db_path = self.data_dir / "mailstandby.db"
+        db_path = database_path(self.data_dir)
         self._db = connect(db_path)
         migrate(self._db)
         fsync_dir(self.data_dir)
@@ -648,7 +649,7 @@ class SQLiteStore:
     # -- reads -----------------------------------------------------------------
     def _pending_sync(self) -> list[QueuedMessage]:
         assert self._db is not None
-        db = connect(self.data_dir / "mailstandby.db")
+        db = connect(database_path(self.data_dir))
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"

@@ -1,6 +1,6 @@
 """The failback sync engine: standby-only mail and the phones' flags into the primary, exactly once.
 
-    engine = SyncEngine(data_dir / "mailstandby.db", config.sync, config.primary, hostname=...)
+    engine = SyncEngine(records, RunLock(data_dir), config.sync, config.primary, hostname=...)
     report = await engine.run()            # all users; or run(["alice@corp.test"], progress=cb)
     status = await engine.status()         # per user: total, done, failed, pending
     await engine.close()
@@ -30,7 +30,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from mailstandby.config import PrimarySettings, SyncSettings
 from mailstandby.core.events import Event
@@ -57,7 +56,7 @@ from mailstandby.sync.plan import (
     trace_id,
     with_trace,
 )
-from mailstandby.sync.records import RunLock, SyncDB
+from mailstandby.sync.records import RunLock, SyncRecords
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,8 @@ class _Done:
 class SyncEngine:
     def __init__(
         self,
-        db_path: Path,
+        records: SyncRecords,
+        run_lock: RunLock,
         settings: SyncSettings,
         primary: PrimarySettings,
         *,
@@ -111,10 +111,11 @@ class SyncEngine:
         password: str | None = None,
         busy_retry: float = 5.0,
     ) -> None:
-        """`password` overrides `settings.password_file` (tests); the file is read at each run.
+        """`records`: the store's sync records (the engine opens them on first use and closes them);
+        `password` overrides `settings.password_file` (tests); the file is read at each run.
         `busy_retry`: seconds `failback` waits before trying again while another process syncs."""
-        self.db = SyncDB(db_path)
-        self.run_lock = RunLock(db_path)
+        self.records = records
+        self.run_lock = run_lock
         self.settings = settings
         self.primary = primary
         self.hostname = hostname
@@ -130,16 +131,16 @@ class SyncEngine:
     async def close(self) -> None:
         if self._opened:
             self._opened = False
-            await self.db.close()
+            await self.records.close()
 
     async def _open(self) -> None:
         if not self._opened:
-            await self.db.open()
+            await self.records.open()
             self._opened = True
 
     async def status(self) -> SyncStatus:
         await self._open()
-        return await self.db.status()
+        return await self.records.status()
 
     async def failback(self, users: frozenset[str] | None = None) -> int:
         """The failover coordinator's `SyncRunner`: run until another run could not do more (refused
@@ -156,7 +157,7 @@ class SyncEngine:
                 continue
             if report.pending == 0 or report.errors or not report.reasons.get(Reason.REFUSED.value):
                 break
-        status = await self.db.status(names)
+        status = await self.records.status(names)
         return status.total.failed + status.total.pending
 
     # -- a run -------------------------------------------------------------------------------------
@@ -176,12 +177,12 @@ class SyncEngine:
         started = time.monotonic()
         await self._open()
         report = SyncReport()
-        names = list(users) if users is not None else await self.db.users()
+        names = list(users) if users is not None else await self.records.users()
         work = await self._plan(names, report)
         planned = [
             (i.msg, i.folder, Kind.FLAGS if i.msg.journaled else Kind.APPEND) for items in work.values() for i in items
         ]
-        await self.db.plan(planned)
+        await self.records.plan(planned)
         report.planned = len(planned)
         self._progress, self._done, self._total, self._failed = progress, 0, len(planned), 0
         try:
@@ -193,7 +194,7 @@ class SyncEngine:
                 raise SyncError("sync.imap_host is empty and sync.smtp_fallback is off: nowhere to sync to")
         finally:
             report.elapsed = time.monotonic() - started
-        report.pending = (await self.db.status(names)).total.pending
+        report.pending = (await self.records.status(names)).total.pending
         log.info(
             "%s: planned=%d done=%d failed=%d pending=%d in %.1fs reasons=%s",
             Event.SYNC_RUN,
@@ -209,11 +210,11 @@ class SyncEngine:
     async def _plan(self, names: list[str], report: SyncReport) -> dict[str, list[_Item]]:
         """Decide for every candidate; forget pending records of messages that no longer need syncing
         (expunged or flagged \\Deleted on the standby since they were planned), so that a run can complete."""
-        instance = await self.db.instance()
-        records = await self.db.records(names)
+        instance = await self.records.instance()
+        records = await self.records.records(names)
         work: dict[str, list[_Item]] = {}
         wanted: set[tuple[str, int, str]] = set()
-        for msg in await self.db.candidates(names):
+        for msg in await self.records.candidates(names):
             folder = map_folder(msg.mailbox, self.settings.folder_map)
             if folder is None:
                 report.count(Reason.FOLDER_EXCLUDED)
@@ -227,7 +228,7 @@ class SyncEngine:
             work.setdefault(msg.user, []).append(_Item(msg, folder, decision, trace_id(instance, msg.body_id)))
         stale = [key for key, r in records.items() if r.state is State.PENDING and key not in wanted]
         if stale:
-            await self.db.forget(stale)
+            await self.records.forget(stale)
             report.count(Reason.GONE_FROM_STANDBY, len(stale))
         return work
 
@@ -259,7 +260,7 @@ class SyncEngine:
 
     async def _tell_if_done(self, user: str) -> None:
         """A user whose outage mail is all in the primary now is told so (`user_done`), at once."""
-        if self.user_done is None or (await self.db.status([user])).total.pending:
+        if self.user_done is None or (await self.records.status([user])).total.pending:
             return
         try:
             await self.user_done(user)
@@ -363,7 +364,7 @@ class SyncEngine:
         appends: list[tuple[_Item, bytes]] = []
         gone: list[_Done] = []
         for item in items:
-            body = await self.db.body(item.msg.body_id)
+            body = await self.records.body(item.msg.body_id)
             if body is None:  # expunged on the standby since the plan
                 gone.append(_Done(item, frozenset(), Reason.DELETED_ON_STANDBY))
                 continue
@@ -471,7 +472,7 @@ class SyncEngine:
         await self._finish(user, [_Done(item, m.flags, Reason.APPENDED, uids[0])], report)
 
     async def _refused(self, user: str, item: _Item, e: CommandFailed, report: SyncReport) -> None:
-        gave_up = await self.db.refused(user, item.msg.body_id, item.folder, str(e), self.settings.max_attempts)
+        gave_up = await self.records.refused(user, item.msg.body_id, item.folder, str(e), self.settings.max_attempts)
         event = Event.SYNC_GAVE_UP if gave_up else Event.SYNC_REFUSED
         log.warning("%s: user=%s folder=%s body=%d: %s", event, user, item.folder, item.msg.body_id, e.text)
         report.count(Reason.REFUSED)
@@ -483,7 +484,7 @@ class SyncEngine:
     async def _finish(self, user: str, done: list[_Done], report: SyncReport) -> None:
         if not done:
             return
-        await self.db.finish([(user, d.item.msg.body_id, d.item.folder, d.flags, d.reason, d.uid) for d in done])
+        await self.records.finish([(user, d.item.msg.body_id, d.item.folder, d.flags, d.reason, d.uid) for d in done])
         for d in done:
             report.count(d.reason)
         self._done += len(done)
@@ -522,7 +523,7 @@ class SyncEngine:
                 await conn.close()
 
     async def _reinject(self, conn: PrimaryConnection, user: str, item: _Item, report: SyncReport) -> None:
-        body = await self.db.body(item.msg.body_id)
+        body = await self.records.body(item.msg.body_id)
         if body is None:
             await self._finish(user, [_Done(item, frozenset(), Reason.DELETED_ON_STANDBY)], report)
             return
