@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.database import change
 from tests.support.standby import Standby
 
 from mailstandby.notify import tokens
@@ -111,12 +112,11 @@ def test_big_bodies_are_refused_without_being_held(tmp_path: Path) -> None:
     with running(tmp_path) as standby:
         assert standby.proc is not None
         token = "t" * 43
-        db = sqlite3.connect(standby.data_dir / "mailstandby.db")
-        with db:
-            tokens.add_token(
-                db, tokens.token_hash(token), "alice@corp.test", tokens.Purpose.LINK, time.time(), time.time() + 3600
-            )
-        db.close()
+        change(
+            standby.data_dir,
+            "INSERT INTO setup_tokens (hash, user, purpose, created_at, expires_at) VALUES (?,?,?,?,?)",
+            (tokens.token_hash(token), "alice@corp.test", tokens.Purpose.LINK.value, time.time(), time.time() + 3600),
+        )
         before = peak_rss(standby.proc.pid)
         url = f"http://127.0.0.1:{standby.listeners['admin']}"
         with httpx.Client(base_url=url, timeout=TIMEOUT) as phone:
