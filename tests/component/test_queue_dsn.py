@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import time
 
+import test_queue_runner
 from smtp_harness import Gateway, message
-from test_queue_runner import (  # noqa: F401  (fixtures)
-    ALICE,
-    BOB,
-    SENDER,
-    Rig,
-    RigFactory,
-    make_rig,
-    parse,
-    rig,
-    status_groups,
-    until,
-)
+from test_queue_runner import ALICE, BOB, SENDER, Rig, RigFactory, parse, status_groups, until
 
 from mailstandby.core.model import Envelope, RcptDsn, new_queue_id
 from mailstandby.store.base import NewMessage
+
+make_rig = test_queue_runner.make_rig  # the queue runner's rig fixtures, shared
+rig = test_queue_runner.rig
 
 BODY = b"From: <s@example.test>\r\nSubject: dsn\r\n\r\nthe secret body\r\n"
 
