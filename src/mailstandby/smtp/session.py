@@ -264,9 +264,13 @@ class Session:
             first = initial or await self._challenge("VXNlcm5hbWU6")  # "Username:"
             username = sasl.text(sasl.b64decode(first))
             password = sasl.text(sasl.b64decode(await self._challenge("UGFzc3dvcmQ6")))  # "Password:"
-        user = await self.login.authenticator.authenticate(
-            username, password, peer=self.io.peer[0], protocol="submission"
-        )
+        try:
+            user = await self.login.authenticator.authenticate(
+                username, password, peer=self.io.peer[0], protocol="submission"
+            )
+        except Exception:  # the check itself failed (store, hashing pool): temporary (RFC 4954 §6)
+            self.log.exception("authentication check failed")
+            raise Rejected(codes.C454_AUTH_TEMPORARY, user_fault=False) from None
         if user is None:
             raise Rejected(codes.C535_AUTH_FAILED, detail=f"for {username[:100]!r}")
         self.user = user
