@@ -209,7 +209,7 @@ def valid_helo_name(name: str) -> bool:
 
 
 def no_argument(cmd: Command) -> None:
-    """RSET, QUIT, DATA, STARTTLS take no argument (RFC 5321 §4.1.1.5, §4.1.1.10, §4.1.1.4)."""
+    """RSET, DATA, STARTTLS take no argument (RFC 5321 §4.1.1.5, §4.1.1.4; RFC 3207 §4)."""
     if cmd.arg:
         raise Rejected(codes.C501_SYNTAX, detail=f"{cmd.verb} takes no argument")
 

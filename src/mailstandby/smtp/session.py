@@ -345,7 +345,7 @@ class Session:
         self.reply(codes.C214_HELP)
 
     async def quit(self, cmd: Command) -> None:
-        no_argument(cmd)  # RFC 5321 §4.1.1.10
+        # RFC 5321 §4.1.1.10 has no argument; like Postfix, a client that says goodbye is let go anyway
         self.reply(codes.C221_BYE)
         self.closing = True
 
