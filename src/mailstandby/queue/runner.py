@@ -313,7 +313,7 @@ class QueueRunner:
                 )
             return
         self.standby.published(result)
-        reply_250 = Reply(250, "2.0.0", reply[4:])
+        reply_250 = Reply(250, "2.0.0", "filed in the standby mailbox")
         delivered = [
             Failure(r.rcpt, reply_250, action=DELIVERED, orcpt=r.orcpt) for r in rcpts if wanted(r.notify, DELIVERED)
         ]
