@@ -103,7 +103,9 @@ class SMTPSettings(Section):
         description="Message data (as received) all sessions of this listener hold at once; a message that would "
         "pass it gets 452 4.3.1 (retried later). One message is always let through.",
     )
-    max_recipients: int = Field(100, ge=1, description="Recipients per transaction; more get 452 4.5.3.")
+    max_recipients: int = Field(
+        100, ge=1, description="RCPT commands per transaction, accepted or not; more get 452 4.5.3."
+    )
     max_line_length: int = Field(
         2048, ge=512, description="Longest command line in bytes (RFC 5321 requires 512); longer gets 500 5.5.6."
     )
@@ -130,6 +132,40 @@ class SMTPSettings(Section):
     verify_timeout: float = Field(10.0, gt=0, description="Seconds a recipient verification may take.")
     verify_ttl: float = Field(600.0, ge=0, description="Seconds an accepted verification is cached.")
     verify_negative_ttl: float = Field(3600.0, ge=0, description="Seconds a refusal by the primary is cached.")
+    hopcount_limit: int = Field(
+        50,
+        ge=1,
+        description="Received: headers (ours included) at which a message is a loop: 554 5.4.0 (RFC 5321 §6.3).",
+    )
+    greet_wait: float = Field(
+        0.0,
+        ge=0,
+        le=30,
+        description="Seconds to hold the 220 banner back; a client talking first gets 521 5.5.1 (postscreen pregreet).",
+    )
+    reject_invalid_helo_hostname: bool = Field(
+        False, description="Refuse a HELO/EHLO name that is no host name or address literal (501 5.5.2), as Postfix's."
+    )
+    client_connection_rate_limit: int = Field(
+        0, ge=0, description="Connections per client per rate_time_unit; more get 421 4.7.0. 0: no limit (Postfix)."
+    )
+    client_message_rate_limit: int = Field(
+        0, ge=0, description="MAIL commands per client per rate_time_unit; more get 450 4.7.1. 0: no limit."
+    )
+    client_recipient_rate_limit: int = Field(
+        0,
+        ge=0,
+        description="RCPT commands (accepted or not) per client per rate_time_unit; more get 450 4.7.1. 0: none.",
+    )
+    rate_time_unit: float = Field(60.0, gt=0, description="Seconds over which the client rates are counted (anvil).")
+    rate_limit_exceptions: list[str] = Field(
+        [], description="Client networks the rate limits do not apply to (CIDR; a bare address is one host)."
+    )
+
+    @field_validator("rate_limit_exceptions")
+    @classmethod
+    def _exceptions(cls, value: list[str]) -> list[str]:
+        return _networks(value)
 
 
 def disk_reserve(settings: SMTPSettings) -> int:

@@ -87,7 +87,6 @@ class GatewayIntake:
             raise Rejected(codes.C451_LOCAL_ERROR, user_fault=False) from None
         self.on_accepted(queued)
 
-
     async def _check_content(self, queue_id: str, envelope: Envelope, message: bytes) -> bytes:
         """rspamd's verdict, honoured before the final dot is answered; returns headers to prepend."""
         assert self.scanner is not None

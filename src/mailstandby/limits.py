@@ -52,6 +52,7 @@ class Refusal(Enum):
 
     TOTAL = "total"  # the listener holds its maximum number of connections
     PER_CLIENT = "per-client"  # this client (address or IPv6 /64) holds its maximum
+    RATE = "rate"  # this client opened its maximum of connections in the current window (ratelimit)
 
 
 class ConnectionCaps:

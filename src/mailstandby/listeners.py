@@ -10,7 +10,8 @@ send the protocol's goodbye and close. A subclass says how to build a session
 and what its protocol says at each of those moments.
 
 Every listener caps its connections (RELIABILITY X2): in total and per client
-(address, IPv6 /64), refused at accept with the protocol's own temporary
+(address, IPv6 /64), and, where the protocol server says so, per client per
+minute (`connection_rate_ok`), refused at accept with the protocol's own temporary
 error; a listener with an allow-list closes any other peer at once. A
 session that must log in (IMAP, POP3) gets `login_timeout` from connecting
 to do so, however busy it keeps itself; `max_session_time` bounds the rest.
@@ -94,6 +95,10 @@ class Listeners:
     def session_ended(self, session: Any) -> None:
         """Release what the session held (per-user slots...)."""
 
+    def connection_rate_ok(self, host: str) -> bool:
+        """Count a new connection from `host` against its connection rate; False: refuse it."""
+        return True
+
     def logged_in(self, session: Any) -> bool:
         """Whether the session has authenticated (asked once `login_timeout` has passed)."""
         return True
@@ -154,6 +159,10 @@ class Listeners:
         if refusal is not None:
             self._refuse(conn, refusal)
             return
+        if not self.connection_rate_ok(host):
+            self.caps.release(host)
+            self._refuse(conn, Refusal.RATE)
+            return
         session = self.make_session(conn)
         if session is None:
             self.caps.release(host)
@@ -166,6 +175,9 @@ class Listeners:
         if refusal is Refusal.TOTAL:
             log.warning("%s: connection from %s: %d open (the maximum)", Event.LISTENER_REFUSED, host, self.caps.total)
             reply = self.too_many
+        elif refusal is Refusal.RATE:
+            log.info("%s: connection from %s: connection rate limit", Event.LISTENER_REFUSED, host)
+            reply = self.too_many_from_client
         else:
             log.info("%s: connection from %s: %d open from it", Event.LISTENER_REFUSED, host, self.caps.count(host))
             reply = self.too_many_from_client

@@ -235,6 +235,16 @@ class Connection(asyncio.Protocol):
             del self._buf[:take]
             n -= take
 
+    async def input_within(self, timeout: float) -> bool:
+        """Whether the peer sends anything within `timeout` (0: whether it already has), consuming nothing."""
+        if self._buf or timeout <= 0:
+            return bool(self._buf)
+        try:
+            await self._wait(timeout)
+        except TimeoutError:
+            return False
+        return bool(self._buf)
+
     def has_buffered_input(self) -> bool:
         return bool(self._buf)
 

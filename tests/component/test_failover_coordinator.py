@@ -209,6 +209,7 @@ async def test_the_admin_api_demands_credentials_and_audits_every_command(rig: R
     await rig.failover_store.set_admin_hash("ops", hash_password("s3cret-pw-staff"), actor="test")
     auth = AdminAuthenticator(rig.failover_store, rig.failover_store, AdminSettings(max_failures=3), failure_delay=0)
     metrics = registry(StandbyCollector(c.snapshot, _health, lambda: 0, lambda: 0))
+
     async def notices(**filters: str | None) -> list[dict[str, Any]]:
         return [{"user": BOB, "kind": "failover", "state": "sent", **{k: v for k, v in filters.items() if v}}]
 

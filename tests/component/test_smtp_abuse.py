@@ -223,7 +223,7 @@ async def test_unknown_and_unimplemented_commands(gw: Gateway) -> None:
     c = await gw.connect()
     await c.ehlo()
     await c.command("XYZZY", "500 5.5.2")
-    await c.command("BDAT 10 LAST", "502 5.5.1")  # no CHUNKING: a fake BDAT cannot smuggle (P1)
+    await c.command(b"BDAT 12 LAST\r\nMAIL FROM:", "503 5.5.1")  # the chunk is read and dropped (P1)
     await c.command("AUTH PLAIN AGFsaWNlAHB3", "502 5.5.1")
     await c.quit()
 
@@ -312,7 +312,7 @@ async def test_mail_parameters(gw: Gateway) -> None:
     await c.command("MAIL FROM:<s@example.test> X-UNKNOWN=1", "555 5.5.4")
     await c.command("MAIL FROM:<s@example.test> SMTPUTF8=yes", "555 5.5.4")
     await c.command("MAIL FROM:<s@example.test> BODY=8BITMIME SIZE=100 SMTPUTF8", "250 2.1.0")
-    await c.command("RCPT TO:<alice@corp.test> NOTIFY=NEVER", "555 5.5.4")  # no DSN extension
+    await c.command("RCPT TO:<alice@corp.test> NOTIFY=NEVER,SUCCESS", "501 5.5.4")  # RFC 3461 §4.1
     await c.quit()
 
 

@@ -134,6 +134,8 @@ async def test_ehlo_advertises_limits(gw: Gateway) -> None:
         "PIPELINING",
         "SMTPUTF8",
         "ENHANCEDSTATUSCODES",
+        "DSN",
+        "CHUNKING",
         "STARTTLS",
     }
     await c.quit()
@@ -231,12 +233,21 @@ async def test_too_many_recipients_452_and_the_first_ones_get_the_mail(make_gate
     assert [r.rcpt for r in queued.recipients] == ["alice@corp.test", "bob@corp.test"]
 
 
-async def test_duplicates_do_not_count_towards_the_recipient_limit(gw: Gateway) -> None:
+async def test_every_rcpt_counts_towards_the_recipient_limit(gw: Gateway) -> None:
+    """Duplicates and refused addresses count too (as Postfix's anvil counts RCPTs): probing
+    addresses in one transaction ends at the limit, however the probes were answered."""
     c = await gw.connect()
     await c.ehlo()
     await c.command("MAIL FROM:<s@example.test>", "250 2.1.0")
-    for _ in range(7):
-        await c.command("RCPT TO:<alice@corp.test>", "250 2.1.5")
+    await c.command("RCPT TO:<alice@corp.test>", "250 2.1.5")
+    await c.command("RCPT TO:<alice@corp.test>", "250 2.1.5")  # a duplicate
+    await c.command("RCPT TO:<nobody@corp.test>", "550 5.1.1")  # refused
+    await c.command("RCPT TO:<x@elsewhere.test>", "554 5.7.1")  # refused
+    await c.command("RCPT TO:<bob@corp.test>", "250 2.1.5")  # the fifth: max_recipients
+    await c.command("RCPT TO:<carol@corp.test>", "452 4.5.3")
+    await c.command("RSET", "250 2.0.0")  # a new transaction starts a new count
+    await c.command("MAIL FROM:<s@example.test>", "250 2.1.0")
+    await c.command("RCPT TO:<alice@corp.test>", "250 2.1.5")
     await c.quit()
 
 

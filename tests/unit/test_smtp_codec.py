@@ -251,7 +251,7 @@ def test_parse_size_accepts(value: str, size: int) -> None:
 def test_parse_size_rejects(value: str | None) -> None:
     with pytest.raises(Rejected) as e:
         parse_size(value)
-    assert rejected_with(e) == codes.C501_SYNTAX
+    assert rejected_with(e) == codes.C501_BAD_SIZE
 
 
 @pytest.mark.parametrize(
@@ -402,3 +402,109 @@ _PATH_CHARS = st.sampled_from([*'ab.@<>:,"\\ []-=+ü\x00\t', "IPv6:", "SIZE=", "
 @given(st.sampled_from(["FROM:<", "TO:<", "FROM: <", "TO:<@r.test:"]), st.lists(_PATH_CHARS, max_size=40))
 def test_fuzz_parse_path_structured(prefix: str, parts: list[str]) -> None:
     _check_path(prefix + "".join(parts))
+
+
+# -- RFC 3461 parameters, RFC 3030 BDAT, HELO names, hop count ----------------------------------
+
+from mailstandby.smtp.codec import (  # noqa: E402
+    count_received,
+    parse_bdat,
+    parse_envid,
+    parse_notify,
+    parse_orcpt,
+    parse_ret,
+    valid_helo_name,
+    xtext_decode,
+    xtext_encode,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"), [("abc", "abc"), ("a+2Bb", "a+b"), ("a+3Db+20c", "a=b c"), ("+E2+82+AC", "\u00e2\u0082\u00ac")]
+)
+def test_xtext_decode(text: str, plain: str) -> None:
+    assert xtext_decode(text) == plain
+
+
+@pytest.mark.parametrize("text", ["a+", "a+2", "a+2b", "a=b", "a b", "a\x7f", "+zz"])
+def test_xtext_decode_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        xtext_decode(text)
+
+
+@pytest.mark.parametrize("plain", ["a@b.test", "a+b=c d", '"q"@x', "~!"])
+def test_xtext_round_trip(plain: str) -> None:
+    assert xtext_decode(xtext_encode(plain)) == plain
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("NEVER", {"NEVER"}),
+        ("never", {"NEVER"}),
+        ("SUCCESS", {"SUCCESS"}),
+        ("success,Failure,DELAY", {"SUCCESS", "FAILURE", "DELAY"}),
+    ],
+)
+def test_parse_notify(value: str, want: set[str]) -> None:
+    assert parse_notify(value) == want
+
+
+@pytest.mark.parametrize("value", [None, "", "NEVER,SUCCESS", "SUCCESS,SUCCESS", "SOMETIMES", "SUCCESS,", ",DELAY"])
+def test_parse_notify_rejects(value: str | None) -> None:
+    with pytest.raises(Rejected) as e:
+        parse_notify(value)
+    assert rejected_with(e) == codes.C501_BAD_NOTIFY
+
+
+def test_parse_orcpt_ret_envid() -> None:
+    assert parse_orcpt("RFC822;a+2Bb@corp.test") == "rfc822;a+b@corp.test"
+    assert parse_ret("hdrs") == "HDRS" and parse_ret("FULL") == "FULL"
+    assert parse_envid("QQ+2B1") == "QQ+1"
+    for bad in (None, "", "rfc822", ";a@b", "rfc 822;a@b", "rfc822;"):
+        with pytest.raises(Rejected):
+            parse_orcpt(bad)
+    for bad in (None, "", "PART"):
+        with pytest.raises(Rejected):
+            parse_ret(bad)
+    for bad in (None, "", "x" * 101, "a+0Ab"):
+        with pytest.raises(Rejected):
+            parse_envid(bad)
+
+
+def test_parse_bdat() -> None:
+    assert (parse_bdat("0 LAST").size, parse_bdat("0 LAST").last) == (0, True)
+    assert (parse_bdat("123").size, parse_bdat("123").last) == (123, False)
+    assert parse_bdat("5 last").last
+    for bad in ("", "x", "-1", "1 2", "1 LAST x", "1  LAST", "\u0661", "1" * 21):
+        with pytest.raises(Rejected) as e:
+            parse_bdat(bad)
+        assert rejected_with(e) == codes.C521_BDAT_SYNTAX
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("mx.example.test", True),
+        ("mx.example.test.", True),
+        ("under_score", True),
+        ("[192.0.2.1]", True),
+        ("[IPv6:::1]", True),
+        ("b\u00fccher.test", True),
+        ("", False),
+        ("a..b", False),
+        ("a-.b", False),
+        ("a/b", False),
+        ("x" * 64, False),
+        (("a." * 128) + "a", False),
+    ],
+)
+def test_valid_helo_name(name: str, ok: bool) -> None:
+    assert valid_helo_name(name) is ok
+
+
+def test_count_received() -> None:
+    head = b"Received: a\r\nreceived : b\r\n\tReceived: folded\r\nX-Received: c\r\nSubject: s\r\n\r\nReceived: body\r\n"
+    assert count_received(head, 50) == 2
+    assert count_received(b"Received: a\r\n" * 10, 3) == 3
+    assert count_received(b"\r\nReceived: body\r\n", 50) == 0

@@ -49,6 +49,18 @@ class BodyType(StrEnum):
     EIGHT_BIT = "8BITMIME"
 
 
+@dataclass(frozen=True, slots=True)
+class RcptDsn:
+    """What the sender asked about one recipient (RFC 3461 §4.1-4.2); empty: the defaults."""
+
+    notify: frozenset[str] = frozenset()  # {"NEVER"} or a subset of SUCCESS, FAILURE, DELAY
+    orcpt: str = ""  # "addr-type;address", decoded from xtext
+
+    def wants(self, event: str) -> bool:
+        """Whether a DSN for `event` (SUCCESS, FAILURE, DELAY) goes out; unset NOTIFY means FAILURE, DELAY."""
+        return event in (self.notify or {"FAILURE", "DELAY"})
+
+
 @dataclass(slots=True)
 class Envelope:
     """What the SMTP transaction says about a message, apart from its content."""
@@ -61,6 +73,9 @@ class Envelope:
     auth_user: str | None = None  # the authenticated submitter (submission only)
     client_ip: str = ""  # the SMTP client's address (for content checks such as rspamd)
     helo: str = ""  # what the client said in HELO/EHLO
+    ret: str = ""  # RFC 3461 RET: "FULL", "HDRS" or "" (unset)
+    envid: str = ""  # RFC 3461 ENVID, decoded from xtext
+    dsn: dict[str, RcptDsn] = field(default_factory=dict)  # per recipient, only where the sender said something
 
 
 _PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits per lookup

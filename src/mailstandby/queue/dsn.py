@@ -1,9 +1,19 @@
-"""RFC 3464 delivery status notifications for permanent failures.
+"""RFC 3464 delivery status notifications, as the sender asked for them (RFC 3461).
 
 A DSN is sent with the null reverse-path and never in answer to a message
 that itself had a null reverse-path (RFC 5321 §4.5.5, §6.1), so bounces can
-never loop. Everything taken from the failed message is encoded, never pasted
-into our headers (no header injection).
+never loop. Everything taken from the original message is encoded, never
+pasted into our headers (no header injection).
+
+What the sender asked (RFC 3461) is honoured here:
+- NOTIFY per recipient: NEVER means no DSN at all; a failure is reported when
+  NOTIFY is unset or holds FAILURE; a success only when it holds SUCCESS
+  (`wanted`).
+- RET=FULL returns the whole message (up to `FULL_RETURNED` octets, else its
+  headers); RET=HDRS or no RET returns the headers only (§4.3 leaves the
+  default to us; Postfix returns the message, we keep mail content out of
+  notifications unless asked).
+- ENVID comes back as Original-Envelope-Id, ORCPT as Original-Recipient.
 """
 
 from __future__ import annotations
@@ -14,55 +24,63 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 
 from mailstandby.core.reply import Reply
+from mailstandby.smtp.codec import xtext_encode
 
 HEADERS_RETURNED = 64 * 1024
+FULL_RETURNED = 10 * 1024 * 1024  # RET=FULL beyond this returns the headers (Postfix bounce_size_limit idea)
+
+FAILED = "failed"
+DELIVERED = "delivered"  # RFC 3464 §2.3.3: filed in a standby mailbox
+RELAYED = "relayed"  # handed to a next hop that was not asked for DSNs (RFC 3461 §5.2.2)
 
 
 @dataclass(frozen=True, slots=True)
 class Failure:
+    """The outcome of one recipient a DSN reports: a failure, or (`action`) a delivery or relay."""
+
     rcpt: str
     reply: Reply
     expired: bool = False
+    action: str = FAILED
+    orcpt: str = ""  # RFC 3461 ORCPT "addr-type;address", echoed as Original-Recipient
+
+
+def wanted(notify: str, action: str) -> bool:
+    """Whether NOTIFY (as stored: "", "NEVER", "DELAY,SUCCESS"...) asks for a DSN about `action`."""
+    words = set(notify.split(",")) if notify else {"FAILURE", "DELAY"}
+    return ("SUCCESS" if action in (DELIVERED, RELAYED) else "FAILURE") in words
 
 
 def _clean(text: str) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in text)
 
 
-def build_dsn(
-    *,
-    hostname: str,
-    bounce_from: str,
-    queue_id: str,
-    sender: str,
-    arrival: float,
-    failures: list[Failure],
-    original: bytes,
-) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Original:
+    """The message a DSN is about, and what its sender asked to get back."""
+
+    queue_id: str
+    sender: str
+    arrival: float
+    body: bytes
+    ret: str = ""  # "FULL", "HDRS" or ""
+    envid: str = ""
+
+
+def build_dsn(*, hostname: str, bounce_from: str, original: Original, failures: list[Failure]) -> bytes:
     """The complete DSN message (headers and body), CRLF line endings.
 
     Built as bytes with a random boundary: the only values taken from the
-    failed message are addresses (already validated, and cleaned of anything
-    unprintable here) and its header block, which stays inside its own part.
+    original message are addresses and ids (already validated, and cleaned of
+    anything unprintable here) and its header block or whole text, which stays
+    inside its own part.
     """
-    boundary = f"{queue_id}/{secrets.token_hex(8)}"
-    lines = [
-        f"This is the mail system at host {hostname}.",
-        "",
-        "I'm sorry to have to inform you that your message could not",
-        "be delivered to one or more recipients. The reasons follow,",
-        "and the headers of your message are attached below.",
-        "",
-    ]
-    for f in failures:
-        why = "delivery time expired" if f.expired else "permanent failure"
-        lines.append(f"<{_clean(f.rcpt)}>: {why}: {_clean(str(f.reply))}")
-    headers_end = original.find(b"\r\n\r\n")
-    headers = original if headers_end < 0 else original[: headers_end + 2]
+    boundary = f"{original.queue_id}/{secrets.token_hex(8)}"
+    failed = any(f.action == FAILED for f in failures)
     head = [
         f"From: Mail Delivery System <{_clean(bounce_from)}@{hostname}>",
-        f"To: <{_clean(sender)}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"To: <{_clean(original.sender)}>",
+        "Subject: " + ("Undelivered Mail Returned to Sender" if failed else "Successful Mail Delivery Report"),
         f"Date: {format_datetime(datetime.now(UTC))}",
         f"Message-ID: {make_msgid(domain=hostname)}",
         "Auto-Submitted: auto-replied",  # RFC 3834
@@ -75,33 +93,83 @@ def build_dsn(
         "Content-Type: text/plain; charset=utf-8",
         "Content-Description: Notification",
         "",
-        *lines,
+        *_human_text(hostname, failures, failed),
         "",
         f"--{boundary}",
         "Content-Type: message/delivery-status",
         "Content-Description: Delivery report",
         "",
-        _status_fields(hostname, queue_id, arrival, failures),
+        _status_fields(hostname, original, failures),
         f"--{boundary}",
-        "Content-Type: text/rfc822-headers",
-        "Content-Description: Undelivered Message Headers",
+        *_returned_head(original, failed),
         "",
         "",
     ]
     tail = f"\r\n--{boundary}--\r\n".encode()
-    return "\r\n".join(head).encode("utf-8") + headers[:HEADERS_RETURNED] + tail
+    return "\r\n".join(head).encode("utf-8") + _returned(original) + tail
 
 
-def _status_fields(hostname: str, queue_id: str, arrival: float, failures: list[Failure]) -> str:
-    arrived = format_datetime(datetime.fromtimestamp(arrival, UTC))
-    out = [f"Reporting-MTA: dns; {hostname}", f"X-Mailstandby-Queue-ID: {queue_id}", f"Arrival-Date: {arrived}", ""]
+def _human_text(hostname: str, failures: list[Failure], failed: bool) -> list[str]:
+    lines = [f"This is the mail system at host {hostname}.", ""]
+    if failed:
+        lines += [
+            "I'm sorry to have to inform you that your message could not",
+            "be delivered to one or more recipients. The reasons follow.",
+        ]
+    else:
+        lines += ["Your message was delivered (or relayed onwards) as you asked to be told."]
+    lines.append("")
     for f in failures:
-        status = f.reply.status if f.reply.status.startswith("5") else "5" + f.reply.status[1:]
-        if f.expired:
-            status = "4.4.7"
+        why = "delivery time expired" if f.expired else {FAILED: "permanent failure"}.get(f.action, f.action)
+        lines.append(f"<{_clean(f.rcpt)}>: {why}: {_clean(str(f.reply))}")
+    return lines
+
+
+def _full(original: Original) -> bool:
+    return original.ret == "FULL" and len(original.body) <= FULL_RETURNED
+
+
+def _returned_head(original: Original, failed: bool) -> list[str]:
+    if _full(original):
+        return [
+            "Content-Type: message/rfc822",
+            "Content-Description: " + ("Undelivered Message" if failed else "Message"),
+        ]
+    return ["Content-Type: text/rfc822-headers", "Content-Description: Message Headers"]
+
+
+def _returned(original: Original) -> bytes:
+    if _full(original):
+        return original.body
+    headers_end = original.body.find(b"\r\n\r\n")
+    headers = original.body if headers_end < 0 else original.body[: headers_end + 2]
+    return headers[:HEADERS_RETURNED]
+
+
+def _status_fields(hostname: str, original: Original, failures: list[Failure]) -> str:
+    arrived = format_datetime(datetime.fromtimestamp(original.arrival, UTC))
+    out = []
+    if original.envid:
+        out.append(f"Original-Envelope-Id: {xtext_encode(original.envid)}")  # RFC 3464 §2.2.1
+    out += [
+        f"Reporting-MTA: dns; {hostname}",
+        f"X-Mailstandby-Queue-ID: {original.queue_id}",
+        f"Arrival-Date: {arrived}",
+    ]
+    out.append("")
+    for f in failures:
+        if f.action == FAILED:
+            status = f.reply.status if f.reply.status.startswith("5") else "5" + f.reply.status[1:]
+            if f.expired:
+                status = "4.4.7"
+        else:
+            status = f.reply.status if f.reply.status.startswith("2") else "2.0.0"
+        if f.orcpt:
+            addr_type, _, address = f.orcpt.partition(";")
+            out.append(f"Original-Recipient: {addr_type}; {_clean(address)}")  # RFC 3464 §2.3.1
         out += [
             f"Final-Recipient: rfc822; {_clean(f.rcpt)}",
-            "Action: failed",
+            f"Action: {f.action}",
             f"Status: {status or '5.0.0'}",
             f"Diagnostic-Code: smtp; {f.reply.code} {_clean(f.reply.status)} {_clean(f.reply.text)}",
             "",

@@ -33,7 +33,7 @@ from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.core.reply import Rejected, Reply
 from mailstandby.directory.base import User
-from mailstandby.queue.dsn import Failure, build_dsn
+from mailstandby.queue.dsn import DELIVERED, FAILED, RELAYED, Failure, Original, build_dsn, wanted
 from mailstandby.routing import Decision, Route, Router
 from mailstandby.smtp.relay import PrimaryConnection
 from mailstandby.store.base import (
@@ -313,6 +313,12 @@ class QueueRunner:
                 )
             return
         self.standby.published(result)
+        reply_250 = Reply(250, "2.0.0", "filed in the standby mailbox")
+        delivered = [
+            Failure(r.rcpt, reply_250, action=DELIVERED, orcpt=r.orcpt) for r in rcpts if wanted(r.notify, DELIVERED)
+        ]
+        if delivered:
+            await self._bounce(message, delivered, body)
         for r in rcpts:
             log.info(
                 "%s: id=%s to=<%s> route=standby reason=%s attempts=%d",
@@ -409,15 +415,21 @@ class QueueRunner:
         expired = now - message.received_at > self.settings.max_lifetime
         outcomes: list[Outcome] = []
         failures: list[Failure] = []
+        successes: list[Failure] = []
         for r in due:
             reply = replies[r.rcpt]
             attempts = r.attempts + 1
             decision = decisions[r.rcpt]
             if reply.code < 400:
                 state, event = RcptState.DELIVERED, Event.QUEUE_DELIVERED
+                if wanted(r.notify, RELAYED):  # the primary (or next hop) was not asked for DSNs
+                    successes.append(Failure(r.rcpt, reply, action=RELAYED, orcpt=r.orcpt))
             elif reply.code >= 500 or expired:
                 state, event = RcptState.FAILED, (Event.QUEUE_FAILED if reply.code >= 500 else Event.QUEUE_EXPIRED)
-                failures.append(Failure(r.rcpt, reply, expired=reply.code < 500))
+                if wanted(r.notify, FAILED):  # RFC 3461 §4.1: NOTIFY=NEVER or without FAILURE: no bounce
+                    failures.append(Failure(r.rcpt, reply, expired=reply.code < 500, orcpt=r.orcpt))
+                else:
+                    log.info("%s: id=%s to=<%s> (NOTIFY=%s)", Event.QUEUE_DSN_SUPPRESSED, message.id, r.rcpt, r.notify)
             else:
                 state, event = RcptState.QUEUED, Event.QUEUE_DEFERRED
                 r.next_attempt = now + backoff(self.settings, attempts)
@@ -447,6 +459,8 @@ class QueueRunner:
                 if any(f.rcpt == r.rcpt for f in failures):
                     r.next_attempt = retry_at
         await self._record(outcomes, also=self._journal_copies(message, outcomes, body))
+        if successes:  # after the record: a success report is at most once, never a reason to resend
+            await self._bounce(message, successes, body)
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
         self._finish(message)
@@ -514,19 +528,15 @@ class QueueRunner:
             task.add_done_callback(self.background.discard)
 
     async def _bounce(self, message: QueuedMessage, failures: list[Failure], body: bytes) -> bool:
-        """Queue one DSN for `failures` (before they are recorded: at least once). False on failure."""
+        """Queue one DSN for `failures` (before they are recorded: at least once), or for
+        successes the sender asked about (NOTIFY=SUCCESS). False when it could not be queued."""
         if message.sender == "" or message.origin is Origin.DSN:
             log.info("%s: id=%s (null sender: no bounce for a bounce)", Event.QUEUE_DSN_SUPPRESSED, message.id)
             return True
         try:
+            original = Original(message.id, message.sender, message.received_at, body, message.ret, message.envid)
             dsn = build_dsn(
-                hostname=self.hostname,
-                bounce_from=self.settings.bounce_from,
-                queue_id=message.id,
-                sender=message.sender,
-                arrival=message.received_at,
-                failures=failures,
-                original=body,
+                hostname=self.hostname, bounce_from=self.settings.bounce_from, original=original, failures=failures
             )
             envelope = Envelope(sender="", recipients=[message.sender], smtputf8=not message.sender.isascii())
             queued = await self.store.accept(NewMessage(new_queue_id(), envelope, dsn, self.clock(), Origin.DSN))

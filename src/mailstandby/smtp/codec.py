@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from mailstandby.core.model import BodyType
-from mailstandby.core.reply import Rejected
+from mailstandby.core.reply import CloseSession, Rejected
 from mailstandby.smtp import codes
 
 
@@ -131,7 +131,7 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 def parse_size(value: str | None) -> int:
     if value is None or not value.isascii() or not value.isdigit() or len(value) > 20:
-        raise Rejected(codes.C501_SYNTAX, detail="bad SIZE")
+        raise Rejected(codes.C501_BAD_SIZE)
     return int(value)
 
 
@@ -157,8 +157,153 @@ def unstuff(data: bytes) -> bytes:
     return data.replace(b"\r\n.", b"\r\n") if b"\r\n." in data else data
 
 
+def count_received(message: bytes, limit: int) -> int:
+    """`Received:` fields in the header section of `message`, counted up to `limit` (RFC 5321 §6.3).
+
+    Like Postfix's cleanup, a field name is matched case-insensitively at the start of a header
+    line (continuation lines and the body are not looked at).
+    """
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[: end + 2]
+    if head.startswith(b"\r\n"):
+        return 0
+    count = 0
+    for line in (b"\r\n" + head).split(b"\r\n"):
+        name, colon, _ = line.partition(b":")
+        if colon and name.rstrip(b" \t").lower() == b"received":  # RFC 5322 §4.5.8: WSP before the colon
+            count += 1
+            if count >= limit:
+                break
+    return count
+
+
 def ehlo_keywords(*, max_size: int, starttls: bool) -> list[str]:
-    words = [f"SIZE {max_size}", "8BITMIME", "PIPELINING", "SMTPUTF8", "ENHANCEDSTATUSCODES"]
+    words = [f"SIZE {max_size}", "8BITMIME", "PIPELINING", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN", "CHUNKING"]
     if starttls:
         words.append("STARTTLS")
     return words
+
+
+# -- HELO/EHLO (RFC 5321 §4.1.1.1) ------------------------------------------------------
+
+_HELO_LABEL = r"[A-Za-z0-9_\u0080-\U0010ffff](?:[A-Za-z0-9_\-\u0080-\U0010ffff]*[A-Za-z0-9_\u0080-\U0010ffff])?"
+_HELO_NAME = re.compile(rf"^(?:{_HELO_LABEL}(?:\.{_HELO_LABEL})*\.?|{_ADDR_LITERAL})$")
+
+
+def helo_argument(arg: str) -> str:
+    """The one argument of HELO/EHLO: `Domain / address-literal`; anything else is 501.
+
+    Missing, or more than one word: `501 Syntax: EHLO hostname` (RFC 5321 §4.1.1.1).
+    """
+    if not arg or " " in arg:
+        raise Rejected(codes.C501_NEED_HELO_ARG)
+    return arg
+
+
+def valid_helo_name(name: str) -> bool:
+    """Postfix `reject_invalid_helo_hostname`: a host name (letters, digits, '-', '_'; labels
+    of at most 63, at most 255 in all) or an address literal."""
+    if len(name) > MAX_DOMAIN or _HELO_NAME.match(name) is None:
+        return False
+    return name.startswith("[") or all(len(label) <= 63 for label in name.rstrip(".").split("."))
+
+
+def no_argument(cmd: Command) -> None:
+    """RSET, DATA, STARTTLS take no argument (RFC 5321 §4.1.1.5, §4.1.1.4; RFC 3207 §4)."""
+    if cmd.arg:
+        raise Rejected(codes.C501_SYNTAX, detail=f"{cmd.verb} takes no argument")
+
+
+# -- CHUNKING (RFC 3030 §2) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bdat:
+    size: int
+    last: bool
+
+
+MAX_CHUNK_DIGITS = 20
+
+
+def parse_bdat(arg: str) -> Bdat:
+    """`BDAT chunk-size [SP end-marker]` (RFC 3030 §2); a bad one cannot be resynchronized."""
+    words = arg.split(" ")
+    size = words[0] if words else ""
+    if (
+        not size.isascii()
+        or not size.isdigit()
+        or len(size) > MAX_CHUNK_DIGITS
+        or len(words) > 2
+        or (len(words) == 2 and words[1].upper() != "LAST")
+    ):
+        raise CloseSession(codes.C521_BDAT_SYNTAX, detail=f"BDAT {arg[:40]!r}")
+    return Bdat(int(size), len(words) == 2)
+
+
+def check_bare_newlines(data: bytes) -> None:
+    """BDAT data has no dot-stuffing, but a bare CR or LF is refused as in DATA (RFC 5321 §2.3.8)."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        raise Rejected(codes.C550_BARE_NEWLINE)
+
+
+# -- DSN parameters (RFC 3461 §4) -------------------------------------------------------
+
+NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+MAX_ENVID = 100  # RFC 3461 §4.4
+MAX_ORCPT = 500  # RFC 3461 §4.2: the decoded address, with generous room
+_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_ADDR_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9\-]*$")
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 3461 §4: `+XX` hex escapes; only `!`..`~` except `+` and `=` may appear bare."""
+    if any(not ("!" <= c <= "~") or c == "=" for c in value) or "+" in _XTEXT_HEX.sub("", value):
+        raise ValueError("bad xtext")
+    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+
+def xtext_encode(value: str) -> str:
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode()) for c in value)
+
+
+def parse_notify(value: str | None) -> frozenset[str]:
+    """`NEVER`, or a comma list of SUCCESS, FAILURE, DELAY (RFC 3461 §4.1); case-insensitive."""
+    words = (value or "").upper().split(",")
+    if words == ["NEVER"]:
+        return frozenset({"NEVER"})
+    if not words or any(w not in NOTIFY_WORDS for w in words) or len(set(words)) != len(words):
+        raise Rejected(codes.C501_BAD_NOTIFY)
+    return frozenset(words)
+
+
+def parse_orcpt(value: str | None) -> str:
+    """`addr-type ";" xtext` (RFC 3461 §4.2), kept as `type;decoded-address`."""
+    addr_type, semi, encoded = (value or "").partition(";")
+    try:
+        address = xtext_decode(encoded)
+    except ValueError:
+        raise Rejected(codes.C501_BAD_ORCPT) from None
+    if not semi or not _ADDR_TYPE.match(addr_type) or not address or len(address) > MAX_ORCPT:
+        raise Rejected(codes.C501_BAD_ORCPT)
+    return f"{addr_type.lower()};{address}"
+
+
+def parse_ret(value: str | None) -> str:
+    """`FULL` or `HDRS` (RFC 3461 §4.3)."""
+    ret = (value or "").upper()
+    if ret not in ("FULL", "HDRS"):
+        raise Rejected(codes.C501_BAD_RET)
+    return ret
+
+
+def parse_envid(value: str | None) -> str:
+    """The sender's envelope id, xtext, at most 100 characters (RFC 3461 §4.4)."""
+    try:
+        envid = xtext_decode(value or "")
+    except ValueError:
+        raise Rejected(codes.C501_BAD_ENVID) from None
+    if not envid or len(value or "") > MAX_ENVID or not all(" " <= c <= "~" for c in envid):
+        raise Rejected(codes.C501_BAD_ENVID)
+    return envid

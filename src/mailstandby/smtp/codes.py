@@ -34,9 +34,12 @@ C354_START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 # 4xx: temporary
 C421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")  # RFC 3463 X.3.2
 C421_TOO_MANY_CONNECTIONS = Reply(421, "4.3.2", "Too many connections, try again later")
-# Postfix smtpd_client_connection_count_limit ("too many connections from <ip>"), RELIABILITY X2
+# Postfix smtpd_client_connection_count_limit and _rate_limit ("too many connections from <ip>"), RELIABILITY X2
 C421_TOO_MANY_FROM_CLIENT = Reply(421, "4.7.0", "Error: too many connections from your address")
 C421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors")  # Postfix smtpd_hard_error_limit
+# Postfix anvil (smtpd_client_*_rate_limit), RELIABILITY X2/R9; the client is told which limit, not the figures
+C450_MESSAGE_RATE = Reply(450, "4.7.1", "Error: too much mail from your address")
+C450_RECIPIENT_RATE = Reply(450, "4.7.1", "Error: too many recipients from your address")
 C421_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")  # RFC 3463 X.4.2
 C451_LOCAL_ERROR = Reply(451, "4.3.0", "Error: queue file write error")  # Postfix cleanup_strerror.c
 C452_NO_SPACE = Reply(452, "4.3.1", "Insufficient system storage")  # RFC 3463 X.3.1
@@ -54,6 +57,16 @@ C500_NUL = Reply(500, "5.5.2", "Error: NUL character in command")
 C501_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
 C501_BAD_ADDRESS = Reply(501, "5.1.7", "Bad address syntax")  # RFC 3463 X.1.7 (sender) / X.1.3
 C501_BAD_RCPT_ADDRESS = Reply(501, "5.1.3", "Bad recipient address syntax")
+C501_BAD_SIZE = Reply(501, "5.5.4", "Bad message size syntax")  # RFC 1870 §6; Postfix smtpd.c
+C501_BAD_NOTIFY = Reply(501, "5.5.4", "Error: Bad NOTIFY parameter syntax")  # RFC 3461 §4.1; Postfix
+C501_BAD_ORCPT = Reply(501, "5.5.4", "Error: Bad ORCPT parameter syntax")  # RFC 3461 §4.2; Postfix
+C501_BAD_RET = Reply(501, "5.5.4", "Bad RET parameter syntax")  # RFC 3461 §4.3; Postfix
+C501_BAD_ENVID = Reply(501, "5.5.4", "Bad ENVID parameter syntax")  # RFC 3461 §4.4; Postfix
+C501_INVALID_HELO = Reply(501, "5.5.2", "Helo command rejected: Invalid name")  # Postfix reject_invalid_helo_hostname
+# RFC 3030 §2: a BDAT line that cannot be parsed leaves the chunk size unknown; Postfix closes (521)
+C521_BDAT_SYNTAX = Reply(521, "5.5.4", "Syntax: BDAT count [LAST]")
+C503_AFTER_BDAT = Reply(503, "5.5.1", "Error: command not allowed after BDAT")  # RFC 3030 §2; Postfix
+C551_BDAT_DISCARDED = Reply(551, "5.0.0", "Discarded data after earlier error")  # RFC 3030 §2; Postfix
 C501_NEED_HELO_ARG = Reply(501, "5.5.4", "Syntax: EHLO hostname")
 C501_AUTH_CANCELLED = Reply(501, "5.7.0", "Authentication cancelled")  # RFC 4954 §4
 C501_BAD_BASE64 = Reply(501, "5.5.2", "Cannot decode response")  # RFC 4954 §4
@@ -83,6 +96,8 @@ C550_BARE_NEWLINE = Reply(
 C552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed limit")  # RFC 3463 X.3.4
 C552_FILE_TOO_BIG = Reply(552, "5.3.4", "Error: message file too big")  # Postfix, EFBIG
 C553_NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")  # RFC 6531 §3.7.4.1
+C554_TOO_MANY_HOPS = Reply(554, "5.4.0", "Error: too many hops")  # RFC 5321 §6.3; Postfix hopcount_limit
+C521_PREGREET = Reply(521, "5.5.1", "Protocol error")  # Postfix postscreen pregreet (drop); RFC 7504
 C554_NO_VALID_RCPTS = Reply(554, "5.5.1", "Error: no valid recipients")
 C554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")  # RFC 3463 X.7.1
 C554_SPAM = Reply(554, "5.7.1", "Message rejected as spam")  # RFC 3463 X.7.1 (rspamd action `reject`)
@@ -104,6 +119,11 @@ def ehlo(hostname: str, keywords: list[str]) -> Reply:
 def challenge(text: str) -> Reply:
     """RFC 4954 §4: a server challenge (base64 text, may be empty)."""
     return Reply(334, "", text)
+
+
+def chunk_received(size: int) -> Reply:
+    """RFC 3030 §2: the reply to a BDAT chunk that is not the last."""
+    return Reply(250, "2.0.0", f"Ok: {size} bytes")
 
 
 def queued(queue_id: str) -> Reply:

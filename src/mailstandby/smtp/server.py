@@ -11,8 +11,9 @@ import ssl
 
 from mailstandby.config import SMTPSettings
 from mailstandby.core.model import new_queue_id
-from mailstandby.limits import MemoryBudget
+from mailstandby.limits import MemoryBudget, networks
 from mailstandby.listeners import Listeners
+from mailstandby.ratelimit import ClientRate, ClientRates
 from mailstandby.smtp import codes
 from mailstandby.smtp.session import Intake, Login, Session
 from mailstandby.transport import Connection
@@ -48,6 +49,7 @@ class SMTPServer(Listeners):
         self.hostname = hostname
         self.login = login  # submission: AUTH offered and required
         self.data_budget = MemoryBudget(settings.max_data_memory)  # shared by this listener's sessions
+        self.rates = rates_for(settings)  # per client, shared by this listener's sessions (Postfix anvil)
         self.goodbye = codes.C421_SHUTTING_DOWN.wire(enhanced=False)
         self.too_many = codes.C421_TOO_MANY_CONNECTIONS.wire(enhanced=False)
         self.too_many_from_client = codes.C421_TOO_MANY_FROM_CLIENT.wire(enhanced=False)
@@ -62,7 +64,11 @@ class SMTPServer(Listeners):
             sid=new_queue_id(),
             login=self.login,
             data_budget=self.data_budget,
+            rates=self.rates,
         )
+
+    def connection_rate_ok(self, host: str) -> bool:
+        return self.rates.connections.allow(host)
 
     def goodbye_for(self, session: Session) -> bytes:
         return codes.C421_SHUTTING_DOWN.wire(enhanced=session.esmtp)
@@ -72,3 +78,16 @@ class SMTPServer(Listeners):
 
     def internal_error_for(self, session: Session) -> bytes:
         return codes.C451_LOCAL_ERROR.wire(enhanced=session.esmtp)
+
+
+def rates_for(settings: SMTPSettings) -> ClientRates:
+    exempt = networks(settings.rate_limit_exceptions)
+
+    def rate(limit: int) -> ClientRate:
+        return ClientRate(limit, window=settings.rate_time_unit, exempt=exempt)
+
+    return ClientRates(
+        rate(settings.client_connection_rate_limit),
+        rate(settings.client_message_rate_limit),
+        rate(settings.client_recipient_rate_limit),
+    )

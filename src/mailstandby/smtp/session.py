@@ -14,7 +14,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from enum import Enum, auto
@@ -26,17 +26,11 @@ from mailstandby.core.events import Event
 from mailstandby.core.model import Address, Envelope, new_queue_id
 from mailstandby.core.reply import CloseSession, Rejected, Reply
 from mailstandby.limits import MemoryBudget
-from mailstandby.smtp import codes, sasl
-from mailstandby.smtp.codec import (
-    Command,
-    ehlo_keywords,
-    parse_body,
-    parse_command,
-    parse_path,
-    parse_size,
-    unstuff,
-)
-from mailstandby.transport import ConnectionClosed, DataOverBudget, DataTooBig, LineTooLong, Reservation
+from mailstandby.ratelimit import ClientRates
+from mailstandby.smtp import codes, sasl, transaction
+from mailstandby.smtp.codec import Command, ehlo_keywords, helo_argument, no_argument, parse_command, valid_helo_name
+from mailstandby.smtp.transaction import Transaction
+from mailstandby.transport import ConnectionClosed, LineTooLong, Reservation
 
 log = logging.getLogger(__name__)
 TRACE = 5
@@ -48,6 +42,9 @@ class SessionIO(Protocol):
 
     async def read_line(self, limit: int, timeout: float) -> bytes: ...
     async def read_data(self, limit: int, timeout: float, reservation: Reservation | None = None) -> bytes: ...
+    async def read_exact(self, n: int, timeout: float) -> bytes: ...
+    async def discard_exact(self, n: int, timeout: float) -> None: ...
+    async def input_within(self, timeout: float) -> bool: ...
     def write(self, data: bytes) -> None: ...
     async def flush(self) -> None: ...
     def has_buffered_input(self) -> bool: ...
@@ -107,12 +104,6 @@ _FORBIDDEN = {"CONNECT", "GET", "POST", "HEAD", "PUT"}  # HTTP to the SMTP port:
 _JUNK = {"NOOP", "RSET", "VRFY", "HELP"}
 
 
-@dataclass(slots=True)
-class Transaction:
-    envelope: Envelope
-    seen: set[str] = field(default_factory=set)
-
-
 class Session:
     """Serves one connection until QUIT, abuse, timeout or shutdown."""
 
@@ -127,8 +118,10 @@ class Session:
         sid: str = "",
         login: Login | None = None,
         data_budget: MemoryBudget | None = None,
+        rates: ClientRates | None = None,
     ) -> None:
         self.io = io
+        self.rates = rates or ClientRates.unlimited()  # per-client message and recipient rates (anvil)
         self.data_budget = data_budget  # message data all sessions of the listener hold at once
         self.login = login  # set on submission listeners: AUTH offered, and required for MAIL
         self.user: str | None = None
@@ -149,6 +142,18 @@ class Session:
 
     # -- the loop --------------------------------------------------------------
     async def run(self) -> None:
+        try:
+            await self._serve()
+        finally:
+            if self.tx is not None:
+                self.tx.release()
+
+    async def _serve(self) -> None:
+        if await self.io.input_within(self.settings.greet_wait):  # postscreen pregreet: talked first
+            self.log.info("%s: input before the greeting", Event.SMTP_SESSION_ABUSE)
+            self.reply(codes.C521_PREGREET)
+            await self.io.flush()
+            return
         self.reply(codes.greeting(self.hostname))
         while not self.closing:
             try:
@@ -163,6 +168,21 @@ class Session:
                 self.reply(codes.C421_TIMEOUT)
                 self.closing = True
         await self.io.flush()
+
+    # -- the transaction's state (its commands are in smtp/transaction.py) -------------
+    def begin(self, tx: Transaction) -> None:
+        self.tx, self.state = tx, State.MAIL
+
+    def in_transaction_with_recipients(self) -> None:
+        self.state = State.RCPT
+
+    def end_transaction(self) -> None:
+        """Forget the transaction (RSET, EHLO, STARTTLS, end of data); its buffered chunks are freed."""
+        if self.tx is not None:
+            self.tx.release()
+        self.tx = None
+        if self.state is not State.CONNECTED:
+            self.state = State.GREETED
 
     async def step(self) -> None:
         """Read one command and answer it."""
@@ -244,9 +264,13 @@ class Session:
             first = initial or await self._challenge("VXNlcm5hbWU6")  # "Username:"
             username = sasl.text(sasl.b64decode(first))
             password = sasl.text(sasl.b64decode(await self._challenge("UGFzc3dvcmQ6")))  # "Password:"
-        user = await self.login.authenticator.authenticate(
-            username, password, peer=self.io.peer[0], protocol="submission"
-        )
+        try:
+            user = await self.login.authenticator.authenticate(
+                username, password, peer=self.io.peer[0], protocol="submission"
+            )
+        except Exception:  # the check itself failed (store, hashing pool): temporary (RFC 4954 §6)
+            self.log.exception("authentication check failed")
+            raise Rejected(codes.C454_AUTH_TEMPORARY, user_fault=False) from None
         if user is None:
             raise Rejected(codes.C535_AUTH_FAILED, detail=f"for {username[:100]!r}")
         self.user = user
@@ -262,16 +286,16 @@ class Session:
         self.reply(codes.ehlo(self.hostname, []))
 
     def _greet(self, cmd: Command, *, esmtp: bool) -> None:
-        if not cmd.arg or " " in cmd.arg:
-            raise Rejected(codes.C501_NEED_HELO_ARG)
-        self.helo = cmd.arg
+        name = helo_argument(cmd.arg)
+        if self.settings.reject_invalid_helo_hostname and not valid_helo_name(name):
+            raise Rejected(codes.C501_INVALID_HELO, detail=f"HELO {name[:100]!r}")
+        self.helo = name
         self.esmtp = esmtp
-        self.tx = None  # RFC 5321 §4.1.4: EHLO resets the transaction
+        self.end_transaction()  # RFC 5321 §4.1.4: EHLO resets the transaction
         self.state = State.GREETED
 
     async def starttls(self, cmd: Command) -> None:
-        if cmd.arg:
-            raise Rejected(codes.C501_SYNTAX)
+        no_argument(cmd)
         if self.io.tls_active:
             raise Rejected(codes.C503_TLS_ACTIVE)
         if self.tls_context is None:
@@ -284,99 +308,6 @@ class Session:
         )  # drops plaintext pipelined behind STARTTLS
         # RFC 3207 §4.2: forget everything learned before TLS
         self.state, self.helo, self.esmtp, self.tx, self.user = State.CONNECTED, "", False, None, None
-
-    async def mail(self, cmd: Command) -> None:
-        if self.tx is not None:
-            raise Rejected(codes.C503_NESTED_MAIL)
-        path = parse_path(cmd.arg, "FROM", allow_null=True)
-        envelope = Envelope(sender=path.address)
-        for key, value in path.params.items():
-            if not self.esmtp:
-                raise Rejected(codes.C555_PARAM, detail="parameters after HELO")
-            if key == "SIZE":
-                envelope.declared_size = parse_size(value)
-                if envelope.declared_size > self.settings.max_message_size:
-                    raise Rejected(codes.C552_TOO_BIG)
-            elif key == "BODY":
-                envelope.body_type = parse_body(value)
-            elif key == "SMTPUTF8" and value is None:
-                envelope.smtputf8 = True
-            else:
-                raise Rejected(codes.C555_PARAM, detail=f"MAIL parameter {key}")
-        if not envelope.smtputf8 and not path.address.isascii():
-            raise Rejected(codes.C553_NEED_SMTPUTF8)
-        if self.login is not None and self.user is None:
-            raise Rejected(codes.C530_AUTH_REQUIRED)
-        self.intake.check_sender(path.address, self.user)
-        envelope.auth_user = self.user
-        envelope.client_ip, envelope.helo = self.io.peer[0], self.helo
-        self.intake.check_space(envelope.declared_size or 0)
-        self.tx = Transaction(envelope)
-        self.state = State.MAIL
-        self.reply(codes.C250_SENDER_OK)
-
-    async def rcpt(self, cmd: Command) -> None:
-        if self.tx is None:
-            raise Rejected(codes.C503_NEED_MAIL)
-        path = parse_path(cmd.arg, "TO", allow_null=False)
-        if path.params:
-            raise Rejected(codes.C555_PARAM, detail=f"RCPT parameters {list(path.params)}")
-        if not self.tx.envelope.smtputf8 and not path.address.isascii():
-            raise Rejected(codes.C553_NEED_SMTPUTF8)
-        if len(self.tx.envelope.recipients) >= self.settings.max_recipients:
-            raise Rejected(codes.C452_TOO_MANY_RCPTS)
-        address = Address.parse(path.address)
-        await self.intake.check_recipient(address)
-        if address.key not in self.tx.seen:
-            self.tx.seen.add(address.key)
-            self.tx.envelope.recipients.append(path.address)
-        self.state = State.RCPT
-        self.reply(codes.C250_RCPT_OK)
-
-    async def data(self, cmd: Command) -> None:
-        if self.tx is None:
-            raise Rejected(codes.C503_NEED_MAIL)
-        if not self.tx.envelope.recipients:
-            raise Rejected(codes.C554_NO_VALID_RCPTS)
-        if cmd.arg:
-            raise Rejected(codes.C501_SYNTAX)
-        if self.io.has_buffered_input():  # RFC 2920 §3.1: DATA ends a pipelined group
-            raise CloseSession(codes.C554_SYNC, detail="message data sent before 354")
-        envelope, self.tx, self.state = self.tx.envelope, None, State.GREETED
-        self.reply(codes.C354_START_DATA)
-        self.busy = True
-        reservation = self.data_budget.reservation() if self.data_budget is not None else None
-        try:
-            await self._receive(envelope, reservation)
-        finally:
-            self.busy = False
-            if reservation is not None:
-                reservation.release()  # the message's bytes are stored or dropped by now
-
-    async def _receive(self, envelope: Envelope, reservation: Reservation | None) -> None:
-        try:
-            raw = await self.io.read_data(self.settings.max_message_size, self.settings.data_timeout, reservation)
-        except DataTooBig:
-            raise Rejected(codes.C552_TOO_BIG) from None
-        except DataOverBudget:  # RELIABILITY X3: temporary, the sender retries
-            raise Rejected(codes.C452_NO_SPACE, detail="message data memory budget spent", user_fault=False) from None
-        message = unstuff(raw)  # may raise 550 5.5.2 (bare CR/LF)
-        if len(message) > self.settings.max_message_size:
-            raise Rejected(codes.C552_TOO_BIG)
-        queue_id = new_queue_id()
-        started = time.monotonic()
-        await self.intake.commit(queue_id, envelope, self.trace_header(queue_id, envelope), message)
-        self.log.info(
-            "%s: id=%s from=<%s> nrcpt=%d size=%d commit_ms=%.1f",
-            Event.SMTP_ACCEPTED,
-            queue_id,
-            envelope.sender,
-            len(envelope.recipients),
-            len(message),
-            (time.monotonic() - started) * 1000,
-        )
-        self.errors = self.junk = 0  # Postfix smtpd: forgive earlier errors once a message is accepted
-        self.reply(codes.queued(queue_id))
 
     def trace_header(self, queue_id: str, envelope: Envelope) -> bytes:
         """The Received header (RFC 5321 §4.4, protocol names from RFC 3848)."""
@@ -398,9 +329,8 @@ class Session:
         return text.encode("utf-8")
 
     async def rset(self, cmd: Command) -> None:
-        self.tx = None
-        if self.state is not State.CONNECTED:
-            self.state = State.GREETED
+        no_argument(cmd)  # RFC 5321 §4.1.1.5: `rset = "RSET" CRLF`
+        self.end_transaction()
         self.reply(codes.C250_RESET)
 
     async def noop(self, cmd: Command) -> None:
@@ -415,6 +345,7 @@ class Session:
         self.reply(codes.C214_HELP)
 
     async def quit(self, cmd: Command) -> None:
+        # RFC 5321 §4.1.1.10 has no argument; like Postfix, a client that says goodbye is let go anyway
         self.reply(codes.C221_BYE)
         self.closing = True
 
@@ -425,9 +356,10 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "EHLO": (ANY, Session.ehlo),
     "HELO": (ANY, Session.helo),
     "STARTTLS": (ANY, Session.starttls),
-    "MAIL": (GREETED_UP, Session.mail),
-    "RCPT": (GREETED_UP, Session.rcpt),
-    "DATA": (GREETED_UP, Session.data),
+    "MAIL": (GREETED_UP, transaction.mail),
+    "RCPT": (GREETED_UP, transaction.rcpt),
+    "DATA": (GREETED_UP, transaction.data),
+    "BDAT": (ANY, transaction.bdat),  # its chunk is read even when refused (RFC 3030 §2)
     "RSET": (ANY, Session.rset),
     "NOOP": (ANY, Session.noop),
     "VRFY": (ANY, Session.vrfy),
@@ -435,4 +367,4 @@ COMMANDS: dict[str, tuple[frozenset[State], Handler]] = {
     "QUIT": (ANY, Session.quit),
     "AUTH": (GREETED_UP, Session.auth),
 }
-_KNOWN = {"EXPN", "TURN", "ETRN", "BDAT", "ATRN", "SEND", "SOML", "SAML"}
+_KNOWN = {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"}

@@ -48,6 +48,8 @@ class QueuedRecipient:
     attempts: int = 0
     next_attempt: float = 0.0
     last_reply: str = ""
+    notify: str = ""  # RFC 3461 NOTIFY as given ("NEVER", "SUCCESS,FAILURE"...); "": unset
+    orcpt: str = ""  # RFC 3461 ORCPT, "addr-type;address"; "": unset
 
 
 @dataclass(slots=True)
@@ -62,6 +64,8 @@ class QueuedMessage:
     body_type: str
     origin: Origin
     recipients: list[QueuedRecipient] = field(default_factory=list)
+    ret: str = ""  # RFC 3461 RET: "FULL", "HDRS" or "" (unset)
+    envid: str = ""  # RFC 3461 ENVID; "": unset
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from mailstandby.config import StoreSettings
 from mailstandby.core.events import Event
+from mailstandby.core.model import Envelope
 from mailstandby.files import create_private, write_private
 from mailstandby.store.base import (
     CorruptMessage,
@@ -235,6 +236,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
     UPDATE mailboxes SET recent_uid = uidnext - 1;
+    """,
+    # 10: the DSN extension (RFC 3461): RET and ENVID per message, NOTIFY and ORCPT per recipient
+    """
+    ALTER TABLE messages ADD COLUMN dsn_ret TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN dsn_envid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN dsn_notify TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN dsn_orcpt TEXT NOT NULL DEFAULT '';
     """,
 ]
 
@@ -556,7 +564,7 @@ class SQLiteStore:
         env = m.envelope
         self._db.execute(
             "INSERT INTO messages (id, sender, received_at, size, segment, offset, crc,"
-            " body_type, smtputf8, origin) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " body_type, smtputf8, origin, dsn_ret, dsn_envid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 m.id,
                 env.sender,
@@ -568,11 +576,15 @@ class SQLiteStore:
                 env.body_type.value,
                 int(env.smtputf8),
                 m.origin.value,
+                env.ret,
+                env.envid,
             ),
         )
+        recipients = [_queued_recipient(env, r) for r in env.recipients]
         self._db.executemany(
-            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at) VALUES (?,?,?,?,?)",
-            [(m.id, r, RcptState.QUEUED.value, 0.0, now) for r in env.recipients],
+            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at, dsn_notify, dsn_orcpt)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [(m.id, r.rcpt, RcptState.QUEUED.value, 0.0, now, r.notify, r.orcpt) for r in recipients],
         )
         return QueuedMessage(
             id=m.id,
@@ -582,7 +594,9 @@ class SQLiteStore:
             smtputf8=env.smtputf8,
             body_type=env.body_type.value,
             origin=m.origin,
-            recipients=[QueuedRecipient(r) for r in env.recipients],
+            recipients=recipients,
+            ret=env.ret,
+            envid=env.envid,
         )
 
     def _apply_outcomes(self, outcomes: list[Outcome], now: float) -> None:
@@ -653,7 +667,7 @@ class SQLiteStore:
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
-                " d.rcpt, d.attempts, d.next_attempt, d.last_reply"
+                " d.rcpt, d.attempts, d.next_attempt, d.last_reply, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 " WHERE d.state = ? ORDER BY m.received_at, m.id",
                 (RcptState.QUEUED.value,),
@@ -661,11 +675,13 @@ class SQLiteStore:
         finally:
             db.close()
         by_id: dict[str, QueuedMessage] = {}
-        for mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last in rows:
+        for mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc in rows:
             m = by_id.get(mid)
             if m is None:
-                m = by_id[mid] = QueuedMessage(mid, sender, received, size, bool(utf8), body_type, Origin(origin))
-            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last))
+                m = by_id[mid] = QueuedMessage(
+                    mid, sender, received, size, bool(utf8), body_type, Origin(origin), ret=ret, envid=envid
+                )
+            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc))
         return list(by_id.values())
 
     async def _quarantine(self, message_id: str, loc: Location, why: str) -> None:
@@ -688,6 +704,13 @@ class SQLiteStore:
             )
         ]
         await self.record([Outcome(message_id, r, RcptState.QUARANTINED, 0, 0.0, f"quarantined: {why}") for r in rcpts])
+
+
+def _queued_recipient(env: Envelope, rcpt: str) -> QueuedRecipient:
+    dsn = env.dsn.get(rcpt)
+    if dsn is None:
+        return QueuedRecipient(rcpt)
+    return QueuedRecipient(rcpt, notify=",".join(sorted(dsn.notify)), orcpt=dsn.orcpt)
 
 
 def _noop(result: Any, error: BaseException | None) -> None:
