@@ -66,5 +66,7 @@ def test_hostile_input_is_one_pass(hostile: str) -> None:
 @settings(max_examples=1000, deadline=None)
 def test_any_input_gives_text_without_complete_tags(source: str) -> None:
     text = html_to_text(source)
-    if "&" not in source:  # decoded references may spell a tag, as text
+    # Decoded references may spell a tag, as text; so may a stray `<` right before a real tag that
+    # disappears (`<<a>a>` reads "<a>" in a browser too): neither is a tag left in the text.
+    if "&" not in source and "<<" not in source:
         assert re.search(r"<[A-Za-z/!?][^<>]*>", text) is None
