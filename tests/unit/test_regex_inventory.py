@@ -46,6 +46,17 @@ INVENTORY: dict[tuple[str, str], Use] = {
         "command line capped by smtp.max_line_length (2048 bytes) in the codec; dot-separated atoms: linear",
         True,
     ),
+    ("smtp/codec.py", "_HELO_LITERAL"): Use(
+        "HELO/EHLO address literal from the SMTP client",
+        "name at most 255 characters, checked first; anchored, bounded repetitions",
+        True,
+    ),
+    ("smtp/codec.py", "_XTEXT_HEX"): Use(
+        "DSN ENVID/ORCPT xtext from the SMTP client", "command line capped by smtp.max_line_length; fixed width", True
+    ),
+    ("smtp/codec.py", "_ADDR_TYPE"): Use(
+        "DSN ORCPT address type from the SMTP client", "command line capped; anchored, one character class run", True
+    ),
     ("smtp/codec.py", "_SOURCE_ROUTE"): Use(
         "MAIL FROM / RCPT TO path from the SMTP client", "command line capped by smtp.max_line_length", True
     ),

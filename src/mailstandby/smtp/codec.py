@@ -186,8 +186,14 @@ def ehlo_keywords(*, max_size: int, starttls: bool) -> list[str]:
 
 # -- HELO/EHLO (RFC 5321 §4.1.1.1) ------------------------------------------------------
 
-_HELO_LABEL = r"[A-Za-z0-9_\u0080-\U0010ffff](?:[A-Za-z0-9_\-\u0080-\U0010ffff]*[A-Za-z0-9_\u0080-\U0010ffff])?"
-_HELO_NAME = re.compile(rf"^(?:{_HELO_LABEL}(?:\.{_HELO_LABEL})*\.?|{_ADDR_LITERAL})$")
+_HELO_LITERAL = re.compile(rf"^{_ADDR_LITERAL}$")
+
+
+def _helo_label(label: str) -> bool:
+    """Letters, digits, '_', '-' (not at either end) and non-ASCII (IDN), 1 to 63 characters."""
+    if not 0 < len(label) <= 63 or label[0] == "-" or label[-1] == "-":
+        return False
+    return all(not c.isascii() or c.isalnum() or c in "_-" for c in label)
 
 
 def helo_argument(arg: str) -> str:
@@ -203,9 +209,11 @@ def helo_argument(arg: str) -> str:
 def valid_helo_name(name: str) -> bool:
     """Postfix `reject_invalid_helo_hostname`: a host name (letters, digits, '-', '_'; labels
     of at most 63, at most 255 in all) or an address literal."""
-    if len(name) > MAX_DOMAIN or _HELO_NAME.match(name) is None:
+    if not name or len(name) > MAX_DOMAIN:
         return False
-    return name.startswith("[") or all(len(label) <= 63 for label in name.rstrip(".").split("."))
+    if name.startswith("["):
+        return _HELO_LITERAL.match(name) is not None
+    return all(_helo_label(label) for label in name.removesuffix(".").split("."))
 
 
 def no_argument(cmd: Command) -> None:
