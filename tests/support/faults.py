@@ -58,8 +58,11 @@ def count(
     only when that queue id is in `in_doubt` (logged "no reply to the end of data" and not looked up).
     Copies with different queue ids are the client's tries: explained up to the tries it made again."""
     c = Counts(acked=len(acked))
+    wanted = set(acked) | set(resent)
     per_subject: collections.Counter[str] = collections.Counter()
     for (subject, qid), n in copies.items():
+        if subject not in wanted:
+            continue  # another run's mail in the same mailbox
         per_subject[subject] += 1
         if n > 1:
             c.dup += n - 1
