@@ -148,9 +148,7 @@ def client_tls() -> ssl.SSLContext:
 async def imap_login(port: int, password: str) -> str:
     """One IMAP connection from the attacker's address: greeting, LOGIN; the tagged answer's first word."""
     try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=client_tls(), local_addr=(ATTACKER, 0)
-        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls(), local_addr=(ATTACKER, 0))
     except OSError as e:
         return f"connect:{type(e).__name__}"
     try:
@@ -243,23 +241,29 @@ class Attacks:
         right = answers[len(passwords) // 2]
         self.results["imap_verified"] = verified
         self.results["imap_past_limit"] = max(0, verified - limit)
-        print(f"logins: {len(passwords)} parallel IMAP LOGINs, {verified} verified wrong (limit {limit}), "
-              f"the right one got {right}")
+        print(
+            f"logins: {len(passwords)} parallel IMAP LOGINs, {verified} verified wrong (limit {limit}), "
+            f"the right one got {right}"
+        )
 
     async def admin_logins(self) -> None:
         wrong = base64.b64encode(b"admin:not the password").decode()
         async with self.http(source=ATTACKER) as http:
             replies = await asyncio.gather(
-                *(http.get("/api/v1/status", headers={"Authorization": f"Basic {wrong}"})
-                  for _ in range(self.args.admin_logins)),
+                *(
+                    http.get("/api/v1/status", headers={"Authorization": f"Basic {wrong}"})
+                    for _ in range(self.args.admin_logins)
+                ),
                 return_exceptions=True,
             )
         codes = [r.status_code if isinstance(r, httpx.Response) else type(r).__name__ for r in replies]
         limit = setting(self.standby, "admin", "max_failures")
         denied = codes.count(401)
         self.results["admin_past_limit"] = max(0, denied - limit)
-        print(f"admin logins: {len(codes)} parallel wrong, {denied} x 401 (limit {limit}), "
-              f"{codes.count(429)} x 429, others {[c for c in codes if c not in (401, 429)][:5]}")
+        print(
+            f"admin logins: {len(codes)} parallel wrong, {denied} x 401 (limit {limit}), "
+            f"{codes.count(429)} x 429, others {[c for c in codes if c not in (401, 429)][:5]}"
+        )
 
     async def list_regex(self) -> None:
         name = "a" * 200
@@ -271,9 +275,13 @@ class Attacks:
     async def html_summary(self) -> None:
         before = len(self.smarthost.messages)
         body = (
-            b"From: someone@ext.test\r\nTo: alice@corp.test\r\nSubject: angles\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: text/html; charset=us-ascii\r\n\r\n"
-        ) + b"<" * (self.args.html_kb * 1024) + b"\r\n"
+            (
+                b"From: someone@ext.test\r\nTo: alice@corp.test\r\nSubject: angles\r\nMIME-Version: 1.0\r\n"
+                b"Content-Type: text/html; charset=us-ascii\r\n\r\n"
+            )
+            + b"<" * (self.args.html_kb * 1024)
+            + b"\r\n"
+        )
         await asyncio.to_thread(send_smtp, self.standby.port, "someone@ext.test", "alice@corp.test", body)
         with contextlib.suppress(TimeoutError):
             await self.smarthost.wait_for(
@@ -325,8 +333,10 @@ class Attacks:
             async with self.http(source=ATTACKER) as http:
                 outcomes.append(await self.status_or_error(http.post(path, content=chunks())))
         after = peak_rss_mb(self.standby.proc.pid)  # type: ignore[union-attr]
-        print(f"big bodies: {self.args.body_mb} MiB twice, answers {outcomes}; "
-              f"server peak RSS {before:.0f} -> {after:.0f} MiB")
+        print(
+            f"big bodies: {self.args.body_mb} MiB twice, answers {outcomes}; "
+            f"server peak RSS {before:.0f} -> {after:.0f} MiB"
+        )
 
     async def code_race(self) -> None:
         def codes() -> int:
@@ -342,8 +352,10 @@ class Attacks:
             if codes() != last:
                 last, stable_since = codes(), time.monotonic()
         self.results["codes_past_limit"] = max(0, last - MAX_CODES)
-        print(f"code race: {len(replies)} parallel requests, answers {sorted(set(map(str, replies)))}, "
-              f"{last} codes mailed (limit {MAX_CODES})")
+        print(
+            f"code race: {len(replies)} parallel requests, answers {sorted(set(map(str, replies)))}, "
+            f"{last} codes mailed (limit {MAX_CODES})"
+        )
 
 
 def is_code(body: bytes) -> bool:
@@ -431,10 +443,14 @@ async def run_attacks(args: argparse.Namespace, root: Path) -> int:
     past = r["imap_past_limit"] + r["admin_past_limit"]
     codes_past, rss = r["codes_past_limit"], r["peak_rss_mb"]  # the peak over the whole run
     ok = max_stall < 0.5 and past == 0 and codes_past == 0 and rss < 400 and r["half_open_ok"]
-    print(f"goals {'met' if ok else 'MISSED'}: max_stall_s < 0.5, both counts 0, peak_rss_mb < 400, "
-          "the admin listener answers beside half-open connections")
-    print(f"max_stall_s={max_stall:.3f} logins_verified_past_limit={past} codes_past_limit={codes_past} "
-          f"peak_rss_mb={rss:.0f}")
+    print(
+        f"goals {'met' if ok else 'MISSED'}: max_stall_s < 0.5, both counts 0, peak_rss_mb < 400, "
+        "the admin listener answers beside half-open connections"
+    )
+    print(
+        f"max_stall_s={max_stall:.3f} logins_verified_past_limit={past} codes_past_limit={codes_past} "
+        f"peak_rss_mb={rss:.0f}"
+    )
     return 0 if ok else 1
 
 

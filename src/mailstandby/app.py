@@ -48,6 +48,7 @@ from mailstandby.notify.notifier import Notifier
 from mailstandby.notify.setup import SetupService, setup_routes
 from mailstandby.notify.tokens import load_key
 from mailstandby.pop3.server import POP3Server
+from mailstandby.queue.inflight import InDoubt
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
 from mailstandby.smtp.lmtp import LMTPConnection
@@ -62,6 +63,7 @@ from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 from mailstandby.store.sqlite_notify import SQLiteNotifyStore
 from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import SyncEngine
+from mailstandby.sync.lookup import PrimaryMailboxLookup
 from mailstandby.sync.records import RunLock
 from mailstandby.tls import ensure_self_signed, server_context
 from mailstandby.verify import RecipientVerifier
@@ -93,6 +95,7 @@ class App:
             if config.outbound.host
             else None,
             connect_direct=self._direct_connection(MXResolver(config.outbound)) if direct_mx else None,
+            in_doubt=self._in_doubt(),
         )
         self.tasks: list[asyncio.Task[None]] = []
         self.notifications = SQLiteNotifyStore(self.store)
@@ -242,6 +245,12 @@ class App:
             hashing=self.hashing,
         )
         return setup_routes(service)
+
+    def _in_doubt(self) -> InDoubt | None:
+        """Deliveries in doubt are looked up in the primary mailbox when the sync can log in there."""
+        if not (self.config.queue.lookup_in_doubt and PrimaryMailboxLookup.configured(self.config.sync)):
+            return None
+        return InDoubt(self.store, PrimaryMailboxLookup(self.config.sync), self.router.user_of, time.time)
 
     def _primary_connection(self) -> PrimaryConnection:
         primary, hostname = self.config.primary, self.config.node.hostname

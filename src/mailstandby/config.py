@@ -378,6 +378,11 @@ class QueueSettings(Section):
     bounce_from: str = Field(
         "MAILER-DAEMON", description="Display local part for DSNs (the envelope sender is always <>)."
     )
+    lookup_in_doubt: bool = Field(
+        True,
+        description="With [sync] IMAP access: mark relays in flight and, before sending one whose outcome is "
+        "unknown (crash, lost reply) again, search the primary INBOX for it (docs/mail-path.md).",
+    )
 
 
 class StoreSettings(Section):

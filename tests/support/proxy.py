@@ -67,3 +67,97 @@ class GatedProxy:
     def close(self) -> None:
         self.stopping = True
         self.sock.close()
+
+
+class DataFaultProxy:
+    """A TCP front for an SMTP or LMTP server that breaks the first `times` transactions at the end of data.
+
+    `fault` is "drop-after-dot": the end of data reaches the server, which commits and answers, but the
+    answer never reaches the client (the connection is closed instead: RFC 5321 §6.1's lost reply), or
+    "hang-mid-data": after the first block of message data nothing more is forwarded either way, so the
+    server never sees the end of data and the client waits for a reply that never comes."""
+
+    def __init__(self, target: int, fault: str, times: int = 1) -> None:
+        assert fault in ("drop-after-dot", "hang-mid-data")
+        self.target, self.fault, self.left = target, fault, times
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.faults = 0
+        self.lock = threading.Lock()
+        self.stopping = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stopping:
+            try:
+                client, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            state = {"dot": False, "data": False, "hang": False}
+            threading.Thread(target=self._up, args=(client, upstream, state), daemon=True).start()
+            threading.Thread(target=self._down, args=(upstream, client, state), daemon=True).start()
+
+    def _take(self) -> bool:
+        with self.lock:
+            if self.left <= 0:
+                return False
+            self.left -= 1
+            self.faults += 1
+            return True
+
+    def _up(self, src: socket.socket, dst: socket.socket, state: dict[str, bool]) -> None:
+        """Client to server, watching for DATA and the end of data."""
+        tail = b""
+        try:
+            while data := src.recv(65536):
+                if state["hang"]:
+                    continue  # swallowed: the server never sees the rest
+                window = tail + data
+                if state["data"] and self.fault == "hang-mid-data" and self._take():
+                    state["hang"] = True
+                    continue
+                if b"\r\nDATA\r\n" in b"\r\n" + window.upper() or window.upper().startswith(b"DATA\r\n"):
+                    state["data"] = True
+                if b"\r\n.\r\n" in window and state["data"]:
+                    state["dot"], state["data"] = True, False
+                dst.sendall(data)
+                tail = window[-4:]
+        except OSError:
+            pass
+        finally:
+            _close(src, dst)
+
+    def _down(self, src: socket.socket, dst: socket.socket, state: dict[str, bool]) -> None:
+        """Server to client; after the end of data, the reply may be dropped with the connection."""
+        try:
+            while data := src.recv(65536):
+                if state["hang"]:
+                    continue
+                if state["dot"] and self.fault == "drop-after-dot":
+                    state["dot"] = False
+                    if self._take():
+                        break  # the server committed and answered; the client never hears it
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(src, dst)
+
+    def close(self) -> None:
+        self.stopping = True
+        self.sock.close()
+
+
+def _close(*socks: socket.socket) -> None:
+    for s in socks:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        s.close()

@@ -15,6 +15,8 @@ class Event(StrEnum):
     QUEUE_EXPIRED = "queue.expired"
     QUEUE_DSN_SENT = "queue.dsn-queued"
     QUEUE_DSN_SUPPRESSED = "queue.dsn-suppressed"
+    QUEUE_LOOKED_UP = "queue.looked-up"  # a delivery in doubt searched in the primary mailbox (found or not)
+    QUEUE_LOOKUP_FAILED = "queue.lookup-failed"  # the search could not tell: the delivery is sent again
     STORE_QUARANTINED = "store.quarantined"
     STORE_PERMISSIONS_FIXED = "store.permissions-fixed"  # group/other access taken away at start-up
     LISTENER_REFUSED = "listener.refused"  # a connection over a cap, or from outside an allow-list

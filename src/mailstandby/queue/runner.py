@@ -5,7 +5,9 @@ outcome the store made durable (delivered, failed with a DSN already queued,
 or quarantined). A crash loses at most the outcomes of deliveries in flight,
 which are then retried: a duplicate is possible only for a delivery the
 primary accepted in the instant before the crash, and our queue id in the
-Received header makes such a copy recognisable.
+Received header makes such a copy recognisable. With the sync's IMAP access
+configured, such a delivery is marked in flight before it is sent and looked
+up in the primary mailbox before it is sent again (queue/inflight.py).
 
 Scheduling is in memory: new mail is pushed by the intake, deferred mail
 waits on a timer computed from stored timestamps (attempt count and arrival
@@ -34,6 +36,7 @@ from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.core.reply import Rejected, Reply
 from mailstandby.directory.base import User
 from mailstandby.queue.dsn import DELIVERED, FAILED, RELAYED, Failure, Original, build_dsn, wanted
+from mailstandby.queue.inflight import InDoubt, unanswered
 from mailstandby.routing import Decision, Route, Router
 from mailstandby.smtp.relay import PrimaryConnection
 from mailstandby.store.base import (
@@ -102,7 +105,9 @@ class QueueRunner:
         evidence: Evidence | None = None,
         forwarding: Forwarding | None = None,
         connect_direct: Callable[[str], PrimaryConnection] | None = None,
+        in_doubt: InDoubt | None = None,
     ) -> None:
+        self.in_doubt = in_doubt  # marks relays to the primary in flight and looks up unknown outcomes
         self.connect_outbound = connect_outbound  # the smarthost for other domains, if any
         self.connect_direct = connect_direct  # a domain's MX hosts (Route.DIRECT), if enabled
         self.store = store
@@ -268,7 +273,12 @@ class QueueRunner:
             await self._file_in_standby(message, standby, decisions, body)
         replies: dict[str, Reply] = {}
         for dest, rcpts in groups.items():
-            replies |= await self._relay(dest, message, [r.rcpt for r in rcpts], body, conns)
+            sending = rcpts
+            if dest[0] is Route.PRIMARY and self.in_doubt is not None:
+                settled, sending = await self.in_doubt.prepare(message, rcpts, body)
+                replies |= settled
+            if sending:
+                replies |= await self._relay(dest, message, [r.rcpt for r in sending], body, conns)
         due = [r for rcpts in groups.values() for r in rcpts]
         if not due:
             self._finish(message)
@@ -434,6 +444,9 @@ class QueueRunner:
                 state, event = RcptState.QUEUED, Event.QUEUE_DEFERRED
                 r.next_attempt = now + backoff(self.settings, attempts)
             r.attempts, r.last_reply = attempts, str(reply)
+            doubt = unanswered(reply)  # the primary may have it: the in-flight mark stays for a look-up
+            if not doubt:
+                r.sent_at = 0.0
             log.info(
                 "%s: id=%s to=<%s> route=%s reason=%s attempts=%d reply=%s",
                 event,
@@ -445,7 +458,7 @@ class QueueRunner:
                 reply,
             )
             outcomes.append(
-                Outcome(message.id, r.rcpt, state, attempts, r.next_attempt, str(reply), decision.route.value)
+                Outcome(message.id, r.rcpt, state, attempts, r.next_attempt, str(reply), decision.route.value, doubt)
             )
         if failures and not await self._bounce(message, failures, body):
             # No DSN could be queued: keep the failed recipients queued so the sender

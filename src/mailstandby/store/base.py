@@ -50,6 +50,7 @@ class QueuedRecipient:
     last_reply: str = ""
     notify: str = ""  # RFC 3461 NOTIFY as given ("NEVER", "SUCCESS,FAILURE"...); "": unset
     orcpt: str = ""  # RFC 3461 ORCPT, "addr-type;address"; "": unset
+    sent_at: float = 0.0  # marked in flight to the primary at; nonzero: the last outcome is unknown
 
 
 @dataclass(slots=True)
@@ -79,6 +80,7 @@ class Outcome:
     next_attempt: float
     reply: str
     route: str = ""
+    in_doubt: bool = False  # the peer may have taken it (no reply to the end of data): keep the in-flight mark
 
 
 class StoreError(Exception):
@@ -109,6 +111,13 @@ class MailStore(Protocol):
         unless `atomic`: then the outcomes are undone with it and StoreError is raised
         (a delivery into a standby mailbox is that filing: one without the other is loss).
         """
+        ...
+
+    async def mark_sent(self, message_id: str, rcpts: list[str], at: float) -> None:
+        """Durably mark queued recipients as in flight (about to be sent) before sending them.
+
+        The mark stays until an outcome that is not `in_doubt` is recorded, so after a crash a
+        recipient with a mark is one whose delivery outcome is unknown (docs/mail-path.md)."""
         ...
 
     async def read_body(self, message_id: str) -> bytes:

@@ -9,6 +9,7 @@ A record whose index row was never committed is garbage, never mail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zlib
@@ -51,16 +52,27 @@ class SegmentWriter:
         return self.directory / f"seg-{segment:08d}.dat"
 
     def _open(self, segment: int) -> None:
+        """Make `segment` current. Its directory entry is fsync'd before anything is written to it
+        (RELIABILITY D1: a rename or a new name is durable only after the directory's fsync); when
+        that fails the file is dropped and no segment is current, so the next append tries again
+        and nothing is acknowledged in a file whose name may not survive a power loss."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1  # never keep a closed descriptor: its number may be reused by another file
         path = self.path(segment)
         created = not path.exists()
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self._size = os.fstat(self._fd).st_size
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            fsync_dir(self.directory)  # also for a segment found at start-up: its entry may never have been
+        except OSError:
+            os.close(fd)
+            if created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
         self.current = segment
-        if created:
-            fsync_dir(self.directory)
 
     def append(self, records: list[tuple[str, bytes]]) -> list[Location]:
         """Write records (id, body) without syncing; on error the segment is cut back."""

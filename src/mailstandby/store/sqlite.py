@@ -244,6 +244,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE deliveries ADD COLUMN dsn_notify TEXT NOT NULL DEFAULT '';
     ALTER TABLE deliveries ADD COLUMN dsn_orcpt TEXT NOT NULL DEFAULT '';
     """,
+    # 11: deliveries marked in flight before they are sent (nonzero until a known outcome is recorded),
+    # so that after a crash an unknown outcome is looked up in the primary mailbox before sending again
+    """
+    ALTER TABLE deliveries ADD COLUMN sent_at REAL NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -366,6 +371,15 @@ class SQLiteStore:
         if outcomes or also is not None:
             return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also, atomic=atomic))
         return None
+
+    async def mark_sent(self, message_id: str, rcpts: list[str], at: float) -> None:
+        def mark(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "UPDATE deliveries SET sent_at=? WHERE message_id=? AND rcpt=? AND state=?",
+                [(at, message_id, r, RcptState.QUEUED.value) for r in rcpts],
+            )
+
+        await self.call(mark)
 
     async def read_body(self, message_id: str) -> bytes:
         assert self._read_db is not None and self._reader is not None
@@ -603,7 +617,7 @@ class SQLiteStore:
         assert self._db is not None
         self._db.executemany(
             "UPDATE deliveries SET state=?, attempts=?, next_attempt=?, last_reply=?, route=?,"
-            " updated_at=? WHERE message_id=? AND rcpt=? AND state=?",
+            " updated_at=?, sent_at=CASE WHEN ? THEN sent_at ELSE 0 END WHERE message_id=? AND rcpt=? AND state=?",
             [
                 (
                     o.state.value,
@@ -612,6 +626,7 @@ class SQLiteStore:
                     o.reply[:500].encode("utf-8", "replace").decode("utf-8"),  # replies may hold surrogates
                     o.route,
                     now,
+                    o.in_doubt,
                     o.message_id,
                     o.rcpt,
                     RcptState.QUEUED.value,
@@ -667,7 +682,8 @@ class SQLiteStore:
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
-                " d.rcpt, d.attempts, d.next_attempt, d.last_reply, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt"
+                " d.rcpt, d.attempts, d.next_attempt, d.last_reply, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt,"
+                " d.sent_at"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 " WHERE d.state = ? ORDER BY m.received_at, m.id",
                 (RcptState.QUEUED.value,),
@@ -675,13 +691,14 @@ class SQLiteStore:
         finally:
             db.close()
         by_id: dict[str, QueuedMessage] = {}
-        for mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc in rows:
+        for row in rows:
+            mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc, sent = row
             m = by_id.get(mid)
             if m is None:
                 m = by_id[mid] = QueuedMessage(
                     mid, sender, received, size, bool(utf8), body_type, Origin(origin), ret=ret, envid=envid
                 )
-            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc))
+            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc, sent))
         return list(by_id.values())
 
     async def _quarantine(self, message_id: str, loc: Location, why: str) -> None:

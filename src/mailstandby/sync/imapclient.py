@@ -1,7 +1,8 @@
 """A small asyncio IMAP4rev1 client for failback sync: just what APPENDing into the primary needs.
 
 Commands: CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE PLAIN (with an authorization
-identity, RFC 4616), LIST, CREATE, SELECT, UID FETCH of header fields, UID STORE,
+identity, RFC 4616), LIST, CREATE, SELECT, EXAMINE, UID FETCH of header fields, UID
+SEARCH HEADER (the queue's look-up of deliveries in doubt), UID STORE,
 APPEND (RFC 3501 §6.3.11) pipelined with LITERAL+ (RFC 7888), or several messages
 in one command with MULTIAPPEND (RFC 3502), LOGOUT.
 
@@ -279,6 +280,19 @@ class IMAPClient:
             if uid:
                 out.append((uid, flags, header))
         return out
+
+    async def examine(self, name: str) -> None:
+        """EXAMINE `name`: selected read-only (RFC 3501 §6.3.2), nothing changes in it."""
+        await self.command(b"EXAMINE " + mailbox_arg(name, self.utf8))
+
+    async def uid_search_header(self, field: str, value: str) -> list[int]:
+        """UIDs of the messages whose `field` header contains `value` (RFC 3501 §6.4.4 HEADER)."""
+        resp = await self.command(b"UID SEARCH HEADER " + quote(field) + b" " + quote(value))
+        uids: list[int] = []
+        for words in resp.untagged:
+            if len(words) > 1 and str(words[1]).upper() == "SEARCH":
+                uids += [int(str(w)) for w in words[2:] if str(w).isdigit()]
+        return uids
 
     async def uid_store_add(self, uids: Sequence[int], flags: frozenset[str]) -> None:
         if uids and flags:
