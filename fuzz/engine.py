@@ -16,6 +16,7 @@ runs of one construct, not on short random bytes.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class Target:
     check: Callable[[bytes], None]
     doc: str
     extra_seeds: tuple[bytes, ...] = field(default=())
+    tokens: tuple[bytes, ...] = field(default=())  # the grammar's words, for mutations to insert
     instrument: tuple[str, ...] = ("mailstandby",)  # module prefixes atheris measures coverage in
 
     @property
@@ -78,7 +80,7 @@ def mutate(seed: bytes, edits: list[tuple]) -> bytes:
     data = bytearray(seed)
     for edit in edits:
         kind, pos = edit[0], edit[1] % (len(data) + 1)
-        if kind == "insert":
+        if kind in ("insert", "token"):
             data[pos:pos] = edit[2]
         elif kind == "delete":
             del data[pos : pos + edit[2]]
@@ -95,27 +97,68 @@ def mutate(seed: bytes, edits: list[tuple]) -> bytes:
     return bytes(data)
 
 
-def inputs(seeds: list[bytes], raw: st.SearchStrategy[bytes] | None = None) -> st.SearchStrategy[bytes]:
+def inputs(
+    seeds: list[bytes], tokens: tuple[bytes, ...] = (), raw: st.SearchStrategy[bytes] | None = None
+) -> st.SearchStrategy[bytes]:
     """Mutated seeds (most of the time) or fresh bytes from `raw` (default: any bytes)."""
     fresh = raw if raw is not None else st.binary(max_size=512)
     if not seeds:
         return fresh
-    mutated = st.builds(mutate, st.sampled_from(seeds), st.lists(_EDIT, max_size=6))
+    edit = _EDIT
+    if tokens:
+        edit = st.one_of(_EDIT, st.tuples(st.just("token"), st.integers(0, 2**16), st.sampled_from(tokens)))
+    mutated = st.builds(mutate, st.sampled_from(seeds), st.lists(edit, max_size=6))
     return st.one_of(mutated, mutated, mutated, fresh)
 
 
+class Finding(AssertionError):
+    """A derived input failed; its bytes are in the message."""
+
+
+def havoc(data: bytes, rng: random.Random, tokens: tuple[bytes, ...]) -> bytes:
+    """libFuzzer-style byte mutations, a few stacked: cheap variety around a drawn input."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randint(0, len(out))
+        kind = rng.randrange(6)
+        if kind == 0 and out:
+            out[min(pos, len(out) - 1)] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            out[pos:pos] = bytes([rng.choice(_INTERESTING)])
+        elif kind == 2:
+            del out[pos : pos + rng.randint(1, 16)]
+        elif kind == 3 and tokens:
+            out[pos:pos] = rng.choice(tokens)
+        elif kind == 4 and out:
+            src = rng.randrange(len(out))
+            out[pos:pos] = out[src : src + rng.randint(1, 64)]
+        else:
+            out[pos : pos + 1] = bytes([rng.randrange(256)])
+    return bytes(out[:MAX_INPUT])
+
+
+_INTERESTING = b"\x00\r\n \t\"\\()[]{}<>:;,.=+-*%$&@/\x7f\x80\xc3\xff09AZaz"
+
+
 def run_hypothesis(
-    target: Target, seconds: float, *, strategy: st.SearchStrategy[bytes] | None = None, batch: int = 200
+    target: Target,
+    seconds: float,
+    *,
+    strategy: st.SearchStrategy[bytes] | None = None,
+    batch: int = 200,
+    derived: int = 16,
 ) -> int:
     """Check every seed, then run batches of generated inputs until `seconds` have passed.
 
-    Returns the number of inputs run. A failure is shrunk by hypothesis and raised
-    with the smallest input it found (printed as `Falsifying example`).
+    Each generated input is followed by `derived` havoc mutants of it (seeded by the
+    input, so a failure reproduces). Returns the number of inputs run. A failure is
+    shrunk by hypothesis and raised with the smallest input it found (printed as
+    `Falsifying example`; a failing mutant's bytes are in the `Finding` message).
     """
     seeds = target.seeds()
     for seed in seeds:
         target.run(seed)
-    strategy = strategy if strategy is not None else inputs(seeds)
+    strategy = strategy if strategy is not None else inputs(seeds, target.tokens)
     count = len(seeds)
 
     @settings(
@@ -130,8 +173,15 @@ def run_hypothesis(
     @given(strategy)
     def one(data: bytes) -> None:
         nonlocal count
-        count += 1
+        count += 1 + derived
         target.run(data)
+        rng = random.Random(data)
+        for _ in range(derived):
+            mutant = havoc(data, rng, target.tokens)
+            try:
+                target.run(mutant)
+            except Exception as e:
+                raise Finding(f"{type(e).__name__}: {e}\non input {mutant!r}") from e
 
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -154,6 +204,11 @@ def _instrument(atheris: object, prefixes: tuple[str, ...]) -> None:
         atheris.instrument_func(func)  # type: ignore[attr-defined]
 
 
+def _dict_entry(token: bytes) -> str:
+    """One line of a libFuzzer dictionary: the token, every byte escaped."""
+    return '"' + "".join(f"\\x{b:02x}" for b in token) + '"\n'
+
+
 def run_atheris(target: Target, seconds: int, workdir: Path, extra: list[str]) -> None:
     """libFuzzer over `check`: new inputs go to `workdir/corpus`, crashes to `workdir/crash-*`.
 
@@ -165,6 +220,10 @@ def run_atheris(target: Target, seconds: int, workdir: Path, extra: list[str]) -
 
     _instrument(atheris, target.instrument)
     (workdir / "corpus").mkdir(parents=True, exist_ok=True)
+    if target.tokens:
+        words = "".join(_dict_entry(token) for token in target.tokens)
+        (workdir / "tokens.dict").write_text(words)
+        extra = [f"-dict={workdir / 'tokens.dict'}", *extra]
     argv = [
         sys.argv[0],
         f"-max_total_time={seconds}",
