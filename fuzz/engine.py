@@ -41,6 +41,7 @@ class Target:
     doc: str
     extra_seeds: tuple[bytes, ...] = field(default=())
     tokens: tuple[bytes, ...] = field(default=())  # the grammar's words, for mutations to insert
+    seed_dirs: tuple[Path, ...] = field(default=())  # more seeds kept elsewhere in the repository
     instrument: tuple[str, ...] = ("mailstandby",)  # module prefixes atheris measures coverage in
 
     @property
@@ -48,7 +49,8 @@ class Target:
         return CORPUS / self.name
 
     def seeds(self) -> list[bytes]:
-        files = sorted(p for p in self.corpus_dir.glob("*") if p.is_file()) if self.corpus_dir.is_dir() else []
+        dirs = [d for d in (self.corpus_dir, *self.seed_dirs) if d.is_dir()]
+        files = [p for d in dirs for p in sorted(d.iterdir()) if p.is_file()]
         return [p.read_bytes() for p in files] + list(self.extra_seeds)
 
     def run(self, data: bytes) -> None:
@@ -232,7 +234,7 @@ def run_atheris(target: Target, seconds: int, workdir: Path, extra: list[str]) -
         f"-artifact_prefix={workdir}/",
         *extra,
         str(workdir / "corpus"),
-        str(target.corpus_dir),
+        *(str(d) for d in (target.corpus_dir, *target.seed_dirs) if d.is_dir()),
     ]
     atheris.Setup(argv, target.run)
     atheris.Fuzz()
