@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fuzz.engine import Target, run_atheris, run_hypothesis
 
-TARGETS = ("smtp_codec", "imap_parser", "pop3_codec", "milter_codec", "mime")
+TARGETS = ("smtp_codec", "imap_parser", "pop3_codec", "milter_codec", "mime", "config_loader")
 
 
 def target(name: str) -> Target:
