@@ -23,7 +23,8 @@ from mailstandby import config
 from mailstandby.config import Config, ConfigError, load
 
 _FILE_LEVEL = ("cannot read: ", "not UTF-8 text", "TOML syntax: ")
-_PROBLEM = re.compile(r"(?P<key>[^:]+): (?P<what>.+)", re.DOTALL)
+_PART = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\\x00-\x1f]|\\.)*")'
+_PROBLEM = re.compile(rf"(?P<key>\(top\)|{_PART}(?:\.{_PART}|\[\d+\])*): (?P<what>.+)")
 _DIR = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
 _FILE = _DIR / "mailstandby.toml"
 
@@ -65,7 +66,7 @@ def _problems(e: ConfigError, data: bytes) -> None:
         assert m is not None, f"a problem without a key: {problem!r}"
         key = m.group("key")
         if m.group("what") == "Field required":  # a key the file lacks: its table must be there
-            key = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", key)
+            key = re.sub(rf"(\.{_PART}|\[\d+\])$", "", key)
         assert key in keys, f"{problem!r} names a key the file does not have ({sorted(keys)[:20]})"
 
 

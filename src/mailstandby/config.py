@@ -9,6 +9,8 @@ Secrets come from files or the environment, never from the log.
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -777,10 +779,18 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {p}" for p in problems))
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # TOML 1.0 bare keys
+
+
 def _key(loc: tuple[int | str, ...]) -> str:
+    """`section.key[2].field`; a key that is not a bare TOML key is quoted as TOML quotes it."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+        out += f".{name}" if out else name
     return out
 
 

@@ -209,6 +209,19 @@ def test_a_lone_cr_is_not_a_newline(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('"127.0.0.1:0" = 1\n', '"127.0.0.1:0": unknown key'),
+        ('[smtp]\n"a\\nb" = 1\n', 'smtp."a\\nb": unknown key'),
+        ('[smtp."x y"]\nz = 1\n', 'smtp."x y": unknown key'),
+    ],
+)
+def test_a_key_that_is_not_bare_is_quoted_in_the_problem(tmp_path: Path, text: str, problem: str) -> None:
+    """Found by fuzz/config_loader: a quoted key with ": " or a newline made the report ambiguous or multi-line."""
+    assert problems(write(tmp_path, text)) == [problem]
+
+
+@pytest.mark.parametrize(
     ("text", "key"),
     [
         ('[smtp]\nlisten = ["127.0.0.1:\u00b2"]\n', "smtp.listen[0]"),  # isdigit(), but int() refuses it
