@@ -162,6 +162,7 @@ def run_hypothesis(
         target.run(seed)
     strategy = strategy if strategy is not None else inputs(seeds, target.tokens)
     count = len(seeds)
+    end = time.monotonic() + seconds
 
     @settings(
         max_examples=batch,
@@ -175,6 +176,8 @@ def run_hypothesis(
     @given(strategy)
     def one(data: bytes) -> None:
         nonlocal count
+        if time.monotonic() > end:  # the rest of this batch: nothing, so a run ends on time
+            return
         count += 1 + derived
         target.run(data)
         rng = random.Random(data)
@@ -185,7 +188,6 @@ def run_hypothesis(
             except Exception as e:
                 raise Finding(f"{type(e).__name__}: {e}\non input {mutant!r}") from e
 
-    end = time.monotonic() + seconds
     while time.monotonic() < end:
         one()
     return count
