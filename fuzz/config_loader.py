@@ -12,7 +12,9 @@ The input is the configuration file's bytes. Properties:
 
 from __future__ import annotations
 
+import atexit
 import re
+import shutil
 import tempfile
 import tomllib
 from pathlib import Path
@@ -26,6 +28,7 @@ _FILE_LEVEL = ("cannot read: ", "not UTF-8 text", "TOML syntax: ")
 _PART = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\\x00-\x1f]|\\.)*")'
 _PROBLEM = re.compile(rf"(?P<key>\(top\)|{_PART}(?:\.{_PART}|\[\d+\])*): (?P<what>.+)")
 _DIR = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 _FILE = _DIR / "mailstandby.toml"
 
 
