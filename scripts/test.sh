@@ -43,7 +43,7 @@ echo "==> installing mailstandby and test dependencies into .venv"
 .venv/bin/python -m pip install -q -e '.[test]'
 
 echo "==> ruff, import contracts"
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check src tests bench fuzz
 .venv/bin/lint-imports
 echo "==> pytest"
 exec .venv/bin/python -m pytest "$@"

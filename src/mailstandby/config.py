@@ -9,6 +9,8 @@ Secrets come from files or the environment, never from the log.
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +35,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes "²" (int() refuses it) and "٣" (int() reads 3)."""
+    return text.isascii() and text.isdigit()
+
+
 def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not _digits(port) or not 0 <= int(port) <= 65535:
         raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:2525 (port 0 picks a free port)")
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -356,7 +363,7 @@ class OutboundSettings(PrimarySettings):
     @classmethod
     def _resolver(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if value and (not sep or not port.isdigit() or not 1 <= int(port) <= 65535):
+        if value and (not sep or not _digits(port) or not 1 <= int(port) <= 65535):
             raise ValueError("must be HOST:PORT of a DNS server, e.g. 127.0.0.1:53, or empty for the system's")
         if value:
             try:
@@ -839,10 +846,18 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {p}" for p in problems))
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # TOML 1.0 bare keys
+
+
 def _key(loc: tuple[int | str, ...]) -> str:
+    """`section.key[2].field`; a key that is not a bare TOML key is quoted as TOML quotes it."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+        out += f".{name}" if out else name
     return out
 
 
@@ -854,13 +869,16 @@ def load(path: Path) -> Config:
     """Read and validate `path`; raise ConfigError naming every bad key."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        # bytes, not read_text(): TOML's newlines are LF and CRLF, and a lone CR is an error, not a newline
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except OSError as e:
         raise ConfigError(path, [f"cannot read: {e.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError(path, ["not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, [f"TOML syntax: {e}"]) from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise ConfigError(path, ["TOML syntax: arrays or inline tables nested too deeply"]) from None
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:

@@ -191,6 +191,50 @@ def test_not_utf8(tmp_path: Path) -> None:
     assert problems(path) == ["not UTF-8 text"]
 
 
+@pytest.mark.parametrize("nesting", ["[" * 3000 + "]" * 3000, "{a=" * 3000 + "1" + "}" * 3000])
+def test_deeply_nested_toml_is_a_syntax_problem_not_a_crash(tmp_path: Path, nesting: str) -> None:
+    """Found by fuzz/config_loader: tomllib's RecursionError escaped load(), so check-config printed a traceback."""
+    found = problems(write(tmp_path, f"x = {nesting}\n"))
+    assert len(found) == 1 and found[0].startswith("TOML syntax")
+
+
+def test_a_lone_cr_is_not_a_newline(tmp_path: Path) -> None:
+    """Found by fuzz/config_loader: read_text() turned CR into LF, so a file TOML refuses loaded (newline: LF, CRLF)."""
+    path = tmp_path / "cr.toml"
+    path.write_bytes(b'[node]\rhostname = "standby.corp.test"\r\n')
+    found = problems(path)
+    assert len(found) == 1 and found[0].startswith("TOML syntax")
+    path.write_bytes(b'[node]\r\nhostname = "standby.corp.test"\r\n')
+    assert load(path).node.hostname == "standby.corp.test"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('"127.0.0.1:0" = 1\n', '"127.0.0.1:0": unknown key'),
+        ('[smtp]\n"a\\nb" = 1\n', 'smtp."a\\nb": unknown key'),
+        ('[smtp."x y"]\nz = 1\n', 'smtp."x y": unknown key'),
+    ],
+)
+def test_a_key_that_is_not_bare_is_quoted_in_the_problem(tmp_path: Path, text: str, problem: str) -> None:
+    """Found by fuzz/config_loader: a quoted key with ": " or a newline made the report ambiguous or multi-line."""
+    assert problems(write(tmp_path, text)) == [problem]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[smtp]\nlisten = ["127.0.0.1:\u00b2"]\n', "smtp.listen[0]"),  # isdigit(), but int() refuses it
+        ('[smtp]\nlisten = ["127.0.0.1:\u0663\u0663"]\n', "smtp.listen[0]"),  # Arabic-Indic 33: int() takes it
+        ('[outbound]\nresolver = "127.0.0.1:\u0665\u0663"\n', "outbound.resolver"),
+    ],
+)
+def test_ports_are_ascii_digits(tmp_path: Path, text: str, key: str) -> None:
+    """Found by fuzz/config_loader: str.isdigit() let non-ASCII digits through the HOST:PORT check."""
+    found = problems(write(tmp_path, text))
+    assert len(found) == 1 and found[0].startswith(f"{key}: ") and "HOST:PORT" in found[0], found
+
+
 # -- the CLI ---------------------------------------------------------------------
 
 

@@ -172,6 +172,33 @@ def test_part_count_limit_makes_the_last_part_take_the_rest() -> None:
     assert msg.body_bytes(last).endswith(b"--x--\r\n")
 
 
+@pytest.mark.parametrize(
+    "inner",
+    [
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
+        b"Content-Type: Message/RFC822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
+    ],
+)
+def test_message_rfc822_past_the_nesting_limit_is_application_octet_stream(inner: bytes) -> None:
+    """Found by fuzz/mime: written as "message" "rfc822" without the envelope and body the grammar requires
+    (RFC 3501 §9 body-type-msg); Dovecot writes such a part as application/octet-stream (part_is_truncated)."""
+    raw = b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n" + inner + b"--a--\r\n"
+    msg = Message(raw, max_nested=2)
+    [part] = msg.root.children
+    assert part.overflow and not part.rfc822
+    assert bodystructure(msg) == (
+        b'(("application" "octet-stream" NIL NIL NIL "7bit" 19 NIL NIL NIL NIL) "mixed" ("boundary" "a") NIL NIL NIL)'
+    )
+
+
+def test_digest_part_past_the_part_limit_is_application_octet_stream() -> None:
+    raw = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\nSubject: one\r\n\r\n1\r\n--d--\r\n"
+    msg = Message(raw, max_parts=2)
+    [part] = msg.root.children
+    assert part.overflow and not part.rfc822
+    assert bodystructure(msg).startswith(b'(("application" "octet-stream" NIL NIL NIL "7bit" ')
+
+
 # -- BODY[section] ---------------------------------------------------------------------
 def test_sections_of_a_nested_message() -> None:
     msg = load("nested-rfc822.eml")

@@ -335,6 +335,33 @@ def test_thunderbird_fetch_echo_name() -> None:
 
 
 @pytest.mark.parametrize(
+    ("spec", "echo"),
+    [
+        (b'("X Y" Subject)', 'BODY[HEADER.FIELDS ("X Y" SUBJECT)]'),
+        (b'("")', 'BODY[HEADER.FIELDS ("")]'),
+        (b'("a)b" "q\\"t" {3}\r\nx(y)', 'BODY[HEADER.FIELDS ("A)B" "Q\\"T" "X(Y")]'),
+    ],
+)
+def test_fetch_echo_of_a_header_name_that_is_not_an_atom_is_quoted(spec: bytes, echo: str) -> None:
+    """Found by fuzz/imap_parser: the echo must parse back to the same section (Dovecot quotes too)."""
+    cmd = one(b"a FETCH 1 BODY[HEADER.FIELDS " + spec + b"]\r\n")
+    assert isinstance(cmd.args, Fetch)
+    [item] = cmd.args.items
+    assert item.response_name() == echo
+    again = one(b"b FETCH 1 " + echo.encode("ascii") + b"\r\n")
+    assert isinstance(again.args, Fetch)
+    assert again.args.items[0].section == item.section
+
+
+@pytest.mark.parametrize("name", [b"{2}\r\n\xc3\x84", b"{3}\r\na\rb", b'"\xc3\xa9"'])
+def test_fetch_header_name_that_cannot_be_a_field_name_is_bad(name: bytes) -> None:
+    """Found by fuzz/imap_parser: an 8-bit name reached the FETCH response, which is ASCII (RFC 5322 §3.6.8)."""
+    *_, exc = drive(b"a FETCH 1 BODY.PEEK[HEADER.FIELDS (" + name + b")]\r\n")  # the literal's octets are the error
+    assert isinstance(exc, ParseError)
+    assert (exc.tag, exc.status) == ("a", "BAD")
+
+
+@pytest.mark.parametrize(
     ("macro", "names"),
     [
         ("ALL", ["FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"]),

@@ -17,8 +17,11 @@ Follows Dovecot 2.3 `imap-bodystructure.c`, `imap-envelope.c` and
   `(NIL NIL "name" NIL) ... (NIL NIL NIL NIL)`, and unparsable addresses get
   Dovecot's `MISSING_MAILBOX` / `MISSING_DOMAIN` / `SYNTAX_ERROR` fillers;
 - a multipart without parts is written with one empty text/plain part;
-- a multipart/* part not parsed as one (nested too deep) is written as
-  `"application" "octet-stream"`, its parameters kept (Dovecot 2.3.11+).
+- a multipart/* or message/rfc822 part not parsed as one (a limit was
+  reached), and a digest's part without Content-Type past the limits, is
+  written as `"application" "octet-stream"`, its parameters kept (Dovecot
+  `part_is_truncated()`): as "message" "rfc822" it would need an envelope and
+  a body it does not have.
 
 All functions return the parenthesised value ready for a FETCH response.
 """
@@ -200,10 +203,10 @@ def _write_multipart(msg: Message, part: Part, data: ContentData, *, extended: b
 def _write_single(msg: Message, part: Part, data: ContentData, *, extended: bool) -> bytes:
     if part.rfc822:
         head, text = b'"message" "rfc822"', False
+    elif _truncated(part, data):
+        head, text = b'"application" "octet-stream"', False
     elif data.type is None:
         head, text = b'"text" "plain"', True
-    elif data.type.lower() == b"multipart":  # not parsed as one (nested too deep): Dovecot's choice
-        head, text = b'"application" "octet-stream"', False
     else:
         head, text = _str(data.type) + b" " + _str(data.subtype), data.type.lower() == b"text"
     items = [
@@ -225,6 +228,14 @@ def _write_single(msg: Message, part: Part, data: ContentData, *, extended: bool
     if extended:
         out += b" " + nstring_nolf(data.md5) + _common(data)
     return out
+
+
+def _truncated(part: Part, data: ContentData) -> bool:
+    """Dovecot part_is_truncated(): a container the parser left opaque (nesting or part limit)."""
+    if data.type is None:
+        return part.parent is not None and part.parent.digest  # would have been message/rfc822
+    kind = data.type.lower()
+    return kind == b"multipart" or (kind == b"message" and data.subtype.lower() == b"rfc822")
 
 
 def _common(data: ContentData) -> bytes:

@@ -5,14 +5,18 @@ only items. A `Section` is the typed form of what is inside `BODY[...]`; its
 `str()` is the canonical spelling the server echoes in the response
 (`BODY[1.2.HEADER.FIELDS (FROM TO)]`), with header field names upper-cased as
 Dovecot does. Partial fetches keep (origin, length); only the origin is echoed
-(RFC 3501 §7.4.2 "BODY[<section>]<<origin octet>>").
+(RFC 3501 §7.4.2 "BODY[<section>]<<origin octet>>"). A header field name that
+is not an atom is echoed quoted (as Dovecot does), so the echo parses back to
+the same section; one with 8-bit octets, CR or LF cannot name a header field
+(RFC 5322 §3.6.8: printable US-ASCII) and is BAD.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailstandby.imap.syntax import DIGITS, MAX_MODSEQ, BadSyntax, Cursor, SequenceSet, utf8
+from mailstandby.imap.responses import quoted
+from mailstandby.imap.syntax import ASTRING_CHARS, DIGITS, MAX_MODSEQ, BadSyntax, Cursor, SequenceSet
 
 SIMPLE_ITEMS = frozenset(
     {
@@ -52,8 +56,15 @@ class Section:
             items.append(self.text)
         spec = ".".join(items)
         if self.fields:
-            spec += " (" + " ".join(self.fields) + ")"
+            spec += " (" + " ".join(map(_field_echo, self.fields)) + ")"
         return spec
+
+
+def _field_echo(name: str) -> str:
+    """A header field name as an astring: the atom itself, else quoted (names are 7-bit, no CR/LF)."""
+    if name and all(ord(c) in ASTRING_CHARS for c in name):
+        return name
+    return quoted(name).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +158,16 @@ def _section(cur: Cursor) -> Section:
     fields: tuple[str, ...] = ()
     if text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         cur.sp()
-        fields = tuple(cur.paren_list(lambda: utf8(cur.astring(), "header name").upper(), allow_empty=False))
+        fields = tuple(cur.paren_list(lambda: _field_name(cur), allow_empty=False))
     cur.expect(b"]")
     return Section(tuple(part), text, fields)
+
+
+def _field_name(cur: Cursor) -> str:
+    raw = cur.astring()
+    if not raw.isascii() or b"\r" in raw or b"\n" in raw:
+        raise BadSyntax("invalid header field name")  # RFC 5322 §3.6.8 field-name: printable US-ASCII
+    return raw.decode("ascii").upper()
 
 
 def _section_text(cur: Cursor, *, after_part: bool) -> str:
