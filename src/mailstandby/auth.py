@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import logging
 import secrets
 import time
@@ -33,6 +32,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from mailstandby.config import AuthSettings
 from mailstandby.core.model import Address
 from mailstandby.directory.base import Directory
+from mailstandby.limits import peer_ip
 from mailstandby.throttle import LoginGate
 
 log = logging.getLogger(__name__)
@@ -249,13 +249,8 @@ class PasswordAuthenticator:
 
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1 and IPv4-mapped loopback: where plaintext logins may be allowed."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = peer_ip(host)
+    return ip is not None and ip.is_loopback
 
 
 class SessionSlots:

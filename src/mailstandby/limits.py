@@ -16,17 +16,26 @@ from collections.abc import Iterable
 from enum import Enum
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def peer_ip(host: str) -> IPAddress | None:
+    """The address a transport reports (a zone id dropped, IPv4-mapped IPv6 as IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def client_key(host: str) -> str:
     """The unit a connection is counted against: the IPv4 address, or the IPv6 /64."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = peer_ip(host)
+    if ip is None:
         return host  # not an IP (a Unix socket, "?"): counted as itself
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
@@ -38,13 +47,8 @@ def networks(values: Iterable[str]) -> list[IPNetwork]:
 
 def allowed(host: str, nets: list[IPNetwork]) -> bool:
     """Whether `host` (an IP address as a transport reports it) lies in one of `nets`."""
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == net.version and ip in net for net in nets)
+    ip = peer_ip(host)
+    return ip is not None and any(ip.version == net.version and ip in net for net in nets)
 
 
 class Refusal(Enum):
