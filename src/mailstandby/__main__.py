@@ -176,7 +176,7 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
     hashed = new_password_hash(prompt, password_file, account=user.address, min_length=cfg.auth.min_password_length)
     if hashed is None:
         return 1
-    set_user_password(cfg.node.data_dir, user.address, hashed)
+    set_user_password(cfg.node.data_dir, user.address, hashed, url=cfg.store.url)
     print(f"standby password set for {user.address}")
     return 0
 
@@ -198,7 +198,7 @@ def _add_directory_parser(sub: argparse._SubParsersAction) -> None:  # type: ign
 def _directory_db(cfg: Config) -> SQLiteDirectoryDB:
     from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
-    return SQLiteDirectoryDB(cfg.node.data_dir)
+    return SQLiteDirectoryDB(cfg.node.data_dir, url=cfg.store.url)
 
 
 def _combined_directory(cfg: Config) -> Directory:
@@ -227,7 +227,7 @@ def _directory(cfg: Config, args: argparse.Namespace) -> int:
 def _show_queue(cfg: Config) -> int:
     from mailstandby.store.sqlite_admin import queue_listing
 
-    rows = queue_listing(cfg.node.data_dir)
+    rows = queue_listing(cfg.node.data_dir, url=cfg.store.url)
     if rows is None:
         print("queue is empty (no store yet)")
         return 0

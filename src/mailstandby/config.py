@@ -345,7 +345,22 @@ class QueueSettings(Section):
 
 
 class StoreSettings(Section):
+    url: str = Field(
+        "",
+        description="Empty: the embedded SQLite database under node.data_dir; postgresql://…: a PostgreSQL server"
+        " (libpq URL, multi-host with target_session_attrs=read-write), see docs/postgresql.md.",
+    )
     segment_size: int = Field(64 * MiB, ge=1 * MiB, description="Spool segment size before a new one is started.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres") or not rest or any(c.isspace() for c in value):
+            raise ValueError("must be empty (SQLite) or a postgresql:// URL")
+        return value
 
 
 class IMAPSettings(Section):

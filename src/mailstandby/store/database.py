@@ -1,0 +1,53 @@
+"""Connections of their own (the command line, the failback sync): SQLite file or PostgreSQL server.
+
+`open_database(data_dir, url)` answers a connection whose `execute`/`executemany` take the
+shared dialect (store/postgres.py), schema brought up to date unless `read_only`: the SQLite
+database under `data_dir` when `url` is empty, else the PostgreSQL server `url` names.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from mailstandby.store.paths import database_path
+from mailstandby.store.postgres import PgConnection, connect_pg, migrate_pg
+from mailstandby.store.sqlite import connect, migrate
+
+
+def database_exists(data_dir: Path, url: str = "") -> bool:
+    """Whether there is a store to read (a PostgreSQL server is assumed to be there)."""
+    return bool(url) or database_path(data_dir).exists()
+
+
+def open_database(data_dir: Path, url: str = "", *, read_only: bool = False) -> Any:
+    """A connection of its own; `read_only` opens an existing SQLite database without changing it."""
+    if url:
+        pg = connect_pg(url)
+        try:
+            if not read_only:
+                migrate_pg(pg)
+        except BaseException:
+            pg.close()
+            raise
+        return pg
+    path = database_path(data_dir)
+    if read_only:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    db = connect(path)
+    try:
+        migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def begin_snapshot(db: Any) -> None:
+    """Start a read transaction in which every statement sees the same committed state."""
+    if isinstance(db, PgConnection):
+        db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    else:
+        db.execute("BEGIN")
