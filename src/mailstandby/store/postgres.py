@@ -71,10 +71,19 @@ def pg_sql(sql: str) -> str:
 class PgConnection:
     """A psycopg connection (autocommit) with the part of sqlite3.Connection the store modules use."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], url: str = "") -> None:
         self.conn = conn
+        self.url = url  # set: a SELECT outside a transaction that meets a lost server reconnects once
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        try:
+            return self.conn.execute(pg_sql(sql), tuple(params))
+        except psycopg.OperationalError:
+            if not (self.url and self.broken and sql.lstrip().upper().startswith("SELECT")):
+                raise
+        log.warning("the store's server went away; reconnecting")
+        self.conn.close()
+        self.conn = connect_pg(self.url).conn
         return self.conn.execute(pg_sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
@@ -96,14 +105,15 @@ class PgConnection:
         self.conn.close()
 
 
-def connect_pg(url: str) -> PgConnection:
-    """An autocommit connection with commits that wait for the WAL flush (`synchronous_commit = on`)."""
+def connect_pg(url: str, *, reconnect_reads: bool = False) -> PgConnection:
+    """An autocommit connection with commits that wait for the WAL flush (`synchronous_commit = on`);
+    `reconnect_reads`: reads re-run once on a new connection after the server went away."""
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="mailstandby")
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to the PostgreSQL store: {e}") from e
     conn.execute("SET synchronous_commit = on")
-    return PgConnection(conn)
+    return PgConnection(conn, url if reconnect_reads else "")
 
 
 def schema_version(db: PgConnection) -> int:
@@ -162,9 +172,14 @@ class PostgresStore:
     def _open_sync(self) -> None:
         for d in (self.data_dir, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._db = connect_pg(self.url)
-        migrate_pg(self._db)
-        self._read_db = connect_pg(self.url)
+        db = connect_pg(self.url)
+        try:
+            migrate_pg(db)
+            self._read_db = connect_pg(self.url, reconnect_reads=True)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -197,9 +212,10 @@ class PostgresStore:
         return body
 
     def _body_sync(self, message_id: str) -> tuple[bytes, int] | None:
-        assert self._read_db is not None
         try:
-            return self._read_db.execute("SELECT body, crc FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return (
+                self.read_connection().execute("SELECT body, crc FROM messages WHERE id = ?", (message_id,)).fetchone()
+            )
         except psycopg.Error as e:
             raise StoreError(f"cannot read message {message_id}: {e}") from e
 
@@ -211,6 +227,7 @@ class PostgresStore:
         return await self._submit(_Call(done=_noop, fn=fn))
 
     def read_connection(self) -> PgConnection:
+        """The event loop's connection (autocommit); a read that meets a lost server reconnects once."""
         assert self._read_db is not None, "store is not open"
         return self._read_db
 
@@ -221,14 +238,13 @@ class PostgresStore:
         return st.f_bavail * st.f_frsize
 
     def deliveries(self, message_id: str | None = None) -> list[dict[str, Any]]:
-        assert self._read_db is not None
         sql = "SELECT message_id, rcpt, state, attempts, last_reply, route FROM deliveries"
         args: tuple[str, ...] = ()
         if message_id is not None:
             sql += " WHERE message_id = ?"
             args = (message_id,)
         cols = ("message_id", "rcpt", "state", "attempts", "last_reply", "route")
-        return [dict(zip(cols, r, strict=True)) for r in self._read_db.execute(sql + " ORDER BY rcpt", args)]
+        return [dict(zip(cols, r, strict=True)) for r in self.read_connection().execute(sql + " ORDER BY rcpt", args)]
 
     # -- event-loop side of the writer ---------------------------------------
     async def _submit(self, op: _Op) -> Any:
