@@ -172,7 +172,7 @@ class SQLiteSyncRecords:
                     "INSERT INTO sync_items (user, body_id, folder, kind, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (user, body_id, folder) DO UPDATE SET state = 'pending',"
                     " updated_at = excluded.updated_at"
-                    " WHERE state = 'done'",
+                    " WHERE sync_items.state = 'done'",
                     [(m.user, m.body_id, folder, kind.value, State.PENDING.value, now) for m, folder, kind in items],
                 ),
             )
