@@ -15,6 +15,7 @@ from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
 from mailstandby.directory.base import Directory
 from mailstandby.directory.static import DirectoryError, from_settings
+from mailstandby.store.base import StoreError
 
 if TYPE_CHECKING:
     from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
@@ -111,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{cfg.source}: ok")
         return 0
+    try:
+        return _run_command(cfg, args)
+    except StoreError as e:  # unreachable server, wrong credentials, schema newer than this code
+        key = "store.url" if cfg.store.url else "node.data_dir"
+        print(f"mailstandby: {cfg.source}: {key}: cannot open the store: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_command(cfg: Config, args: argparse.Namespace) -> int:
+    """A command that works on the store (the server itself included)."""
     if args.command == "notify":
         return _notify(cfg, args)
     if args.command == "queue":
@@ -122,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "directory":
         return _directory(cfg, args)
     if args.command == "sync":
+        from mailstandby.cli import sync as synccli
+
         return synccli.main(cfg, args)
     from mailstandby.app import run
     from mailstandby.obs import setup_logging

@@ -344,6 +344,10 @@ class QueueSettings(Section):
     )
 
 
+# values never repeated in an error message: a libpq URL may carry a password
+_UNECHOED = {("store", "url")}
+
+
 class StoreSettings(Section):
     url: str = Field(
         "",
@@ -842,6 +846,7 @@ def load(path: Path) -> Config:
         for err in e.errors():
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             shown = err["type"] != "extra_forbidden" and _scalar(err["input"]) and repr(err["input"]) not in msg
+            shown = shown and tuple(err["loc"][:2]) not in _UNECHOED
             value = f" (got {err['input']!r})" if shown else ""
             problems.append(f"{_key(err['loc']) or '(top)'}: {msg.removeprefix('Value error, ')}{value}")
         raise ConfigError(path, problems) from None
