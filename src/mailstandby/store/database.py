@@ -8,12 +8,16 @@ database under `data_dir` when `url` is empty, else the PostgreSQL server `url` 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from mailstandby.config import StoreSettings
 from mailstandby.store.paths import database_path
 from mailstandby.store.postgres import PgConnection, connect_pg, migrate_pg
 from mailstandby.store.sqlite import connect, migrate
+
+T = TypeVar("T")
 
 
 def database_exists(data_dir: Path, url: str = "") -> bool:
@@ -51,3 +55,16 @@ def begin_snapshot(db: Any) -> None:
         db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     else:
         db.execute("BEGIN")
+
+
+class SQLStore(Protocol):
+    """What the area modules (store/sqlite_*.py) need of the server's store: `SQLiteStore` or
+    `PostgresStore`. `call(fn)` runs `fn(db)` in the writer's group-committed transaction (its own
+    savepoint) and returns once that committed; `read_connection()` is the event loop's."""
+
+    data_dir: Path
+    settings: StoreSettings
+
+    async def call(self, fn: Callable[[Any], T]) -> T: ...
+
+    def read_connection(self) -> Any: ...

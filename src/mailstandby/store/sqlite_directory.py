@@ -21,8 +21,7 @@ from pathlib import Path
 
 from mailstandby.directory.merge import Fresh, Plan, plan
 from mailstandby.directory.records import Stored, from_json, to_json
-from mailstandby.store.database import begin_snapshot, open_database
-from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.database import SQLStore, begin_snapshot, open_database
 
 
 def load(db: sqlite3.Connection) -> dict[str, Stored]:
@@ -84,9 +83,9 @@ def write_plan(db: sqlite3.Connection, p: Plan, *, origin: str) -> None:
 
 
 class SQLiteDirectoryStore:
-    """The server's view of the imported directory: `directory.stored.DirectoryStore` on an open SQLiteStore."""
+    """The server's view of the imported directory: `directory.stored.DirectoryStore` on the server's store."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self.store = store
 
     def snapshot(self) -> tuple[int, dict[str, Stored]]:

@@ -16,7 +16,8 @@ from typing import Any
 from mailstandby.core.model import Mode
 from mailstandby.dns.switch import RRset
 from mailstandby.failover.machine import State
-from mailstandby.store.sqlite import UPSERT_ADMIN, SQLiteStore, insert_audit
+from mailstandby.store.database import SQLStore
+from mailstandby.store.sqlite import UPSERT_ADMIN, insert_audit
 
 
 def _users(text: str | None) -> frozenset[str] | None:
@@ -28,7 +29,7 @@ def _text(users: frozenset[str] | None) -> str | None:
 
 
 class SQLiteFailoverStore:
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self.store = store
 
     async def load(self) -> State:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mailstandby.store.database import SQLStore
 from mailstandby.store.mailbox import (
     DEFAULT_MAILBOXES,
     SEPARATOR,
@@ -37,7 +38,7 @@ from mailstandby.store.mailbox import (
     check_flags,
     check_mailbox_name,
 )
-from mailstandby.store.sqlite import UPSERT_CREDENTIAL, SQLiteStore, insert_audit
+from mailstandby.store.sqlite import UPSERT_CREDENTIAL, insert_audit
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,9 @@ def _metas(db: sqlite3.Connection, box: _Box, uids: Iterable[int]) -> list[Messa
 
 
 class SQLiteMailboxStore:
-    """MailboxStore over the SQLiteStore's database and writer thread."""
+    """MailboxStore over the server store's database and writer thread (SQLite or PostgreSQL)."""
 
-    def __init__(self, store: SQLiteStore, *, journal_reserve: int = 0) -> None:
+    def __init__(self, store: SQLStore, *, journal_reserve: int = 0) -> None:
         self.store = store
         self.journal_reserve = journal_reserve  # free bytes journal copies must leave (the intake's reserve)
         self._watchers: dict[int, list[Watcher]] = {}  # by mailbox id: a watch follows renames

@@ -23,8 +23,7 @@ from mailstandby.notify.compose import Mode
 from mailstandby.notify.records import NewRow, Row, State
 from mailstandby.notify.tokens import Purpose, TokenProblem, TokenRow, problem
 from mailstandby.store.base import NewMessage, QueuedMessage, StoreError
-from mailstandby.store.database import open_database
-from mailstandby.store.sqlite import SQLiteStore
+from mailstandby.store.database import SQLStore, open_database
 
 T = TypeVar("T")
 
@@ -121,9 +120,9 @@ def _passwords(db: sqlite3.Connection) -> set[str]:
 
 
 class SQLiteNotifyStore:
-    """`NotifyStore` on an open SQLiteStore (the server's)."""
+    """`NotifyStore` on the open server store (SQLite or PostgreSQL) (the server's)."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self._store = store
         self._read: Callable[[], sqlite3.Connection] = store.read_connection
         self._call: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]] = store.call
