@@ -21,8 +21,15 @@ T = TypeVar("T")
 
 
 def database_exists(data_dir: Path, url: str = "") -> bool:
-    """Whether there is a store to read (a PostgreSQL server is assumed to be there)."""
-    return bool(url) or database_path(data_dir).exists()
+    """Whether there is a store to read: the SQLite file, or a PostgreSQL database a server has set up
+    (StoreError when the server cannot be reached)."""
+    if not url:
+        return database_path(data_dir).exists()
+    db = connect_pg(url)
+    try:
+        return bool(db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0])
+    finally:
+        db.close()
 
 
 def open_database(data_dir: Path, url: str = "", *, read_only: bool = False) -> Any:
