@@ -131,3 +131,16 @@ async def test_a_database_server_crash_fails_the_accept_then_the_writer_reconnec
         await s.close()
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize(("server", "used"), [("off", "on"), ("local", "on"), ("remote_apply", "remote_apply")])
+async def test_a_weak_commit_setting_is_raised_and_a_stronger_one_kept(
+    tmp_path: Path, url: str, sql: psycopg.Connection, server: str, used: str
+) -> None:
+    sql.execute(f"ALTER DATABASE {sql.info.dbname} SET synchronous_commit = {server}")
+    s = PostgresStore(tmp_path, StoreSettings(url=url))
+    await s.open()
+    try:
+        assert s.read_connection().execute("SHOW synchronous_commit").fetchone() == (used,)
+    finally:
+        await s.close()

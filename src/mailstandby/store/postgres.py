@@ -4,8 +4,8 @@ Design: synchronous psycopg 3 connections driven the way `store/sqlite.py` drive
 every area module (`store/sqlite_*.py`) runs its statements unchanged on either backend:
 - one writer thread owns a connection and commits everything that arrived while the previous
   batch was being written in one transaction (group commit); a session is told its message is
-  accepted only after that COMMIT returned, with `synchronous_commit = on` (with a synchronous
-  standby configured, that includes the standby's flush);
+  accepted only after that COMMIT returned, with `synchronous_commit` at least `on` (with a
+  synchronous standby configured, that includes the standby's flush);
 - the event loop reads through a second connection in autocommit mode (`read_connection()`),
   as it does on SQLite: short indexed queries; bodies are read in a worker thread.
 The statements are written in the dialect both engines share; `PgConnection` only changes
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _USER = re.compile(r'(?<![\w"])user(?![\w"])')
+_WEAK_COMMIT = ("off", "local")  # a commit that may return before the WAL (or the sync standby) has it
 _MIGRATION_LOCK = 0x6D736273  # pg_advisory_xact_lock key: one node migrates at a time
 
 
@@ -106,13 +107,15 @@ class PgConnection:
 
 
 def connect_pg(url: str, *, reconnect_reads: bool = False) -> PgConnection:
-    """An autocommit connection with commits that wait for the WAL flush (`synchronous_commit = on`);
+    """An autocommit connection whose commits wait for the WAL flush (`synchronous_commit` at least `on`;
+    a stronger server setting such as `remote_apply` is kept);
     `reconnect_reads`: reads re-run once on a new connection after the server went away."""
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="mailstandby")
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to the PostgreSQL store: {e}") from e
-    conn.execute("SET synchronous_commit = on")
+    if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
+        conn.execute("SET synchronous_commit = on")
     return PgConnection(conn, url if reconnect_reads else "")
 
 
