@@ -141,7 +141,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """"sqlite" or "postgres": a test using it runs once on each."""
+    """The backend, `sqlite` or `postgres`: a test using it runs once on each."""
     return str(request.param)
 
 
