@@ -8,6 +8,7 @@ Usage (as root: Postfix's master needs it; run with the venv's python so the
     /tmp/venv/bin/python bench/smtp_accept.py --repeat 1 --postfix-sink hold
     /tmp/venv/bin/python bench/smtp_accept.py --messages 20000 --sessions 50 --size 1024
     /tmp/venv/bin/python bench/smtp_accept.py --profile-out ms.prof --event-loop asyncio
+    /tmp/venv/bin/python bench/smtp_accept.py --store postgres      # the PostgreSQL store, a private cluster
 
 The last line printed is `ratio=<mailstandby msgs/s / postfix msgs/s>` (2 decimals);
 the two lines before it are `postfix: N msgs in T s = R msgs/s` and the same for
@@ -440,8 +441,11 @@ class MailStandby:
 
     name = "mailstandby"
 
-    def __init__(self, root: Path, *, command: list[str], event_loop: str, profile_out: Path | None) -> None:
+    def __init__(
+        self, root: Path, *, command: list[str], event_loop: str, profile_out: Path | None, store_url: str = ""
+    ) -> None:
         self.root = root
+        self.store_url = store_url  # set: the PostgreSQL store (bodies in the database)
         self.command = command
         self.event_loop = event_loop
         self.profile_out = profile_out
@@ -487,6 +491,9 @@ control = "manual"   # the primary is unreachable on purpose: mail must stay que
 
 [admin]
 listen = []
+
+[store]
+url = {json.dumps(self.store_url)}
 """
         )
         argv = [*self.command, "serve", "-c", str(self.config)]
@@ -659,6 +666,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--postfix-sink", choices=("discard", "hold"), default="discard", help="what Postfix does after queueing"
     )
     p.add_argument("--in-flow-delay", default="0", help="Postfix in_flow_delay (its default is 1s)")
+    p.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="mailstandby's store (postgres: a private cluster)",
+    )
     p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="mailstandby loop")
     p.add_argument("--mailstandby", help="command that runs mailstandby (default: python -m mailstandby)")
     p.add_argument("--smtp-source", default=shutil.which("smtp-source", path=SBIN) or "/usr/sbin/smtp-source")
@@ -682,6 +695,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, root: Path) -> int:
     servers: list[Postfix | MailStandby] = []
+    cluster = None
+    if args.store == "postgres" and args.only != "postfix":
+        from tests.support.postgres import PostgresCluster  # Debian's postgresql, a private cluster
+
+        cluster = PostgresCluster()  # its own /tmp directory: the bench's is root's alone
+        cluster.start()
     if args.only != "mailstandby":
         servers.append(Postfix(root / "postfix", sink=args.postfix_sink, in_flow_delay=args.in_flow_delay))
     if args.only != "postfix":
@@ -691,6 +710,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 command=args.mailstandby_cmd,
                 event_loop=args.event_loop,
                 profile_out=args.profile_out.resolve() if args.profile_out else None,
+                store_url=cluster.url if cluster is not None else "",
             )
         )
     try:
@@ -702,7 +722,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
             f"# {args.messages} msgs x {args.size} B, {args.sessions} sessions"
             f"{' (connection reuse)' if args.reuse else ''}, best of {args.repeat}; "
             f"{os.cpu_count()} CPUs; postfix sink={args.postfix_sink}, in_flow_delay={args.in_flow_delay}; "
-            f"mailstandby loop={args.event_loop}; load average {os.getloadavg()[0]:.1f} (other work skews the numbers)",
+            f"mailstandby loop={args.event_loop} store={args.store}; "
+            f"load average {os.getloadavg()[0]:.1f} (other work skews the numbers)",
             flush=True,
         )
         for server in servers:
@@ -737,6 +758,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 server.stop()
             except Exception as e:
                 print(f"bench: stopping {server.name}: {e}", file=sys.stderr)
+        if cluster is not None:
+            cluster.close()
     for server in servers:
         print(best[server.name].line())
     if "postfix" in best and "mailstandby" in best:

@@ -15,6 +15,7 @@ from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
 from mailstandby.directory.base import Directory
 from mailstandby.directory.static import DirectoryError, from_settings
+from mailstandby.store.base import StoreError
 
 if TYPE_CHECKING:
     from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
@@ -111,6 +112,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{cfg.source}: ok")
         return 0
+    try:
+        return _run_command(cfg, args)
+    except StoreError as e:  # unreachable server, wrong credentials, schema newer than this code
+        key = "store.url" if cfg.store.url else "node.data_dir"
+        print(f"mailstandby: {cfg.source}: {key}: cannot open the store: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_command(cfg: Config, args: argparse.Namespace) -> int:
+    """A command that works on the store (the server itself included)."""
     if args.command == "notify":
         return _notify(cfg, args)
     if args.command == "queue":
@@ -122,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "directory":
         return _directory(cfg, args)
     if args.command == "sync":
+        from mailstandby.cli import sync as synccli
+
         return synccli.main(cfg, args)
     from mailstandby.app import run
     from mailstandby.obs import setup_logging
@@ -176,7 +189,7 @@ def _set_password(cfg: Config, username: str, password_file: Path | None) -> int
     hashed = new_password_hash(prompt, password_file, account=user.address, min_length=cfg.auth.min_password_length)
     if hashed is None:
         return 1
-    set_user_password(cfg.node.data_dir, user.address, hashed)
+    set_user_password(cfg.node.data_dir, user.address, hashed, url=cfg.store.url)
     print(f"standby password set for {user.address}")
     return 0
 
@@ -198,7 +211,7 @@ def _add_directory_parser(sub: argparse._SubParsersAction) -> None:  # type: ign
 def _directory_db(cfg: Config) -> SQLiteDirectoryDB:
     from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
 
-    return SQLiteDirectoryDB(cfg.node.data_dir)
+    return SQLiteDirectoryDB(cfg.node.data_dir, url=cfg.store.url)
 
 
 def _combined_directory(cfg: Config) -> Directory:
@@ -227,7 +240,7 @@ def _directory(cfg: Config, args: argparse.Namespace) -> int:
 def _show_queue(cfg: Config) -> int:
     from mailstandby.store.sqlite_admin import queue_listing
 
-    rows = queue_listing(cfg.node.data_dir)
+    rows = queue_listing(cfg.node.data_dir, url=cfg.store.url)
     if rows is None:
         print("queue is empty (no store yet)")
         return 0

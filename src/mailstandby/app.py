@@ -56,6 +56,7 @@ from mailstandby.smtp.mx import MXConnection, MXResolver
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
+from mailstandby.store.postgres import PostgresStore
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_directory import SQLiteDirectoryStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
@@ -75,7 +76,9 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         node = config.node
-        self.store = SQLiteStore(node.data_dir, config.store)
+        self.store = (
+            PostgresStore(node.data_dir, config.store) if config.store.url else SQLiteStore(node.data_dir, config.store)
+        )
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))
         self.directory_service = DirectoryService(self.directory, SQLiteDirectoryStore(self.store), config.directory)
@@ -160,7 +163,7 @@ class App:
         if config.sync.automatic and (config.sync.imap_host or config.sync.smtp_fallback):
             node = config.node
             self.sync = SyncEngine(
-                SQLiteSyncRecords(node.data_dir),
+                SQLiteSyncRecords(node.data_dir, url=config.store.url),
                 RunLock(node.data_dir),
                 config.sync,
                 config.primary,

@@ -392,8 +392,27 @@ class QueueSettings(Section):
     )
 
 
+# values never repeated in an error message: a libpq URL may carry a password
+_UNECHOED = {("store", "url")}
+
+
 class StoreSettings(Section):
+    url: str = Field(
+        "",
+        description="Empty: the embedded SQLite database under node.data_dir; postgresql://…: a PostgreSQL server"
+        " (libpq URL, multi-host with target_session_attrs=read-write), see docs/postgresql.md.",
+    )
     segment_size: int = Field(64 * MiB, ge=1 * MiB, description="Spool segment size before a new one is started.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("postgresql", "postgres") or not rest or any(c.isspace() for c in value):
+            raise ValueError("must be empty (SQLite) or a postgresql:// URL")
+        return value
 
 
 class IMAPSettings(Section):
@@ -886,6 +905,7 @@ def load(path: Path) -> Config:
         for err in e.errors():
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             shown = err["type"] != "extra_forbidden" and _scalar(err["input"]) and repr(err["input"]) not in msg
+            shown = shown and tuple(err["loc"][:2]) not in _UNECHOED
             value = f" (got {err['input']!r})" if shown else ""
             problems.append(f"{_key(err['loc']) or '(top)'}: {msg.removeprefix('Value error, ')}{value}")
         raise ConfigError(path, problems) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ import pytest
 import pytest_asyncio.plugin
 import trustme
 from smtp_harness import HOSTNAME, SETTINGS, BufferPeak, Gateway, GatewayFactory
+from tests.support import backends
+from tests.support.backends import BACKENDS
+from tests.support.postgres import PostgresCluster
 
 from mailstandby.config import SMTPSettings, StoreSettings
 from mailstandby.directory.base import User
@@ -119,3 +122,31 @@ def input_buffer_peak(monkeypatch: pytest.MonkeyPatch) -> BufferPeak:
 
     monkeypatch.setattr(Connection, "data_received", data_received)
     return seen
+
+
+# -- the store's backends ----------------------------------------------------------------
+# One private PostgreSQL cluster per session, started by the first test that asks for it;
+# every test on it gets a database of its own.
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend, `sqlite` or `postgres`: a test using it runs once on each."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_settings(request: pytest.FixtureRequest, backend: str) -> StoreSettings:
+    """`[store]` for this test's backend (PostgreSQL: a fresh database)."""
+    cluster = request.getfixturevalue("postgres_cluster") if backend == "postgres" else None
+    return backends.store_settings(backend, cluster)

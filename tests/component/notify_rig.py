@@ -21,6 +21,7 @@ from typing import Any
 
 from fake_primary import FakePrimary, Received
 from http_sink import HTTPSink
+from tests.support.backends import Store, build_store
 
 from mailstandby.config import NotifySettings, OutboundSettings, PrimarySettings, QueueSettings, StoreSettings
 from mailstandby.directory.base import Device, Forwarding, NoticeKind, Platform, Preferences, User
@@ -31,7 +32,6 @@ from mailstandby.notify.tokens import load_key
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
 from mailstandby.smtp.relay import RelayConnection
-from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_notify import SQLiteNotifyStore
 
 HOSTNAME = "standby.corp.test"
@@ -80,7 +80,8 @@ class Rig:
     http: HTTPSink
     settings: NotifySettings
     people: dict[str, User]
-    store: SQLiteStore | None = None
+    store_settings: StoreSettings = field(default_factory=StoreSettings)  # url set: PostgreSQL
+    store: Store | None = None
     notifications: SQLiteNotifyStore | None = None
     runner: QueueRunner | None = None
     notifier: Notifier | None = None
@@ -94,7 +95,7 @@ class Rig:
 
     async def start(self, *, concurrency: int = 4, deliver: bool = True) -> Notifier:
         """Open the store, start a queue runner and a notifier on it (again after `stop()`: a restart)."""
-        store = SQLiteStore(self.data_dir, StoreSettings())
+        store = build_store(self.data_dir, self.store_settings)
         await store.open()
         directory = self.directory
         peer = {"host": "127.0.0.1", "port": self.smarthost.port, **PEER}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstandby.config import DeviceImportSettings, DirectorySettings, UserEntry
+from mailstandby.config import DeviceImportSettings, DirectorySettings, StoreSettings, UserEntry
 from mailstandby.core.model import Address
 from mailstandby.directory.base import Forwarding, NoticeKind, Platform
 from mailstandby.directory.importer import current, run_import
@@ -33,8 +33,8 @@ def pem(address: str) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[SQLiteDirectoryDB]:
-    records = SQLiteDirectoryDB(tmp_path)
+def db(tmp_path: Path, store_settings: StoreSettings) -> Iterator[SQLiteDirectoryDB]:
+    records = SQLiteDirectoryDB(tmp_path, url=store_settings.url)
     yield records
     records.close()
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from fake_primary import FakePrimary
 from smtp_harness import TIMEOUT
+from tests.support.backends import build_store
 
 from mailstandby.admin.api import Services, create_app
 from mailstandby.admin.auth import AdminAuthenticator
@@ -50,8 +51,9 @@ async def until(condition: Any) -> None:
 
 
 class Rig:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, settings: StoreSettings | None = None) -> None:
         self.data_dir = data_dir
+        self.settings = settings or StoreSettings()  # url set: the PostgreSQL store
         self.announced: list[tuple[NoticeKind, frozenset[str] | None, str]] = []
         self.reroutes = 0
         self.synced: list[frozenset[str] | None] = []
@@ -59,7 +61,7 @@ class Rig:
         self.sync_gate.set()
 
     async def open(self, *, automatic: bool = True) -> Coordinator:
-        self.store = SQLiteStore(self.data_dir, StoreSettings())
+        self.store = build_store(self.data_dir, self.settings)
         await self.store.open()
         self.failover_store = SQLiteFailoverStore(self.store)
         self.router = Router(DIRECTORY)
@@ -87,8 +89,8 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path)
+async def rig(tmp_path: Path, store_settings: StoreSettings) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, store_settings)
     yield r
     await r.close()
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from mailbox_contract import MailboxContract
+from tests.support.backends import build_store, store_settings
 
 from mailstandby.config import StoreSettings
 from mailstandby.store.mailbox import MailboxStore
 from mailstandby.store.memory import MemoryMailboxStore
-from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 
 
@@ -26,8 +26,9 @@ async def memory_store(tmp_path: Path) -> AsyncIterator[MailboxStore]:
 
 
 @asynccontextmanager
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[MailboxStore]:
-    base = SQLiteStore(tmp_path / "data", StoreSettings())
+async def sqlite_store(tmp_path: Path, settings: StoreSettings) -> AsyncIterator[MailboxStore]:
+    """The SQL mailbox store on either backend (`settings.url` empty: SQLite)."""
+    base = build_store(tmp_path / "data", settings)
     await base.open()
     try:
         yield SQLiteMailboxStore(base)
@@ -35,15 +36,17 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[MailboxStore]:
         await base.close()
 
 
-FACTORIES: dict[str, Callable[[Path], AbstractAsyncContextManager[MailboxStore]]] = {
-    "memory": memory_store,
+FACTORIES: dict[str, Callable[[Path, StoreSettings], AbstractAsyncContextManager[MailboxStore]]] = {
+    "memory": lambda tmp_path, settings: memory_store(tmp_path),
     "sqlite": sqlite_store,
+    "postgres": sqlite_store,
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MailboxStore]:
-    async with FACTORIES[request.param](tmp_path) as s:
+    cluster = request.getfixturevalue("postgres_cluster") if request.param == "postgres" else None
+    async with FACTORIES[request.param](tmp_path, store_settings(request.param, cluster)) as s:
         yield s
 
 

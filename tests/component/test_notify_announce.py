@@ -17,6 +17,7 @@ from fake_primary import FakePrimary
 from http_sink import HTTPSink
 from notify_rig import Rig, parse, settings, users
 
+from mailstandby.config import StoreSettings
 from mailstandby.core.model import Envelope
 from mailstandby.directory.base import NoticeKind, Preferences, User
 from mailstandby.notify.notifier import queue_id
@@ -24,11 +25,11 @@ from mailstandby.store.base import NewMessage
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, store_settings: StoreSettings) -> AsyncIterator[Rig]:
     smarthost, http = FakePrimary(), HTTPSink()
     await smarthost.start()
     await http.start()
-    r = Rig(tmp_path / "data", smarthost, http, settings(), users(http.port))
+    r = Rig(tmp_path / "data", smarthost, http, settings(), users(http.port), store_settings=store_settings)
     try:
         yield r
     finally:

@@ -16,6 +16,7 @@ from fake_primary import FakePrimary
 from http_sink import HTTPSink
 from notify_rig import Rig, parse, settings, users
 
+from mailstandby.config import StoreSettings
 from mailstandby.directory.base import Forwarding, NoticeKind, Preferences, User
 from mailstandby.notify.forward import ForwardReason
 
@@ -26,13 +27,20 @@ MESSAGE = (
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, store_settings: StoreSettings) -> AsyncIterator[Rig]:
     smarthost, http = FakePrimary(), HTTPSink()
     await smarthost.start()
     await http.start()
     ann = User("ann@corp.test", alternates=("ben@corp.test",), preferences=Preferences(forward=Forwarding.FULL))
     ben = User("ben@corp.test", alternates=("ann@corp.test",), preferences=Preferences(forward=Forwarding.FULL))
-    r = Rig(tmp_path / "data", smarthost, http, settings(), users(http.port, ann=ann, ben=ben))
+    r = Rig(
+        tmp_path / "data",
+        smarthost,
+        http,
+        settings(),
+        users(http.port, ann=ann, ben=ben),
+        store_settings=store_settings,
+    )
     try:
         await r.start()
         yield r

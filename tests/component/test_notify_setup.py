@@ -20,7 +20,7 @@ from notify_rig import HOSTNAME, Rig, parse, settings, users
 from starlette.applications import Starlette
 
 from mailstandby.auth import PasswordAuthenticator
-from mailstandby.config import AuthSettings
+from mailstandby.config import AuthSettings, StoreSettings
 from mailstandby.directory.base import NoticeKind
 from mailstandby.notify.setup import SetupService, setup_routes
 from mailstandby.notify.tokens import load_key
@@ -28,11 +28,11 @@ from mailstandby.store.sqlite_mailbox import SQLiteMailboxStore
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, store_settings: StoreSettings) -> AsyncIterator[Rig]:
     smarthost, http = FakePrimary(), HTTPSink()
     await smarthost.start()
     await http.start()
-    r = Rig(tmp_path / "data", smarthost, http, settings(), users(http.port))
+    r = Rig(tmp_path / "data", smarthost, http, settings(), users(http.port), store_settings=store_settings)
     try:
         await r.start()
         yield r

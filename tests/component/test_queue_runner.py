@@ -34,10 +34,9 @@ from mailstandby.routing import Router
 from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.store.base import NewMessage, Outcome, RcptState
-from mailstandby.store.sqlite import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.support.database import database
+from tests.support.backends import Store, build_store, store_settings
 
 HOSTNAME = "standby.corp.test"
 SENDER = "s@example.test"
@@ -54,7 +53,8 @@ class Rig:
     fake: FakePrimary
     queue: QueueSettings
     primary: PrimarySettings
-    store: SQLiteStore | None = None
+    settings: StoreSettings
+    store: Store | None = None
     runner: QueueRunner | None = None
     outcomes: list[Outcome] = field(default_factory=list)
 
@@ -65,7 +65,7 @@ class Rig:
 
     async def start(self) -> QueueRunner:
         """Open the store and start a runner on it (again, after `stop()`: a restart)."""
-        store = SQLiteStore(self.data_dir, StoreSettings())
+        store = build_store(self.data_dir, self.settings)
         await store.open()
         real_record = store.record
 
@@ -114,8 +114,9 @@ class Rig:
 
     def dsns(self) -> list[tuple[str, str]]:
         """(id, sender) of every DSN the runner queued."""
-        with database(self.data_dir) as db:
-            return db.execute("SELECT id, sender FROM messages WHERE origin = 'dsn'").fetchall()
+        assert self.store is not None
+        db = self.store.read_connection()
+        return [tuple(r) for r in db.execute("SELECT id, sender FROM messages WHERE origin = 'dsn'").fetchall()]
 
     async def pending_ids(self) -> set[str]:
         assert self.store is not None
@@ -142,7 +143,8 @@ RigFactory = Callable[..., Awaitable[Rig]]
 
 
 @pytest.fixture
-async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
+async def make_rig(tmp_path: Path, request: pytest.FixtureRequest, backend: str) -> AsyncIterator[RigFactory]:
+    cluster = request.getfixturevalue("postgres_cluster") if backend == "postgres" else None
     made: list[Rig] = []
 
     async def make(*, protocol: str = "smtp", start: bool = True, **overrides: Any) -> Rig:
@@ -155,7 +157,7 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[RigFactory]:
             protocol=protocol,
             **{**PRIMARY, **{k: v for k, v in overrides.items() if k in PrimarySettings.model_fields}},
         )
-        rig = Rig(tmp_path / f"data{len(made)}", fake, queue, primary)
+        rig = Rig(tmp_path / f"data{len(made)}", fake, queue, primary, store_settings(backend, cluster))
         made.append(rig)
         if start:
             await rig.start()

@@ -36,6 +36,7 @@ from mailstandby.store.segments import SegmentWriter
 from mailstandby.store.sqlite import SQLiteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.support.backends import Store, build_store
 from tests.support.database import database
 
 SMALL = StoreSettings(segment_size=1 * MiB)  # the smallest allowed: rotation after ~1 MiB
@@ -55,6 +56,22 @@ async def open_store(data_dir: Path) -> AsyncIterator[StoreFactory]:
 
     async def make(settings: StoreSettings | None = None) -> SQLiteStore:
         store = SQLiteStore(data_dir, settings or StoreSettings())
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def open_any_store(data_dir: Path, store_settings: StoreSettings) -> AsyncIterator[StoreFactory]:
+    """`open_store` on each backend (the MailStore contract, whatever holds the bodies)."""
+    opened: list[Store] = []
+
+    async def make() -> Store:
+        store = build_store(data_dir, store_settings)
         await store.open()
         opened.append(store)
         return store
@@ -116,7 +133,8 @@ def outcome(m: QueuedMessage | NewMessage, rcpt: str, state: RcptState, reply: s
 # -- accept, reopen, read back -------------------------------------------------------------
 
 
-async def test_accepted_message_survives_reopen_byte_identical(open_store: StoreFactory) -> None:
+async def test_accepted_message_survives_reopen_byte_identical(open_any_store: StoreFactory) -> None:
+    open_store = open_any_store
     store = await open_store()
     one = new("one", ("alice@corp.test", "bob@corp.test"))
     two = NewMessage(
@@ -333,7 +351,8 @@ async def test_a_transient_read_error_is_not_taken_for_damage(
 # -- record(): retirement and spent segments ---------------------------------------------------
 
 
-async def test_outcomes_retire_messages_and_deferrals_are_kept(open_store: StoreFactory, data_dir: Path) -> None:
+async def test_outcomes_retire_messages_and_deferrals_are_kept(open_any_store: StoreFactory) -> None:
+    open_store = open_any_store
     store = await open_store()
     m = new("three", ("a@corp.test", "b@corp.test", "c@corp.test"))
     await store.accept(m)
@@ -552,10 +571,10 @@ async def test_a_new_segment_that_cannot_be_created_never_leaves_a_dangling_desc
         os.close(fd)
 
 
-async def test_an_outcome_the_index_cannot_take_does_not_wedge_the_writer(open_store: StoreFactory) -> None:
+async def test_an_outcome_the_index_cannot_take_does_not_wedge_the_writer(open_any_store: StoreFactory) -> None:
     """A reply text with undecodable bytes (aiosmtplib keeps them as surrogates; P16) is recorded,
     and never wedges the writer: a failed batch is rolled back, or every later commit fails too."""
-    store = await open_store()
+    store = await open_any_store()
     m = new("m")
     await store.accept(m)
     await store.record([outcome(m, "alice@corp.test", RcptState.DELIVERED, "250 ok \udcff\udcfe")])

@@ -41,17 +41,34 @@ def database(data_dir: Path, *, read_only: bool = False, timeout: float = 5.0) -
         db.close()
 
 
-def query(data_dir: Path, sql: str, args: Sequence[Any] = (), *, timeout: float = 5.0) -> list[tuple[Any, ...]]:
-    """Every row of a read, on a read-only connection."""
+def query(
+    data_dir: Path, sql: str, args: Sequence[Any] = (), *, timeout: float = 5.0, url: str = ""
+) -> list[tuple[Any, ...]]:
+    """Every row of a read, on a read-only connection (`url`: the PostgreSQL store instead)."""
+    if url:
+        return [tuple(r) for r in _pg_query(url, sql, args)]
     with database(data_dir, read_only=True, timeout=timeout) as db:
         return db.execute(sql, args).fetchall()
 
 
-def query_dicts(data_dir: Path, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """Every row of a read as a dict by column name, on a read-only connection."""
+def query_dicts(data_dir: Path, sql: str, args: Sequence[Any] = (), *, url: str = "") -> list[dict[str, Any]]:
+    """Every row of a read as a dict by column name, on a read-only connection (`url`: PostgreSQL)."""
+    if url:
+        return _pg_query(url, sql, args, dicts=True)
     with database(data_dir, read_only=True) as db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute(sql, args)]
+
+
+def _pg_query(url: str, sql: str, args: Sequence[Any], *, dicts: bool = False) -> list[Any]:
+    """The same read on the PostgreSQL store, the statement spelled as the store spells it."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from mailstandby.store.postgres import pg_sql
+
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row if dicts else None) as db:  # type: ignore[arg-type]
+        return list(db.execute(pg_sql(sql), tuple(args)).fetchall())
 
 
 def change(data_dir: Path, sql: str, args: Sequence[Any] = ()) -> None:

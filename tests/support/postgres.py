@@ -12,11 +12,13 @@ cluster belongs to the `postgres` system user the package creates and every comm
     cluster.kill()         # SIGKILL the postmaster (a crashed database server)
     cluster.start()        # crash recovery, same port, same data
     cluster.close()        # stop and remove
+    cluster.fresh_database()  # postgresql://…/t_N: an empty database of its own (a test's store)
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pwd
 import shutil
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 USER = "mailstandby"  # the cluster's superuser and the database the tests use
+_DATABASES = itertools.count(1)
 
 
 def bin_dir() -> Path:
@@ -61,6 +64,18 @@ class PostgresCluster:
     @property
     def url(self) -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{USER}"
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
+
+    def fresh_database(self) -> str:
+        """A new empty database on this cluster (CREATE DATABASE: milliseconds); its URL."""
+        import psycopg  # only the tests that use PostgreSQL need the driver
+
+        name = f"t_{os.getpid()}_{next(_DATABASES)}"
+        with psycopg.connect(self.url, autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{name}"')
+        return self.database_url(name)
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=timeout)

@@ -73,6 +73,7 @@ class Standby:
         for name, values in overrides.items():
             sections.setdefault(name, {}).update(values)
         self.data_dir = root / sections["node"]["data_dir"]  # an absolute override wins
+        self.store_url = str(sections.get("store", {}).get("url", ""))  # set: the PostgreSQL store
         users = [
             {"address": "alice@corp.test", "aliases": ["a.liddell@corp.test"]},
             {"address": "bob@corp.test"},
@@ -164,12 +165,12 @@ class Standby:
 
     def failover_state(self) -> dict[str, Any]:
         """The recorded failover state, straight from the store."""
-        rows = query_dicts(self.data_dir, "SELECT mode, users, seq, held FROM failover_state")
+        rows = query_dicts(self.data_dir, "SELECT mode, users, seq, held FROM failover_state", url=self.store_url)
         return rows[0] if rows else {"mode": "normal", "users": None, "seq": 0, "held": 0}
 
     def transitions(self) -> list[dict[str, Any]]:
         """Every recorded failover transition, oldest first."""
-        return query_dicts(self.data_dir, "SELECT * FROM failover_log ORDER BY id")
+        return query_dicts(self.data_dir, "SELECT * FROM failover_log ORDER BY id", url=self.store_url)
 
     def kill(self) -> None:
         """kill -9 (the whole process group); a no-op when not running."""
@@ -196,6 +197,7 @@ class Standby:
             self.data_dir,
             "SELECT d.message_id, m.sender, d.rcpt, d.state, d.attempts, d.last_reply, m.origin"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY m.received_at",
+            url=self.store_url,
         )
 
     def mailbox(self, user: str, name: str) -> list[tuple[bytes, int, str]]:
@@ -207,6 +209,7 @@ class Standby:
                 "SELECT b.data, m.journaled, m.flags FROM mail m JOIN mailboxes x ON x.id = m.mailbox_id"
                 " JOIN bodies b ON b.id = m.body_id WHERE x.user = ? AND x.name = ? ORDER BY m.uid",
                 (user, name),
+                url=self.store_url,
             )
         ]
 

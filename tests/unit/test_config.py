@@ -299,3 +299,29 @@ def test_check_config_duplicate_directory_address(tmp_path: Path) -> None:
     result = run_cli("check-config", "-c", str(path), cwd=tmp_path)
     assert result.returncode == 2
     assert "shared@corp.test" in result.stderr and "directory" in result.stderr
+
+
+@pytest.mark.parametrize("url", ["mysql://db.corp.test/mail", "postgresql://", "postgresql://db /x", "db.corp.test"])
+def test_check_config_names_store_url_and_the_file_on_a_bad_url(tmp_path: Path, url: str) -> None:
+    path = write(tmp_path, GOOD + f'\n[store]\nurl = "{url}"\n', name="bad.toml")
+    result = run_cli("check-config", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert f"{path}: store.url: must be empty (SQLite) or a postgresql:// URL\n" in result.stderr
+    assert "(got" not in result.stderr  # a URL may carry a password: never repeated
+
+
+def test_check_config_accepts_a_multi_host_postgresql_url(tmp_path: Path) -> None:
+    url = "postgresql://msb@db1.corp.test:5432,db2.corp.test:5432/mailstandby?target_session_attrs=read-write"
+    path = write(tmp_path, GOOD + f'\n[store]\nurl = "{url}"\n')
+    result = run_cli("check-config", "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", [("queue",), ("sync", "status")])
+def test_an_unreachable_store_url_is_exit_2_naming_the_key(tmp_path: Path, command: tuple[str, ...]) -> None:
+    url = "postgresql://msb:secret-pw@127.0.0.1:1/mailstandby?connect_timeout=2"
+    path = write(tmp_path, GOOD + f'\n[store]\nurl = "{url}"\n')
+    result = run_cli(*command, "-c", str(path), cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert f"{path}: store.url: cannot open the store: cannot connect" in result.stderr
+    assert "secret-pw" not in result.stderr and "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
+from tests.support.postgres import PostgresCluster  # noqa: E402
 from tests.support.primary import Primary  # noqa: E402
 
 PRIMARY_USERS = {
@@ -39,3 +40,22 @@ def primary(tmp_path: Path) -> Iterator[Primary]:
         yield p
     finally:
         p.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One private PostgreSQL cluster for the session's tests that run mailstandby on it."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_section(request: pytest.FixtureRequest) -> dict[str, str]:
+    """`[store]` for a Standby: empty (SQLite) or a fresh database on the session's cluster."""
+    if request.param == "postgres":
+        return {"url": request.getfixturevalue("postgres_cluster").fresh_database()}
+    return {}

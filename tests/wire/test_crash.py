@@ -81,10 +81,12 @@ def subjects_in(primary: Primary, address: str) -> collections.Counter[str]:
         imap.logout()
 
 
-def test_kill_9_during_load_loses_nothing(tmp_path: Path, primary: Primary) -> None:
+def test_kill_9_during_load_loses_nothing(tmp_path: Path, primary: Primary, store_section: dict[str, str]) -> None:
+    """On each store backend (SQLite + spool segments; PostgreSQL with the bodies in the database)."""
     standby = Standby(
         tmp_path / "standby",
         primary_port=primary.smtp_port,
+        store=store_section,
         queue={"concurrency": CONCURRENCY, "retry_initial": 0.2, "retry_max": 1.0},
         node={"log_level": "WARNING"},
     )

@@ -3,6 +3,7 @@ controller runs the failback sync before it declares NORMAL: the primary then ho
 
 from __future__ import annotations
 
+import imaplib
 import json
 import subprocess
 import sys
@@ -13,7 +14,22 @@ from tests.support.standby import Standby
 from tests.wire.test_failover import FAST, SLACK, send, subjects_at_primary, subjects_in_standby, wait_mode
 
 
-def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary) -> None:
+def imap_subjects(standby: Standby, user: str, password: str) -> list[str]:
+    """The subjects in the user's standby INBOX, read over IMAP as a phone would."""
+    client = imaplib.IMAP4("127.0.0.1", standby.listeners["imap"])
+    try:
+        client.login(user, password)
+        client.select("INBOX", readonly=True)
+        typ, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK"
+        lines = [item[1].decode().strip() for item in data if isinstance(item, tuple)]
+        return sorted(line.removeprefix("Subject: ").strip() for line in lines)
+    finally:
+        client.logout()
+
+
+def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary, store_section: dict[str, str]) -> None:
+    """On each store backend: mail in over SMTP, failover, IMAP read, failback sync, every message once."""
     secret = tmp_path / "master.pw"
     secret.write_text(primary.master_password + "\n")
     sync = {
@@ -29,6 +45,8 @@ def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary) 
         failover={"control": "automatic"},
         monitor=dict(FAST),
         sync=sync,
+        store=store_section,
+        imap={"listen": ["127.0.0.1:0"], "allow_plaintext_auth_on_loopback": True},
     )
     config = standby.config_path.read_text().replace(
         'address = "alice@corp.test"\n', 'address = "alice@corp.test"\nalternates = ["alice@home.test"]\n'
@@ -47,6 +65,9 @@ def test_failback_runs_the_sync_before_normal(tmp_path: Path, primary: Primary) 
             SLACK,
             "outage mail on the standby",
         )
+        standby.set_password("alice@corp.test", "standby-password-1")  # `mailstandby passwd` on this store
+        read = imap_subjects(standby, "alice@corp.test", "standby-password-1")  # journal copies beside them
+        assert all(read.count(subject) == 1 for subject in outage), read
         primary.start_smtp()
         wait_mode(standby, "normal", 2 * SLACK + FAST["min_dwell"])
         assert sorted(subjects_at_primary(primary, "alice@corp.test")) == sorted(["before the outage", *outage])

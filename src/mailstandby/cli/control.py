@@ -200,6 +200,6 @@ def _set_admin(cfg: Config, name: str, password_file: Path | None) -> int:
     hashed = new_password_hash(prompt, password_file, account=name, min_length=cfg.auth.min_password_length)
     if hashed is None:
         return 1
-    set_admin_password(cfg.node.data_dir, name, hashed, actor=getpass.getuser())
+    set_admin_password(cfg.node.data_dir, name, hashed, actor=getpass.getuser(), url=cfg.store.url)
     print(f"password set for administrator {name}")
     return 0

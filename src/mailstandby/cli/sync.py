@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mailstandby.config import Config
+from mailstandby.store.database import database_exists
 from mailstandby.store.paths import database_path
 from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import PrimaryUnavailable, SyncEngine, SyncError
@@ -41,12 +42,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
 
 def main(cfg: Config, args: argparse.Namespace) -> int:
     data_dir = cfg.node.data_dir
-    db_path = database_path(data_dir)
-    if not db_path.exists():
-        print(f"mailstandby: no store at {db_path}: nothing to sync", file=sys.stderr)
+    if not database_exists(data_dir, cfg.store.url):
+        print(f"mailstandby: no store at {database_path(data_dir)}: nothing to sync", file=sys.stderr)
         return 0 if args.sync_command == "status" else 2
     engine = SyncEngine(
-        SQLiteSyncRecords(data_dir), RunLock(data_dir), cfg.sync, cfg.primary, hostname=cfg.node.hostname
+        SQLiteSyncRecords(data_dir, url=cfg.store.url),
+        RunLock(data_dir),
+        cfg.sync,
+        cfg.primary,
+        hostname=cfg.node.hostname,
     )
     if args.sync_command == "status":
         return asyncio.run(_status(engine, as_json=args.json))

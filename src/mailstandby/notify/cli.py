@@ -20,7 +20,7 @@ from mailstandby.directory.static import from_settings
 from mailstandby.notify import compose, readiness, tokens
 from mailstandby.notify.notifier import plan_announcement
 from mailstandby.notify.templates import Templates
-from mailstandby.store.paths import database_path
+from mailstandby.store.database import database_exists
 from mailstandby.store.sqlite_notify import SQLiteNotifyDB
 
 
@@ -31,9 +31,9 @@ def check_templates(cfg: Config) -> list[str]:
 
 def _read_db(cfg: Config) -> SQLiteNotifyDB | None:
     """The store read-only, or None when there is none yet."""
-    if not database_path(cfg.node.data_dir).exists():
+    if not database_exists(cfg.node.data_dir, cfg.store.url):
         return None
-    return SQLiteNotifyDB(cfg.node.data_dir, read_only=True)
+    return SQLiteNotifyDB(cfg.node.data_dir, read_only=True, url=cfg.store.url)
 
 
 def show_readiness(cfg: Config, as_json: bool) -> int:
@@ -71,7 +71,7 @@ def send_test(cfg: Config, username: str) -> int:
         return 1
     cfg.node.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = tokens.load_key(cfg.node.data_dir)
-    db = SQLiteNotifyDB(cfg.node.data_dir)
+    db = SQLiteNotifyDB(cfg.node.data_dir, url=cfg.store.url)
     try:
         now = time.time()
         links = []

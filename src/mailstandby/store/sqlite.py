@@ -251,6 +251,15 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+UPSERT_CREDENTIAL = (
+    "INSERT INTO credentials (user, hash, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (user) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at"
+)
+UPSERT_ADMIN = (
+    "INSERT INTO admins (name, hash, updated_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at"
+)
+
 
 def insert_audit(
     db: sqlite3.Connection, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "", at: float = 0.0

@@ -7,61 +7,45 @@ at the next login. `mailstandby queue` lists the queue on a read-only connection
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
-from mailstandby.store.paths import database_path
-from mailstandby.store.sqlite import connect, insert_audit, migrate
+from mailstandby.store.database import database_exists, open_database
+from mailstandby.store.sqlite import UPSERT_ADMIN, UPSERT_CREDENTIAL, insert_audit
 
 
-def _open(data_dir: Path) -> sqlite3.Connection:
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    db = connect(database_path(data_dir))
-    try:
-        migrate(db)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def set_user_password(data_dir: Path, user: str, hashed: str) -> None:
+def set_user_password(data_dir: Path, user: str, hashed: str, *, url: str = "") -> None:
     """A user's standby password hash (IMAP/POP3/submission)."""
-    db = _open(data_dir)
+    db = open_database(data_dir, url)
     try:
-        db.execute(
-            "INSERT OR REPLACE INTO credentials (user, hash, updated_at) VALUES (?, ?, ?)",
-            (user, hashed, time.time()),
-        )
+        db.execute(UPSERT_CREDENTIAL, (user, hashed, time.time()))
     finally:
         db.close()
 
 
-def set_admin_password(data_dir: Path, name: str, hashed: str, *, actor: str) -> None:
+def set_admin_password(data_dir: Path, name: str, hashed: str, *, actor: str, url: str = "") -> None:
     """An administrator's password hash and its audit entry, in one transaction."""
-    db = _open(data_dir)
+    db = open_database(data_dir, url)
     try:
         now = time.time()
         db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT OR REPLACE INTO admins (name, hash, updated_at) VALUES (?, ?, ?)", (name, hashed, now))
+        db.execute(UPSERT_ADMIN, (name, hashed, now))
         insert_audit(db, actor, "admin.set-password", "ok", peer="cli", detail=f"administrator {name}")
         db.execute("COMMIT")
     finally:
         db.close()
 
 
-def queue_listing(data_dir: Path) -> list[tuple[str, str, str, int, str]] | None:
+def queue_listing(data_dir: Path, *, url: str = "") -> list[tuple[str, str, str, int, str]] | None:
     """(message id, sender, recipient, attempts, last reply) of every queued recipient, oldest message first;
     None when there is no store yet."""
-    path = database_path(data_dir)
-    if not path.exists():
+    if not database_exists(data_dir, url):
         return None
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = open_database(data_dir, url, read_only=True)
     try:
         return db.execute(
             "SELECT m.id, m.sender, d.rcpt, d.attempts, d.last_reply FROM deliveries d"
-            " JOIN messages m ON m.id = d.message_id WHERE d.state = 'queued' ORDER BY m.received_at"
+            " JOIN messages m ON m.id = d.message_id WHERE d.state = 'queued' ORDER BY m.received_at, m.id, d.rcpt"
         ).fetchall()
     finally:
         db.close()

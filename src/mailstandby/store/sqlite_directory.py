@@ -21,8 +21,7 @@ from pathlib import Path
 
 from mailstandby.directory.merge import Fresh, Plan, plan
 from mailstandby.directory.records import Stored, from_json, to_json
-from mailstandby.store.paths import database_path
-from mailstandby.store.sqlite import SQLiteStore, connect, migrate
+from mailstandby.store.database import SQLStore, begin_snapshot, open_database
 
 
 def load(db: sqlite3.Connection) -> dict[str, Stored]:
@@ -43,11 +42,11 @@ def last_import(db: sqlite3.Connection) -> tuple[int, float, str] | None:
     return None if row is None else (row[0], row[1], row[2])
 
 
-def snapshot(path: Path) -> tuple[int, dict[str, Stored]]:
+def snapshot(data_dir: Path, url: str = "") -> tuple[int, dict[str, Stored]]:
     """(generation, users) read consistently through a read-only connection of its own (any thread)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = open_database(data_dir, url, read_only=True)
     try:
-        db.execute("BEGIN")
+        begin_snapshot(db)
         return generation(db), load(db)
     finally:
         db.close()
@@ -70,7 +69,9 @@ def write_plan(db: sqlite3.Connection, p: Plan, *, origin: str) -> None:
         return
     now = time.time()
     db.executemany(
-        "INSERT OR REPLACE INTO directory_users (key, source, enabled, data, updated_at) VALUES (?,?,?,?,?)",
+        "INSERT INTO directory_users (key, source, enabled, data, updated_at) VALUES (?,?,?,?,?)"
+        " ON CONFLICT (key) DO UPDATE SET source = excluded.source, enabled = excluded.enabled,"
+        " data = excluded.data, updated_at = excluded.updated_at",
         [(s.key, s.source, int(s.user.enabled), to_json(s.user), now) for s in p.write],
     )
     db.executemany("DELETE FROM directory_users WHERE key = ?", [(k,) for k in p.delete])
@@ -82,14 +83,13 @@ def write_plan(db: sqlite3.Connection, p: Plan, *, origin: str) -> None:
 
 
 class SQLiteDirectoryStore:
-    """The server's view of the imported directory: `directory.stored.DirectoryStore` on an open SQLiteStore."""
+    """The server's view of the imported directory: `directory.stored.DirectoryStore` on the server's store."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self.store = store
-        self.path = database_path(store.data_dir)
 
     def snapshot(self) -> tuple[int, dict[str, Stored]]:
-        return snapshot(self.path)
+        return snapshot(self.store.data_dir, self.store.settings.url)
 
     def generation(self) -> int:
         return generation(self.store.read_connection())
@@ -110,11 +110,10 @@ class SQLiteDirectoryDB:
     """The command line's: `directory.stored.StoredDirectory` on a connection of its own (schema brought up to
     date on opening)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = database_path(data_dir)
-        self._db = connect(self.path)
-        migrate(self._db)
+    def __init__(self, data_dir: Path, *, url: str = "") -> None:
+        self.data_dir = data_dir
+        self.url = url
+        self._db = open_database(data_dir, url)
 
     def close(self) -> None:
         self._db.close()
@@ -129,7 +128,7 @@ class SQLiteDirectoryDB:
         return last_import(self._db)
 
     def snapshot(self) -> tuple[int, dict[str, Stored]]:
-        return snapshot(self.path)
+        return snapshot(self.data_dir, self.url)
 
     def apply_import(self, fresh: Fresh, *, origin: str, max_disable_fraction: float, dry_run: bool) -> Plan:
         """Plan and (unless `dry_run`) write `fresh` in one IMMEDIATE transaction."""

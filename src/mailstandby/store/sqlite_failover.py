@@ -16,7 +16,8 @@ from typing import Any
 from mailstandby.core.model import Mode
 from mailstandby.dns.switch import RRset
 from mailstandby.failover.machine import State
-from mailstandby.store.sqlite import SQLiteStore, insert_audit
+from mailstandby.store.database import SQLStore
+from mailstandby.store.sqlite import UPSERT_ADMIN, insert_audit
 
 
 def _users(text: str | None) -> frozenset[str] | None:
@@ -28,7 +29,7 @@ def _text(users: frozenset[str] | None) -> str | None:
 
 
 class SQLiteFailoverStore:
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self.store = store
 
     async def load(self) -> State:
@@ -46,7 +47,9 @@ class SQLiteFailoverStore:
 
         def run(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT OR REPLACE INTO failover_state (id, mode, users, seq, since, held) VALUES (1, ?, ?, ?, ?, ?)",
+                "INSERT INTO failover_state (id, mode, users, seq, since, held) VALUES (1, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, users = excluded.users, seq = excluded.seq,"
+                " since = excluded.since, held = excluded.held",
                 (after.mode.value, _text(after.users), after.seq, after.since, int(after.held)),
             )
             db.execute(
@@ -122,7 +125,7 @@ class SQLiteFailoverStore:
         now = time.time()
 
         def run(db: sqlite3.Connection) -> None:
-            db.execute("INSERT OR REPLACE INTO admins (name, hash, updated_at) VALUES (?, ?, ?)", (name, hashed, now))
+            db.execute(UPSERT_ADMIN, (name, hashed, now))
             insert_audit(db, actor, "admin.set-password", "ok", detail=f"administrator {name}", at=now)
 
         await self.store.call(run)

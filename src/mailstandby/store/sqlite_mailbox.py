@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mailstandby.store.database import SQLStore
 from mailstandby.store.mailbox import (
     DEFAULT_MAILBOXES,
     SEPARATOR,
@@ -37,7 +38,7 @@ from mailstandby.store.mailbox import (
     check_flags,
     check_mailbox_name,
 )
-from mailstandby.store.sqlite import SQLiteStore, insert_audit
+from mailstandby.store.sqlite import UPSERT_CREDENTIAL, insert_audit
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,16 @@ def _user_exists(db: sqlite3.Connection, user: str) -> None:
         raise MailboxError("nonexistent", "no such user")
 
 
+# counts as integers on both engines (PostgreSQL's sum() of a bigint is numeric)
+_UNSEEN = "CAST(coalesce(sum(CASE WHEN instr(' ' || m.flags || ' ', ' \\Seen ') = 0 THEN 1 ELSE 0 END), 0) AS BIGINT)"
+_RECENT = "CAST(coalesce(sum(CASE WHEN m.uid > b.recent_uid THEN 1 ELSE 0 END), 0) AS BIGINT)"
+_SET_META = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
 def _next_uidvalidity(db: sqlite3.Connection) -> int:
     row = db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
     value = max(int(time.time()) & 0xFFFFFFFF, (row[0] if row else 0) + 1) or 1
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('uidvalidity', ?)", (value,))
+    db.execute(_SET_META, ("uidvalidity", value))
     return value
 
 
@@ -95,17 +102,17 @@ def _new_body(db: sqlite3.Connection, data: bytes) -> int:
     caches keyed by body id (IMAP ENVELOPE/BODYSTRUCTURE) can never serve a stale entry."""
     row = db.execute("SELECT value FROM meta WHERE key = 'body_id'").fetchone()
     last = row[0] if row else db.execute("SELECT coalesce(max(id), 0) FROM bodies").fetchone()[0]
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('body_id', ?)", (last + 1,))
+    db.execute(_SET_META, ("body_id", last + 1))
     db.execute("INSERT INTO bodies (id, data, refs) VALUES (?, ?, 1)", (last + 1, data))
     return int(last + 1)
 
 
 def _create(db: sqlite3.Connection, user: str, name: str, special_use: str | None, subscribed: bool) -> int:
-    cur = db.execute(
-        "INSERT INTO mailboxes (user, name, uidvalidity, special_use, subscribed) VALUES (?, ?, ?, ?, ?)",
+    row = db.execute(
+        "INSERT INTO mailboxes (user, name, uidvalidity, special_use, subscribed) VALUES (?, ?, ?, ?, ?) RETURNING id",
         (user, name, _next_uidvalidity(db), special_use, int(subscribed)),
-    )
-    return int(cur.lastrowid or 0)
+    ).fetchone()
+    return int(row[0])
 
 
 def _create_parents(db: sqlite3.Connection, user: str, name: str) -> None:
@@ -181,9 +188,9 @@ def _metas(db: sqlite3.Connection, box: _Box, uids: Iterable[int]) -> list[Messa
 
 
 class SQLiteMailboxStore:
-    """MailboxStore over the SQLiteStore's database and writer thread."""
+    """MailboxStore over the server store's database and writer thread (SQLite or PostgreSQL)."""
 
-    def __init__(self, store: SQLiteStore, *, journal_reserve: int = 0) -> None:
+    def __init__(self, store: SQLStore, *, journal_reserve: int = 0) -> None:
         self.store = store
         self.journal_reserve = journal_reserve  # free bytes journal copies must leave (the intake's reserve)
         self._watchers: dict[int, list[Watcher]] = {}  # by mailbox id: a watch follows renames
@@ -203,8 +210,7 @@ class SQLiteMailboxStore:
             self._read()
             .execute(
                 "SELECT b.name, b.uidvalidity, b.uidnext, b.highestmodseq, count(m.uid),"
-                " coalesce(sum(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), b.special_use, b.subscribed,"
-                " coalesce(sum(m.uid > b.recent_uid), 0)"
+                f" {_UNSEEN}, b.special_use, b.subscribed, {_RECENT}"
                 " FROM mailboxes b LEFT JOIN mail m ON m.mailbox_id = b.id WHERE b.user = ?"
                 " GROUP BY b.id ORDER BY b.name != 'INBOX', b.name",
                 (user,),
@@ -310,8 +316,7 @@ class SQLiteMailboxStore:
         db = self._read()
         row = db.execute(
             "SELECT b.name, b.uidvalidity, b.uidnext, b.highestmodseq, count(m.uid),"
-            " coalesce(sum(instr(' ' || m.flags || ' ', ' \\Seen ') = 0), 0), b.special_use, b.subscribed,"
-            " coalesce(sum(m.uid > b.recent_uid), 0), b.id"
+            f" {_UNSEEN}, b.special_use, b.subscribed, {_RECENT}, b.id"
             " FROM mailboxes b LEFT JOIN mail m ON m.mailbox_id = b.id WHERE b.user = ? AND b.name = ?"
             " GROUP BY b.id",
             (user, name),
@@ -565,10 +570,7 @@ class SQLiteMailboxStore:
 
     async def set_password_hash(self, user: str, hashed: str) -> None:
         def run(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT OR REPLACE INTO credentials (user, hash, updated_at) VALUES (?, ?, ?)",
-                (user, hashed, time.time()),
-            )
+            db.execute(UPSERT_CREDENTIAL, (user, hashed, time.time()))
 
         await self.store.call(run)
 

@@ -17,12 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
+
 from mailstandby.notify.compose import Mode
 from mailstandby.notify.records import NewRow, Row, State
 from mailstandby.notify.tokens import Purpose, TokenProblem, TokenRow, problem
 from mailstandby.store.base import NewMessage, QueuedMessage, StoreError
-from mailstandby.store.paths import database_path
-from mailstandby.store.sqlite import SQLiteStore, connect, migrate
+from mailstandby.store.database import SQLStore, open_database
 
 T = TypeVar("T")
 
@@ -35,8 +36,8 @@ def _insert_rows(db: sqlite3.Connection, rows: Sequence[NewRow], now: float, not
     added = 0
     for user, kind, occurrence, mode, destination, payload in rows:
         cur = db.execute(
-            "INSERT OR IGNORE INTO notifications (user, kind, occurrence, mode, destination, payload, state,"
-            " next_attempt, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO notifications (user, kind, occurrence, mode, destination, payload, state,"
+            " next_attempt, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
             (user, kind, occurrence, mode.value, destination, payload, State.PENDING.value, not_before, now, now),
         )
         added += cur.rowcount
@@ -45,7 +46,8 @@ def _insert_rows(db: sqlite3.Connection, rows: Sequence[NewRow], now: float, not
 
 def _add_token(db: sqlite3.Connection, hashed: str, user: str, purpose: Purpose, now: float, expires: float) -> None:
     db.execute(
-        "INSERT OR IGNORE INTO setup_tokens (hash, user, purpose, created_at, expires_at) VALUES (?,?,?,?,?)",
+        "INSERT INTO setup_tokens (hash, user, purpose, created_at, expires_at) VALUES (?,?,?,?,?)"
+        " ON CONFLICT DO NOTHING",
         (hashed, user, purpose.value, now, expires),
     )
 
@@ -118,9 +120,9 @@ def _passwords(db: sqlite3.Connection) -> set[str]:
 
 
 class SQLiteNotifyStore:
-    """`NotifyStore` on an open SQLiteStore (the server's)."""
+    """`NotifyStore` on the open server store (SQLite or PostgreSQL) (the server's)."""
 
-    def __init__(self, store: SQLiteStore) -> None:
+    def __init__(self, store: SQLStore) -> None:
         self._store = store
         self._read: Callable[[], sqlite3.Connection] = store.read_connection
         self._call: Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]] = store.call
@@ -183,7 +185,7 @@ class SQLiteNotifyStore:
                 "SELECT min(next_attempt) FROM notifications WHERE state = ? AND next_attempt > ?",
                 (State.PENDING.value, now),
             ).fetchone()[0]
-        except sqlite3.Error as e:
+        except (sqlite3.Error, psycopg.Error) as e:
             raise StoreError(f"cannot read pending notifications: {e}") from e
         return rows, nxt
 
@@ -243,13 +245,8 @@ class SQLiteNotifyDB(SQLiteNotifyStore):
     """The same on a connection of its own to the database under `data_dir`: each write is one IMMEDIATE
     transaction; `read_only` opens an existing database without changing it (no schema upgrade)."""
 
-    def __init__(self, data_dir: Path, *, read_only: bool = False) -> None:
-        path = database_path(data_dir)
-        if read_only:
-            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        else:
-            self._db = connect(path)
-            migrate(self._db)
+    def __init__(self, data_dir: Path, *, read_only: bool = False, url: str = "") -> None:
+        self._db = open_database(data_dir, url, read_only=read_only)
         self._read = lambda: self._db
         self._call = self._transaction
 

@@ -19,8 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mailstandby.store.paths import database_path
-from mailstandby.store.sqlite import connect, migrate
+from mailstandby.store.database import open_database
 from mailstandby.sync.plan import Kind, Reason, Record, StandbyMessage, State, SyncStatus, UserStatus
 
 T = TypeVar("T")
@@ -49,18 +48,14 @@ def _text(flags: Iterable[str]) -> str:
 class SQLiteSyncRecords:
     """The sync records of the store under `data_dir`, on a connection of their own."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = database_path(data_dir)
+    def __init__(self, data_dir: Path, *, url: str = "") -> None:
+        self.data_dir = data_dir
+        self.url = url
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        def run() -> sqlite3.Connection:
-            db = connect(self.path)
-            migrate(db)
-            return db
-
-        self._db = await asyncio.to_thread(run)
+        self._db = await asyncio.to_thread(open_database, self.data_dir, self.url)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -93,7 +88,7 @@ class SQLiteSyncRecords:
             if row is not None:
                 return int(row[0])
             value = secrets.randbits(48) | 1
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('sync_instance', ?)", (value,))
+            db.execute("INSERT INTO meta (key, value) VALUES ('sync_instance', ?) ON CONFLICT DO NOTHING", (value,))
             return int(db.execute("SELECT value FROM meta WHERE key = 'sync_instance'").fetchone()[0])
 
         return int(await self._run(run))
@@ -177,7 +172,7 @@ class SQLiteSyncRecords:
                     "INSERT INTO sync_items (user, body_id, folder, kind, state, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (user, body_id, folder) DO UPDATE SET state = 'pending',"
                     " updated_at = excluded.updated_at"
-                    " WHERE state = 'done'",
+                    " WHERE sync_items.state = 'done'",
                     [(m.user, m.body_id, folder, kind.value, State.PENDING.value, now) for m, folder, kind in items],
                 ),
             )

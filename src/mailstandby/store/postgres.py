@@ -1,0 +1,478 @@
+"""The PostgreSQL store: `[store] url = "postgresql://…"`; message bodies live in the database (BYTEA).
+
+Design: synchronous psycopg 3 connections driven the way `store/sqlite.py` drives SQLite, so
+every area module (`store/sqlite_*.py`) runs its statements unchanged on either backend:
+- one writer thread owns a connection and commits everything that arrived while the previous
+  batch was being written in one transaction (group commit); a session is told its message is
+  accepted only after that COMMIT returned, with `synchronous_commit` at least `on` (with a
+  synchronous standby configured, that includes the standby's flush);
+- the event loop reads through a second connection in autocommit mode (`read_connection()`),
+  as it does on SQLite: short indexed queries; bodies are read in a worker thread.
+The statements are written in the dialect both engines share; `PgConnection` only changes
+their spelling: `?` placeholders become psycopg's `%s`, the reserved word `user` is quoted,
+`BEGIN IMMEDIATE` is `BEGIN`. The SQL text of the area modules never holds a `?` or the word
+`user` inside a string literal (a unit test checks this).
+
+Queue claiming for several nodes (`FOR UPDATE SKIP LOCKED`) will replace `pending()`; today one
+node owns the queue, as on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import pq
+
+from mailstandby.config import StoreSettings
+from mailstandby.core.events import Event
+from mailstandby.files import write_private
+from mailstandby.store.base import (
+    CorruptMessage,
+    NewMessage,
+    Origin,
+    Outcome,
+    QueuedMessage,
+    QueuedRecipient,
+    RcptState,
+    StoreError,
+)
+from mailstandby.store.postgres_schema import PG_MIGRATIONS
+from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_USER = re.compile(r'(?<![\w"])user(?![\w"])')
+_WEAK_COMMIT = ("off", "local")  # a commit that may return before the WAL (or the sync standby) has it
+_MIGRATION_LOCK = 0x6D736273  # pg_advisory_xact_lock key: one node migrates at a time
+
+
+@functools.lru_cache(maxsize=2048)
+def pg_sql(sql: str) -> str:
+    """A statement of the shared dialect in PostgreSQL's spelling (see the module docstring)."""
+    if sql.strip().upper() == "BEGIN IMMEDIATE":
+        return "BEGIN"
+    return _USER.sub('"user"', sql.replace("%", "%%").replace("?", "%s"))
+
+
+class PgConnection:
+    """A psycopg connection (autocommit) with the part of sqlite3.Connection the store modules use."""
+
+    def __init__(self, conn: psycopg.Connection[Any], url: str = "") -> None:
+        self.conn = conn
+        self.url = url  # set: a SELECT outside a transaction that meets a lost server reconnects once
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        try:
+            return self.conn.execute(pg_sql(sql), tuple(params))
+        except psycopg.OperationalError:
+            if not (self.url and self.broken and sql.lstrip().upper().startswith("SELECT")):
+                raise
+        log.warning("the store's server went away; reconnecting")
+        self.conn.close()
+        self.conn = connect_pg(self.url).conn
+        return self.conn.execute(pg_sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
+        cur = self.conn.cursor()
+        batch = [tuple(r) for r in rows]
+        if batch:
+            cur.executemany(pg_sql(sql), batch)
+        return cur
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.info.transaction_status != pq.TransactionStatus.IDLE
+
+    @property
+    def broken(self) -> bool:
+        return self.conn.closed or self.conn.info.transaction_status == pq.TransactionStatus.UNKNOWN
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect_pg(url: str, *, reconnect_reads: bool = False) -> PgConnection:
+    """An autocommit connection whose commits wait for the WAL flush (`synchronous_commit` at least `on`;
+    a stronger server setting such as `remote_apply` is kept);
+    `reconnect_reads`: reads re-run once on a new connection after the server went away."""
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="mailstandby")
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to the PostgreSQL store: {e}") from e
+    if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
+        conn.execute("SET synchronous_commit = on")
+    return PgConnection(conn, url if reconnect_reads else "")
+
+
+def schema_version(db: PgConnection) -> int:
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate_pg(db: PgConnection) -> int:
+    """Bring the schema to the newest version (one node at a time); returns the version."""
+    db.execute("BEGIN")
+    try:
+        db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+        version = schema_version(db)
+        if version > len(PG_MIGRATIONS):
+            raise StoreError(f"store schema v{version} is newer than this mailstandby (v{len(PG_MIGRATIONS)})")
+        for script in PG_MIGRATIONS[version:]:
+            db.conn.execute(script)  # several statements, no parameters: sent as one simple query
+        if version == 0:
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (len(PG_MIGRATIONS),))
+        else:
+            db.execute("UPDATE schema_version SET version = ?", (len(PG_MIGRATIONS),))
+        db.execute("COMMIT")
+    except BaseException:
+        if not db.broken:
+            db.execute("ROLLBACK")
+        raise
+    return len(PG_MIGRATIONS)
+
+
+def _error(e: Exception, what: str) -> StoreError:
+    if isinstance(e, StoreError):
+        return e
+    return StoreError(f"{what}: {e}", no_space=isinstance(e, psycopg.errors.DiskFull))
+
+
+class PostgresStore:
+    """MailStore on PostgreSQL; `call()` and `read_connection()` as SQLiteStore's, for the area modules."""
+
+    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+        self.data_dir = data_dir
+        self.settings = settings
+        self.url = settings.url
+        self.quarantine = data_dir / "quarantine"
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._db: PgConnection | None = None
+        self._read_db: PgConnection | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def open(self) -> None:
+        await asyncio.to_thread(self._open_sync)
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def _open_sync(self) -> None:
+        for d in (self.data_dir, self.quarantine):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = connect_pg(self.url)
+        try:
+            migrate_pg(db)
+            self._read_db = connect_pg(self.url, reconnect_reads=True)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._ops.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        for db in (self._db, self._read_db):
+            if db is not None:
+                db.close()
+
+    # -- the MailStore contract ---------------------------------------------
+    async def accept(self, message: NewMessage) -> QueuedMessage:
+        return await self._submit(_Accept(done=_noop, message=message))
+
+    async def record(
+        self, outcomes: list[Outcome], *, also: Callable[[Any], T] | None = None, atomic: bool = False
+    ) -> T | None:
+        if outcomes or also is not None:
+            return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also, atomic=atomic))
+        return None
+
+    async def read_body(self, message_id: str) -> bytes:
+        row = await asyncio.to_thread(self._body_sync, message_id)
+        if row is None:
+            raise StoreError(f"no message {message_id}")
+        body, crc = bytes(row[0]), row[1]
+        if zlib.crc32(body) != crc:
+            await self._quarantine(message_id, body, "checksum mismatch")
+            raise CorruptMessage(f"message {message_id} quarantined: checksum mismatch")
+        return body
+
+    def _body_sync(self, message_id: str) -> tuple[bytes, int] | None:
+        try:
+            return (
+                self.read_connection().execute("SELECT body, crc FROM messages WHERE id = ?", (message_id,)).fetchone()
+            )
+        except psycopg.Error as e:
+            raise StoreError(f"cannot read message {message_id}: {e}") from e
+
+    async def pending(self) -> list[QueuedMessage]:
+        return await asyncio.to_thread(self._pending_sync)
+
+    async def call(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(db)` in the writer thread, group-committed; returns once committed."""
+        return await self._submit(_Call(done=_noop, fn=fn))
+
+    def read_connection(self) -> PgConnection:
+        """The event loop's connection (autocommit); a read that meets a lost server reconnects once."""
+        assert self._read_db is not None, "store is not open"
+        return self._read_db
+
+    def free_space(self) -> int:
+        """Bytes free under the data directory (quarantine copies); the database reports its own
+        disk full as an error (SQLSTATE 53100), answered 452 like a full spool."""
+        st = os.statvfs(self.data_dir)
+        return st.f_bavail * st.f_frsize
+
+    def deliveries(self, message_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT message_id, rcpt, state, attempts, last_reply, route FROM deliveries"
+        args: tuple[str, ...] = ()
+        if message_id is not None:
+            sql += " WHERE message_id = ?"
+            args = (message_id,)
+        cols = ("message_id", "rcpt", "state", "attempts", "last_reply", "route")
+        return [dict(zip(cols, r, strict=True)) for r in self.read_connection().execute(sql + " ORDER BY rcpt", args)]
+
+    # -- event-loop side of the writer ---------------------------------------
+    async def _submit(self, op: _Op) -> Any:
+        if self._thread is None:
+            raise StoreError("store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def done(result: Any, error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+
+        op.done = lambda r, e: loop.call_soon_threadsafe(done, r, e)
+        self._ops.put(op)
+        return await fut
+
+    # -- writer thread -------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._ops.get()
+            if first is None:
+                break
+            batch = [first]
+            while True:
+                try:
+                    op = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    stopping = True
+                    break
+                batch.append(op)
+            try:
+                self._apply(batch)
+            except BaseException as e:  # the thread must never die silently
+                log.exception("store writer failed")
+                for op in batch:
+                    if op.error is None and op.result is None:
+                        op.error = StoreError(f"store failure: {e}")
+            for op in batch:
+                op.done(op.result, op.error)
+
+    def _writer_connection(self) -> PgConnection:
+        """The writer's connection, made anew when the server went away (restart, promoted replica)."""
+        if self._db is None or self._db.broken:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._db = connect_pg(self.url)
+        return self._db
+
+    def _apply(self, batch: list[_Op]) -> None:
+        now = time.time()
+        db: PgConnection | None = None
+        try:
+            db = self._writer_connection()
+            db.execute("BEGIN")
+            for op in batch:
+                if isinstance(op, _Accept):
+                    op.result = self._insert(db, op.message, now)  # type: ignore[arg-type]
+            touched: set[str] = set()
+            for op in batch:
+                if isinstance(op, _Record) and op.atomic:
+                    if self._run_atomic(db, op, now):
+                        touched.update(o.message_id for o in op.outcomes)
+                elif isinstance(op, _Record):
+                    self._apply_outcomes(db, op.outcomes, now)
+                    touched.update(o.message_id for o in op.outcomes)
+                    if op.also is not None:
+                        op.result = self._run_also(db, op.also)
+            self._retire(db, touched)
+            for op in batch:
+                if isinstance(op, _Call):
+                    self._run_call(db, op)
+            db.execute("COMMIT")  # synchronous_commit = on: durable (and replicated, if so configured) now
+        except Exception as e:  # unknown outcome counts as failure: a retry is cheaper than a loss
+            if db is not None and not db.broken and db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except psycopg.Error:
+                    log.warning("rollback failed; the connection is made anew", exc_info=True)
+                    db.close()
+            log.warning("store commit failed: %s", e)
+            for op in batch:
+                op.result = None
+                op.error = op.error or _error(e, "index commit failed")
+
+    def _run_also(self, db: PgConnection, fn: Callable[[Any], Any]) -> Any:
+        db.execute("SAVEPOINT also")
+        try:
+            return fn(db)
+        except Exception:
+            db.execute("ROLLBACK TO also")
+            log.exception("work recorded with delivery outcomes failed; the outcomes stand")
+            return None
+        finally:
+            db.execute("RELEASE also")
+
+    def _run_atomic(self, db: PgConnection, op: _Record, now: float) -> bool:
+        db.execute("SAVEPOINT atomic")
+        try:
+            self._apply_outcomes(db, op.outcomes, now)
+            op.result = op.also(db) if op.also is not None else None
+        except Exception as e:
+            db.execute("ROLLBACK TO atomic")
+            op.error = _error(e, "recording failed")
+            return False
+        finally:
+            db.execute("RELEASE atomic")
+        return True
+
+    def _run_call(self, db: PgConnection, op: _Call) -> None:
+        assert op.fn is not None
+        db.execute("SAVEPOINT call")
+        try:
+            op.result = op.fn(db)
+        except Exception as e:  # the caller's own error (e.g. MailboxError): undo this call only
+            db.execute("ROLLBACK TO call")
+            op.error = e
+        db.execute("RELEASE call")
+
+    def _insert(self, db: PgConnection, m: NewMessage, now: float) -> QueuedMessage:
+        env = m.envelope
+        db.execute(
+            "INSERT INTO messages (id, sender, received_at, size, body, crc, body_type, smtputf8, origin)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                m.id,
+                env.sender,
+                m.received_at,
+                len(m.body),
+                m.body,
+                zlib.crc32(m.body),
+                env.body_type.value,
+                int(env.smtputf8),
+                m.origin.value,
+            ),
+        )
+        db.executemany(
+            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at) VALUES (?,?,?,?,?)",
+            [(m.id, r, RcptState.QUEUED.value, 0.0, now) for r in env.recipients],
+        )
+        return QueuedMessage(
+            id=m.id,
+            sender=env.sender,
+            received_at=m.received_at,
+            size=len(m.body),
+            smtputf8=env.smtputf8,
+            body_type=env.body_type.value,
+            origin=m.origin,
+            recipients=[QueuedRecipient(r) for r in env.recipients],
+        )
+
+    def _apply_outcomes(self, db: PgConnection, outcomes: list[Outcome], now: float) -> None:
+        db.executemany(
+            "UPDATE deliveries SET state=?, attempts=?, next_attempt=?, last_reply=?, route=?,"
+            " updated_at=? WHERE message_id=? AND rcpt=? AND state=?",
+            [
+                (
+                    o.state.value,
+                    o.attempts,
+                    o.next_attempt,
+                    _text(o.reply[:500]),
+                    o.route,
+                    now,
+                    o.message_id,
+                    o.rcpt,
+                    RcptState.QUEUED.value,
+                )
+                for o in outcomes
+            ],
+        )
+
+    def _retire(self, db: PgConnection, message_ids: set[str]) -> None:
+        """Messages with no queued recipient are done; their body is dropped (the spool segment's deletion)."""
+        for mid in sorted(message_ids):
+            db.execute(
+                "UPDATE messages SET done = 1, body = ? WHERE id = ? AND done = 0"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = ? AND state = ?)",
+                (b"", mid, mid, RcptState.QUEUED.value),
+            )
+
+    # -- reads -----------------------------------------------------------------
+    def _pending_sync(self) -> list[QueuedMessage]:
+        db = connect_pg(self.url)
+        try:
+            rows = db.execute(
+                "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
+                " d.rcpt, d.attempts, d.next_attempt, d.last_reply"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " WHERE d.state = ? ORDER BY m.received_at, m.id, d.rcpt",
+                (RcptState.QUEUED.value,),
+            ).fetchall()
+        finally:
+            db.close()
+        by_id: dict[str, QueuedMessage] = {}
+        for mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last in rows:
+            m = by_id.get(mid)
+            if m is None:
+                m = by_id[mid] = QueuedMessage(mid, sender, received, size, bool(utf8), body_type, Origin(origin))
+            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last))
+        return list(by_id.values())
+
+    async def _quarantine(self, message_id: str, body: bytes, why: str) -> None:
+        log.error("%s: message %s unreadable (%s)", Event.STORE_QUARANTINED, message_id, why)
+        with contextlib.suppress(OSError):
+            write_private(self.quarantine / f"{message_id}.partial", body)
+        rows = await asyncio.to_thread(
+            lambda: (
+                self.read_connection()
+                .execute(
+                    "SELECT rcpt FROM deliveries WHERE message_id=? AND state=?", (message_id, RcptState.QUEUED.value)
+                )
+                .fetchall()
+            )
+        )
+        outcomes = [Outcome(message_id, r, RcptState.QUARANTINED, 0, 0.0, f"quarantined: {why}") for (r,) in rows]
+        await self.record(outcomes)
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL accepts: no surrogates, no NUL."""
+    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
