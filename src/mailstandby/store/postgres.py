@@ -50,7 +50,7 @@ from mailstandby.store.base import (
     StoreError,
 )
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
-from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record
+from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, queued_recipient
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,17 @@ class PostgresStore:
         if outcomes or also is not None:
             return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also, atomic=atomic))
         return None
+
+    async def mark_sent(self, message_id: str, rcpts: list[str], at: float) -> None:
+        """Recipients about to be relayed to the primary: a crash from here on leaves their outcome unknown."""
+
+        def mark(db: PgConnection) -> None:
+            db.executemany(
+                "UPDATE deliveries SET sent_at=? WHERE message_id=? AND rcpt=? AND state=?",
+                [(at, message_id, r, RcptState.QUEUED.value) for r in rcpts],
+            )
+
+        await self.call(mark)
 
     async def read_body(self, message_id: str) -> bytes:
         row = await asyncio.to_thread(self._body_sync, message_id)
@@ -377,8 +388,8 @@ class PostgresStore:
     def _insert(self, db: PgConnection, m: NewMessage, now: float) -> QueuedMessage:
         env = m.envelope
         db.execute(
-            "INSERT INTO messages (id, sender, received_at, size, body, crc, body_type, smtputf8, origin)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO messages (id, sender, received_at, size, body, crc, body_type, smtputf8, origin,"
+            " dsn_ret, dsn_envid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 m.id,
                 env.sender,
@@ -389,11 +400,15 @@ class PostgresStore:
                 env.body_type.value,
                 int(env.smtputf8),
                 m.origin.value,
+                env.ret,
+                env.envid,
             ),
         )
+        recipients = [queued_recipient(env, r) for r in env.recipients]
         db.executemany(
-            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at) VALUES (?,?,?,?,?)",
-            [(m.id, r, RcptState.QUEUED.value, 0.0, now) for r in env.recipients],
+            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at, dsn_notify, dsn_orcpt)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [(m.id, r.rcpt, RcptState.QUEUED.value, 0.0, now, r.notify, r.orcpt) for r in recipients],
         )
         return QueuedMessage(
             id=m.id,
@@ -403,13 +418,15 @@ class PostgresStore:
             smtputf8=env.smtputf8,
             body_type=env.body_type.value,
             origin=m.origin,
-            recipients=[QueuedRecipient(r) for r in env.recipients],
+            recipients=recipients,
+            ret=env.ret,
+            envid=env.envid,
         )
 
     def _apply_outcomes(self, db: PgConnection, outcomes: list[Outcome], now: float) -> None:
         db.executemany(
             "UPDATE deliveries SET state=?, attempts=?, next_attempt=?, last_reply=?, route=?,"
-            " updated_at=? WHERE message_id=? AND rcpt=? AND state=?",
+            " updated_at=?, sent_at=CASE WHEN ? THEN sent_at ELSE 0 END WHERE message_id=? AND rcpt=? AND state=?",
             [
                 (
                     o.state.value,
@@ -418,6 +435,7 @@ class PostgresStore:
                     _text(o.reply[:500]),
                     o.route,
                     now,
+                    bool(o.in_doubt),
                     o.message_id,
                     o.rcpt,
                     RcptState.QUEUED.value,
@@ -441,7 +459,8 @@ class PostgresStore:
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
-                " d.rcpt, d.attempts, d.next_attempt, d.last_reply"
+                " d.rcpt, d.attempts, d.next_attempt, d.last_reply, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt,"
+                " d.sent_at"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 " WHERE d.state = ? ORDER BY m.received_at, m.id, d.rcpt",
                 (RcptState.QUEUED.value,),
@@ -449,11 +468,14 @@ class PostgresStore:
         finally:
             db.close()
         by_id: dict[str, QueuedMessage] = {}
-        for mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last in rows:
+        for row in rows:
+            mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc, sent = row
             m = by_id.get(mid)
             if m is None:
-                m = by_id[mid] = QueuedMessage(mid, sender, received, size, bool(utf8), body_type, Origin(origin))
-            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last))
+                m = by_id[mid] = QueuedMessage(
+                    mid, sender, received, size, bool(utf8), body_type, Origin(origin), ret=ret, envid=envid
+                )
+            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc, sent))
         return list(by_id.values())
 
     async def _quarantine(self, message_id: str, body: bytes, why: str) -> None:

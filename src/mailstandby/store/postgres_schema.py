@@ -206,4 +206,15 @@ PG_MIGRATIONS: list[str] = [
     ALTER TABLE mailboxes ADD COLUMN recent_uid BIGINT NOT NULL DEFAULT 0;
     UPDATE mailboxes SET recent_uid = uidnext - 1;
     """,
+    # 10: the DSN extension (RFC 3461): RET and ENVID per message, NOTIFY and ORCPT per recipient
+    """
+    ALTER TABLE messages ADD COLUMN dsn_ret TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN dsn_envid TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN dsn_notify TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN dsn_orcpt TEXT NOT NULL DEFAULT '';
+    """,
+    # 11: deliveries marked in flight before they are sent (nonzero until a known outcome is recorded)
+    """
+    ALTER TABLE deliveries ADD COLUMN sent_at DOUBLE PRECISION NOT NULL DEFAULT 0;
+    """,
 ]

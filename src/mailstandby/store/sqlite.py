@@ -603,7 +603,7 @@ class SQLiteStore:
                 env.envid,
             ),
         )
-        recipients = [_queued_recipient(env, r) for r in env.recipients]
+        recipients = [queued_recipient(env, r) for r in env.recipients]
         self._db.executemany(
             "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at, dsn_notify, dsn_orcpt)"
             " VALUES (?,?,?,?,?,?,?)",
@@ -732,7 +732,8 @@ class SQLiteStore:
         await self.record([Outcome(message_id, r, RcptState.QUARANTINED, 0, 0.0, f"quarantined: {why}") for r in rcpts])
 
 
-def _queued_recipient(env: Envelope, rcpt: str) -> QueuedRecipient:
+def queued_recipient(env: Envelope, rcpt: str) -> QueuedRecipient:
+    """A new recipient's queue entry, with its DSN request (RFC 3461) if it made one."""
     dsn = env.dsn.get(rcpt)
     if dsn is None:
         return QueuedRecipient(rcpt)
