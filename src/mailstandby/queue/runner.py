@@ -121,7 +121,7 @@ class QueueRunner:
         self.hostname = hostname
         self.clock = clock
         self.messages: dict[str, QueuedMessage] = {}
-        self.ready: asyncio.Queue[str] = asyncio.Queue()
+        self.ready: asyncio.Queue[str | None] = asyncio.Queue()  # None: the stop marker
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.workers: list[asyncio.Task[None]] = []
         self.in_flight: set[str] = set()
@@ -156,6 +156,11 @@ class QueueRunner:
             await asyncio.sleep(0.05)
         for task in self.workers:
             task.cancel()
+        # A cancellation can be absorbed (Python 3.11's wait_for drops it when the queue hands over an
+        # item at the same moment; a library may swallow it while closing a connection): a worker that
+        # lost it is back at `ready.get()`, so each one is also woken with a stop marker.
+        for _ in self.workers:
+            self.ready.put_nowait(None)
         await asyncio.gather(*self.workers, return_exceptions=True)
         if self.record_retry is not None:
             self.record_retry.cancel()
@@ -207,13 +212,13 @@ class QueueRunner:
     async def _worker(self, n: int) -> None:
         conns: dict[Destination, PrimaryConnection] = {}  # one open connection per destination, reused
         try:
-            while True:
+            while not self.stopping:
                 try:
                     mid = await asyncio.wait_for(self.ready.get(), IDLE_CLOSE if conns else None)
                 except TimeoutError:
                     await _close_all(conns)
                     continue
-                if self.stopping:
+                if mid is None or self.stopping:  # the stop marker, or stopping
                     break
                 message = self.messages.get(mid)
                 if message is None or mid in self.in_flight:
