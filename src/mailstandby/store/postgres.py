@@ -50,7 +50,7 @@ from mailstandby.store.base import (
     StoreError,
 )
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
-from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, queued_recipient
+from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, hand_to_writer, queued_recipient, run_writer
 
 log = logging.getLogger(__name__)
 
@@ -264,47 +264,11 @@ class PostgresStore:
     async def _submit(self, op: _Op) -> Any:
         if self._thread is None:
             raise StoreError("store is closed")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            if fut.done():
-                return
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(result)
-
-        op.done = lambda r, e: loop.call_soon_threadsafe(done, r, e)
-        self._ops.put(op)
-        return await fut
+        return await hand_to_writer(self._ops, op)
 
     # -- writer thread -------------------------------------------------------
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._ops.get()
-            if first is None:
-                break
-            batch = [first]
-            while True:
-                try:
-                    op = self._ops.get_nowait()
-                except queue.Empty:
-                    break
-                if op is None:
-                    stopping = True
-                    break
-                batch.append(op)
-            try:
-                self._apply(batch)
-            except BaseException as e:  # the thread must never die silently
-                log.exception("store writer failed")
-                for op in batch:
-                    if op.error is None and op.result is None:
-                        op.error = StoreError(f"store failure: {e}")
-            for op in batch:
-                op.done(op.result, op.error)
+        run_writer(self._ops, self._apply)
 
     def _writer_connection(self) -> PgConnection:
         """The writer's connection, made anew when the server went away (restart, promoted replica)."""

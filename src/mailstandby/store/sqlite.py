@@ -322,6 +322,57 @@ class _Call(_Op):
     fn: Callable[[sqlite3.Connection], Any] | None = None
 
 
+
+async def hand_to_writer(ops: queue.SimpleQueue[_Op | None], op: _Op) -> Any:
+    """Queue `op` for a store's writer thread and wait, on the event loop, for its result."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def done(result: Any, error: BaseException | None) -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+    op.done = lambda r, e: loop.call_soon_threadsafe(done, r, e)
+    ops.put(op)
+    return await fut
+
+
+def run_writer(
+    ops: queue.SimpleQueue[_Op | None], apply: Callable[[list[_Op]], None], after: Callable[[], None] = lambda: None
+) -> None:
+    """A store's writer thread: everything waiting is one batch for `apply` (group commit); each op is
+    then told its result. A None in the queue stops the thread once the batch before it is done."""
+    stopping = False
+    while not stopping:
+        first = ops.get()
+        if first is None:
+            break
+        batch = [first]
+        while True:
+            try:
+                op = ops.get_nowait()
+            except queue.Empty:
+                break
+            if op is None:
+                stopping = True
+                break
+            batch.append(op)
+        try:
+            apply(batch)
+        except BaseException as e:  # the thread must never die silently
+            log.exception("store writer failed")
+            for op in batch:
+                if op.error is None and op.result is None:
+                    op.error = StoreError(f"store failure: {e}")
+        for op in batch:
+            op.done(op.result, op.error)
+        after()
+
+
 class SQLiteStore:
     """MailStore on SQLite + spool segments under one data directory."""
 
@@ -446,48 +497,11 @@ class SQLiteStore:
     async def _submit(self, op: _Op) -> Any:
         if self._thread is None:
             raise StoreError("store is closed")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            if fut.done():
-                return
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(result)
-
-        op.done = lambda r, e: loop.call_soon_threadsafe(done, r, e)
-        self._ops.put(op)
-        return await fut
+        return await hand_to_writer(self._ops, op)
 
     # -- writer thread -------------------------------------------------------
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._ops.get()
-            if first is None:
-                break
-            batch = [first]
-            while True:
-                try:
-                    op = self._ops.get_nowait()
-                except queue.Empty:
-                    break
-                if op is None:
-                    stopping = True
-                    break
-                batch.append(op)
-            try:
-                self._apply(batch)
-            except BaseException as e:  # the thread must never die silently
-                log.exception("store writer failed")
-                for op in batch:
-                    if op.error is None and op.result is None:
-                        op.error = StoreError(f"store failure: {e}")
-            for op in batch:
-                op.done(op.result, op.error)
-            self._delete_freed_segments()
+        run_writer(self._ops, self._apply, self._delete_freed_segments)
 
     def _apply(self, batch: list[_Op]) -> None:
         assert self._db is not None and self._writer is not None
