@@ -75,6 +75,9 @@ TARGET = Target(
     check,
     __doc__ or "",
     seed_dirs=(Path(__file__).resolve().parent.parent / "tests" / "data" / "mime",),  # the differential test's corpus
+    # The strict IMAP grammar reader that checks the output is pure Python and dominates: on a 111 KB message of
+    # 7,000 parts the writers under test took 0.23 s (linear: 0.30 s at 279 KB), the reader 2 s, on one core.
+    slow_seconds=5.0,
     tokens=(
         b"\r\n", b"\n", b"\r\n\r\n", b"--", b"--b\r\n", b"--b--\r\n", b"Content-Type: ", b"multipart/mixed; boundary=b",
         b"message/rfc822", b"multipart/digest; boundary=d", b"text/plain; charset=utf-8", b"MIME-Version: 1.0\r\n",
