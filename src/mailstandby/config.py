@@ -436,7 +436,12 @@ class IMAPSettings(Section):
     max_connections_per_client: int = Field(
         100, ge=1, description="Concurrent connections per client address (IPv6: per /64), logged in or not."
     )
-    max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before BYE.")
+    max_bad_commands: int = Field(
+        20, ge=1, description="Invalid commands in a row after login (any other reply resets the count); then BYE."
+    )
+    max_bad_commands_before_login: int = Field(
+        3, ge=1, description="Invalid commands in all before login; the last is answered with BYE only."
+    )
     max_session_time: float = Field(
         86400.0, gt=0, description="Longest session in seconds (IDLE included); then BYE: the phone reconnects."
     )

@@ -36,7 +36,6 @@ SETTINGS: dict[str, Any] = {
     "listen": ["127.0.0.1:0"],
     "listen_tls": ["127.0.0.1:0"],
     "allow_plaintext_auth_on_loopback": True,
-    "max_bad_commands": 10,
     "max_connections_per_user": 3,
     "max_literal_size": 64 * 1024,
     "max_line_length": 16 * 1024,

@@ -150,13 +150,33 @@ async def test_passwords_never_logged(rig: IMAPRig, caplog: pytest.LogCaptureFix
 
 
 async def test_bad_command_limit_before_login(make_rig: RigFactory) -> None:
-    """RELIABILITY P6: the third bad command ends the session (max_bad_commands = 3)."""
-    rig = await make_rig(max_bad_commands=3)
+    """RELIABILITY P6, as Dovecot's imap-login: the third bad command before login is answered
+    only with BYE, and good commands in between do not forgive the earlier ones."""
+    rig = await make_rig()
+    assert rig.settings.max_bad_commands_before_login == 3
     client = await rig.raw()
     await client.cmd(b"a FOO", b"BAD")
-    await client.cmd(b"b SELECT INBOX", b"BAD")
-    await client.send(b"c BAR\r\n")
-    assert (await client.line()).startswith(b"c BAD")
+    await client.cmd(b"b NOOP")
+    await client.cmd(b"c SELECT INBOX", b"BAD")
+    await client.send(b"d BAR\r\n")
+    assert await client.line() == b"* BYE Too many invalid IMAP commands.\r\n"
+    assert await client.until_eof() == b""
+
+
+async def test_bad_commands_in_a_row_after_login(make_rig: RigFactory) -> None:
+    """After login Dovecot's imap allows 20 bad commands in a row: any OK or NO starts the count
+    again, and the 20th gets its BAD and then the BYE."""
+    rig = await make_rig()
+    limit = rig.settings.max_bad_commands
+    client = await rig.raw()
+    await client.login()
+    for i in range(limit - 1):
+        await client.cmd(b"x%d FOO" % i, b"BAD")
+    await client.cmd(b"n SELECT nosuch", b"NO")
+    for i in range(limit - 1):
+        await client.cmd(b"y%d FOO" % i, b"BAD")
+    await client.send(b"z FOO\r\n")
+    assert (await client.line()).startswith(b"z BAD")
     assert await client.line() == b"* BYE Too many invalid IMAP commands.\r\n"
     assert await client.until_eof() == b""
 

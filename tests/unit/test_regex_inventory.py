@@ -82,10 +82,6 @@ INVENTORY: dict[tuple[str, str], Use] = {
     ("sync/imapclient.py", "_CODE"): Use(
         "response text of the primary's IMAP server (configured, trusted)", "anchored, one negated class", True
     ),
-    ("imap/searching.py", "_FOLD"): Use(
-        "header values of stored messages (any sender's)", "a literal line break and a one-character lookahead: linear",
-        True,
-    ),
     ("store/segments.py", "_NAME"): Use("file names in the data directory", "local, ours", False),
     ("config.py", "_BARE_KEY"): Use("keys of the configuration file", "administrator's text; one class run", False),
     ("store/postgres.py", "_USER"): Use("SQL text written in store/ (never a parameter)", "ours, constant", False),

@@ -106,6 +106,19 @@ SEARCHES: list[tuple[str, tuple[str, ...], bytes | None]] = [
     ("UID 5:*", ("UID", "5:*"), None),
     ("3,7:*", ("3,7:*",), None),  # the corpus has > 7 messages: Dovecot matches none for 7:* when * < 7
     ("UID 2:4 SEEN", ("UID", "2:4", "SEEN"), None),
+    # RFC 5322 §4.5 obsolete syntax and the case rules of RFC 3501 §6.4.4
+    ("HEADER SUBJECT spaced (space before the colon)", ("HEADER", "SUBJECT", "spaced"), None),
+    ("HEADER x-dup two (second occurrence)", ("HEADER", "x-dup", "two"), None),
+    ("HEADER X-MIXED-case VALUE (field and value case)", ("HEADER", "X-MIXED-case", '"VALUE WITH"'), None),
+    ("FROM someone (From with a space before the colon)", ("FROM", "someone"), None),
+    ("FROM f2 (repeated From)", ("FROM", "f2"), None),
+    ("TO t3 (repeated To)", ("TO", "t3"), None),
+    ("SENTON 6-Mar-2024 (second Date)", ("SENTON", "6-Mar-2024"), None),
+    ("SUBJECT FIRST (upper case)", ("SUBJECT", "FIRST"), None),
+    ("KEYWORD $label (keyword case)", ("KEYWORD", "$label"), None),
+    ("UNKEYWORD $label", ("UNKEYWORD", "$label"), None),
+    ("HEADER subject folded very (across a fold)", ("HEADER", "subject", '"folded very"'), None),
+    ("HEADER In-Reply-To z@w (folded with a tab)", ("HEADER", "In-Reply-To", "z@w"), None),
 ]
 
 

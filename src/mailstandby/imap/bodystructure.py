@@ -11,11 +11,17 @@ Follows Dovecot 2.3 `imap-bodystructure.c`, `imap-envelope.c` and
 - RFC 2231 continuations are merged; `name*=` values stay percent-encoded;
 - only the first Content-Type/-ID/-Description/-MD5/-Language/-Location counts,
   and Content-* headers of non-MIME messages are ignored;
-- ENVELOPE fields come from the last occurrence of each header, values are not
+- ENVELOPE's Date, Subject, In-Reply-To and Message-ID come from the last
+  occurrence of each header, CR and LF removed (Dovecot `imap_append_nstring_nolf`);
+  the address fields of every occurrence are joined into one list; values are not
   decoded (encoded-words stay), Subject and display names have whitespace runs
   folded (Dovecot `imap_append_string_for_humans`), groups appear as
   `(NIL NIL "name" NIL) ... (NIL NIL NIL NIL)`, and unparsable addresses get
   Dovecot's `MISSING_MAILBOX` / `MISSING_DOMAIN` / `SYNTAX_ERROR` fillers;
+- a message that is one text/plain part whose only parameter is charset=us-ascii,
+  in 7bit, without other Content-* data, is written in the default form
+  whatever the case of what it says (Dovecot `imap_bodystructure_is_plain_7bit()`:
+  its index keeps a flag for such messages, not their words);
 - a multipart without parts is written with one empty text/plain part;
 - a multipart/* or message/rfc822 part not parsed as one (a limit was
   reached), and a digest's part without Content-Type past the limits, is
@@ -139,13 +145,15 @@ def envelope(msg: Message, part: Part | None = None) -> bytes:
 
 def _envelope_fields(part: Part) -> bytes:
     found: dict[bytes, bytes] = {}
+    addrs: dict[bytes, list[Address]] = {k: [] for k in _ENVELOPE_FIELDS[2:8]}
     for h in part.headers:
         name = h.name.lower()
-        if name in _ENVELOPE_FIELDS:
+        if name in addrs:
+            addrs[name] += parse_addresses(h.value)  # every occurrence's addresses, as in Dovecot
+        elif name in _ENVELOPE_FIELDS:
             found[name] = h.value  # the last occurrence wins, as in Dovecot
-    addrs = {k: parse_addresses(found[k]) if k in found else [] for k in _ENVELOPE_FIELDS[2:8]}
     items = [
-        nstring(found.get(b"date"), max_quoted=None),
+        nstring_nolf(found.get(b"date")),
         b"NIL" if b"subject" not in found else string_for_humans(found[b"subject"]),
         _address_list(addrs[b"from"]),
         _address_list(addrs[b"sender"] or addrs[b"from"]),
@@ -153,8 +161,8 @@ def _envelope_fields(part: Part) -> bytes:
         _address_list(addrs[b"to"]),
         _address_list(addrs[b"cc"]),
         _address_list(addrs[b"bcc"]),
-        nstring(found.get(b"in-reply-to"), max_quoted=None),
-        nstring(found.get(b"message-id"), max_quoted=None),
+        nstring_nolf(found.get(b"in-reply-to")),
+        nstring_nolf(found.get(b"message-id")),
     ]
     return b" ".join(items)
 
@@ -184,6 +192,9 @@ def body(msg: Message, part: Part | None = None) -> bytes:
 
 def _write(msg: Message, part: Part, *, extended: bool) -> bytes:
     data = content_data(part)
+    if part.parent is None and _plain_7bit(part, data):
+        size, lines = body_size(msg, part), body_lines(msg, part)
+        return _PLAIN_7BIT + b" %d %d" % (size, lines) + (b" NIL NIL NIL NIL" if extended else b"")
     if part.multipart:
         return _write_multipart(msg, part, data, extended=extended)
     return _write_single(msg, part, data, extended=extended)
@@ -228,6 +239,23 @@ def _write_single(msg: Message, part: Part, data: ContentData, *, extended: bool
     if extended:
         out += b" " + nstring_nolf(data.md5) + _common(data)
     return out
+
+
+_PLAIN_7BIT = b'"text" "plain" ("charset" "us-ascii") NIL NIL "7bit"'
+
+
+def _plain_7bit(part: Part, data: ContentData) -> bool:
+    """Dovecot imap_bodystructure_is_plain_7bit(): the root is text/plain, us-ascii, 7bit, nothing else."""
+    if part.multipart or part.rfc822 or part.children or (data.type is not None and data.type.lower() != b"text"):
+        return False
+    if data.type is not None and data.subtype.lower() != b"plain":
+        return False
+    if data.params and (len(data.params) != 1 or [p.lower() for p in data.params[0]] != [b"charset", b"us-ascii"]):
+        return False
+    if data.encoding is not None and data.encoding.lower() != b"7bit":
+        return False
+    extra = (data.id, data.description, data.md5, data.disposition, data.language, data.location)
+    return all(x is None for x in extra)
 
 
 def _truncated(part: Part, data: ContentData) -> bool:

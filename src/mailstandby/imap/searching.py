@@ -1,6 +1,10 @@
 """Evaluate a SEARCH key AST (`imap.search`) against one message (RFC 3501 §6.4.4).
 
 Simplifications (documented, Dovecot is stricter):
+- Header fields are read by `imap.mime` (the parser FETCH uses), so the obsolete
+  syntax of RFC 5322 §4.5 counts as Dovecot counts it: whitespace before the
+  colon, folded and repeated fields (HEADER and FROM/TO/… match any occurrence,
+  SENTON and friends the first Date:).
 - HEADER/SUBJECT/…: case-insensitive substring of the RFC 2047-decoded
   field value (raw 8-bit read as UTF-8, folds and whitespace runs squeezed to one
   space, as Dovecot); an empty string matches any message that has the field.
@@ -32,6 +36,7 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 
+from mailstandby.imap.mime import Message
 from mailstandby.imap.rfc822 import Address, parse_addresses
 from mailstandby.imap.search import (
     All,
@@ -72,6 +77,15 @@ class Candidate:
     seq: int
     raw: bytes | None = None
     _parsed: EmailMessage | None = field(default=None, repr=False)
+    _fields: list[tuple[str, bytes]] | None = field(default=None, repr=False)
+
+    @property
+    def fields(self) -> list[tuple[str, bytes]]:
+        """(lower-case name, unfolded value) of every header field of the message, in order."""
+        if self._fields is None:
+            root = Message(self.raw or b"").root
+            self._fields = [(h.name.decode("latin-1").lower(), h.value) for h in root.headers]
+        return self._fields
 
     @property
     def parsed(self) -> EmailMessage:
@@ -90,10 +104,8 @@ def _decode(value: str) -> str:
 
 
 def _fields(c: Candidate) -> list[tuple[str, str]]:
-    """(name, value) of every header field; raw 8-bit octets read as UTF-8 (the compat32
-    parser keeps them as surrogate escapes, and its `get` would hide them in an
-    unknown-8bit `Header` whose str() is mojibake)."""
-    return [(k, _utf8(v)) for k, v in c.parsed.raw_items()]
+    """(name, value) of every header field, raw 8-bit octets read as UTF-8."""
+    return [(k, v.decode("utf-8", "replace")) for k, v in c.fields]
 
 
 def _utf8(value: str) -> str:
@@ -102,10 +114,9 @@ def _utf8(value: str) -> str:
 
 def _header_values(c: Candidate, name: str) -> list[str]:
     key = name.lower()
-    return [_squeeze(_decode(v)) for k, v in _fields(c) if k.lower() == key]
+    return [_squeeze(_decode(v)) for k, v in _fields(c) if k == key]
 
 
-_FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _MISSING = (b"MISSING_MAILBOX", b"MISSING_DOMAIN")
 
 
@@ -113,9 +124,9 @@ def _address_values(c: Candidate, name: str) -> list[str]:
     """Each `name` field's address list, as Dovecot writes it for SEARCH FROM/TO/CC/BCC."""
     key = name.lower()
     out = []
-    for k, v in c.parsed.raw_items():
-        if k.lower() == key:
-            raw = _FOLD.sub(b"", v.encode("ascii", "surrogateescape"))
+    for k, v in c.fields:
+        if k == key:
+            raw = v.replace(b"\n", b"")  # unfolded: the continuation lines' whitespace stays
             written = _write_addresses(parse_addresses(raw)) if raw.strip() else b""
             out.append(_squeeze(_decode(_utf8(written.decode("ascii", "surrogateescape")))))
     return out
@@ -181,10 +192,10 @@ _WSP_RUN = re.compile(r"[ \t\r\n]+")
 
 def _day(c: Candidate, which: str) -> date:
     if which == "sent":
-        value = c.parsed.get("Date")
+        value = next((v for k, v in c.fields if k == "date"), None)  # the first, as Dovecot
         if value is not None:
             try:
-                return parsedate_to_datetime(str(value)).date()
+                return parsedate_to_datetime(value.decode("utf-8", "replace")).date()
             except (TypeError, ValueError, IndexError):
                 pass
         return _EPOCH_DAY
@@ -204,8 +215,8 @@ class Matcher:
     def matches(self, key: SearchKey, c: Candidate) -> bool:
         if isinstance(key, All):
             return True
-        if isinstance(key, HasFlag):
-            return key.flag in c.meta.flags
+        if isinstance(key, HasFlag):  # keywords without case, as Dovecot (system flags are parsed canonical)
+            return key.flag in c.meta.flags or any(f.casefold() == key.flag.casefold() for f in c.meta.flags)
         if isinstance(key, Header):
             return self._header(key, c)
         if isinstance(key, Body):

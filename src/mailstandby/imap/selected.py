@@ -260,7 +260,12 @@ class SelectedCommands:
         if uids:
             try:
                 changed = await self.store.store_flags(
-                    self.user, view.name, uids, frozenset(args.flags), args.mode, unchanged_since=args.unchanged_since
+                    self.user,
+                    view.name,
+                    uids,
+                    view.spelled(args.flags),
+                    args.mode,
+                    unchanged_since=args.unchanged_since,
                 )
             except MailboxError as e:
                 raise mailbox_error(e) from None

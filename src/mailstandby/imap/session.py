@@ -16,8 +16,11 @@ Invariants:
   Command arguments are never logged, so passwords never are.
 - STARTTLS drops plaintext pipelined behind it (`Connection.start_tls`, T1)
   and resets the reader; capabilities are re-sent by the client's CAPABILITY.
-- BAD commands count; at `max_bad_commands` the session ends with
-  `* BYE Too many invalid IMAP commands.` (P6). A BAD leaves the session usable.
+- BAD commands count, as Dovecot counts them (RELIABILITY P6): before login every
+  one, and the `max_bad_commands_before_login`-th (3) is answered only with
+  `* BYE Too many invalid IMAP commands.`; after login those in a row (any
+  other reply resets the count), the `max_bad_commands`-th (20) gets its BAD
+  and then the BYE. A BAD below the limit leaves the session usable.
 - A handler reports failure by raising `Reply` (NO or BAD); any other exception
   is logged here and answered `NO [SERVERBUG]` without detail (STYLE §3).
 """
@@ -225,6 +228,7 @@ class Session(MailboxCommands, SelectedCommands):
             return
         if self.state is not State.LOGOUT:
             await self.sync_after(cmd)
+        self.good_reply()
         self.send(r.tagged(cmd.tag, "OK", done.text or f"{cmd.name.title()} completed.", done.code))
 
     def send(self, data: bytes) -> None:
@@ -238,15 +242,26 @@ class Session(MailboxCommands, SelectedCommands):
             await self.io.flush()
 
     def refuse(self, tag: str, status: str, text: str, code: str | None = None, *, counts: bool = True) -> None:
-        if status == "BAD" and counts:
-            self.bad += 1
-            if self.bad >= self.settings.max_bad_commands:
-                self.log.info("%s: %d bad commands", Event.IMAP_SESSION_ABUSE, self.bad)
-                self.send(r.tagged(tag, status, text, code))
-                self.send(r.status_line("BYE", "Too many invalid IMAP commands."))
-                self.closing = True
-                return
-        self.send(r.tagged(tag, status, text, code))
+        if status != "BAD" or not counts:
+            self.good_reply()
+            self.send(r.tagged(tag, status, text, code))
+            return
+        self.bad += 1
+        logged_in = self.state in AUTHED
+        limit = self.settings.max_bad_commands if logged_in else self.settings.max_bad_commands_before_login
+        if self.bad < limit:
+            self.send(r.tagged(tag, status, text, code))
+            return
+        self.log.info("%s: %d bad commands", Event.IMAP_SESSION_ABUSE, self.bad)
+        if logged_in:  # Dovecot's imap answers the last one; its imap-login only says BYE
+            self.send(r.tagged(tag, status, text, code))
+        self.send(r.status_line("BYE", "Too many invalid IMAP commands."))
+        self.closing = True
+
+    def good_reply(self) -> None:
+        """A command answered OK or NO: after login the BAD count starts again (Dovecot's)."""
+        if self.state in AUTHED:
+            self.bad = 0
 
     def _set_selected(self, selected: bool) -> None:
         if self.state in AUTHED:

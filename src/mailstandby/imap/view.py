@@ -120,6 +120,12 @@ class MailboxView:
         return replace(meta, flags=meta.flags | {RECENT}) if uid in self.recent else meta
 
     # -- keywords (RFC 3501 §7.2.6) ----------------------------------------------------------
+    def spelled(self, flags: Iterable[str]) -> frozenset[str]:
+        """`flags` with each keyword spelled as the mailbox already has it: keywords compare without
+        case, and the first spelling a mailbox saw stays (Dovecot's mailbox keyword list)."""
+        known = {k.casefold(): k for k in self.announced}
+        return frozenset(f if f.startswith("\\") else known.get(f.casefold(), f) for f in flags)
+
     def flags_response(self) -> bytes:
         """`* FLAGS (...)` and, read-write, `* OK [PERMANENTFLAGS (... \\*)]` for what is announced."""
         flags = [*SYSTEM, *sorted(self.announced)]

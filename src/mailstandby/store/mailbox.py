@@ -220,9 +220,21 @@ def check_flags(flags: Iterable[str]) -> frozenset[str]:
 
 
 def apply_flags(current: frozenset[str], flags: frozenset[str], mode: FlagMode) -> frozenset[str]:
-    """The flags after a STORE of `flags` in `mode` (RFC 3501 §6.4.6)."""
+    """The flags after a STORE of `flags` in `mode` (RFC 3501 §6.4.6). Keywords compare without
+    case, as Dovecot's: a message keeps the spelling it has (`+FLAGS ($LABEL)` on `$Label` changes
+    nothing, `-FLAGS ($label)` removes it)."""
     if mode is FlagMode.SET:
-        return flags
+        return frozenset(_by_case(sorted(flags)).values())
+    have = _by_case(current)
     if mode is FlagMode.ADD:
-        return current | flags
-    return current - flags
+        return current | frozenset(f for f in flags if f.casefold() not in have)
+    gone = {f.casefold() for f in flags}
+    return frozenset(f for f in current if f.casefold() not in gone)
+
+
+def _by_case(flags: Iterable[str]) -> dict[str, str]:
+    """casefolded flag -> the first spelling of it."""
+    out: dict[str, str] = {}
+    for f in flags:
+        out.setdefault(f.casefold(), f)
+    return out
