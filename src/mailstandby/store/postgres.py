@@ -59,6 +59,9 @@ T = TypeVar("T")
 _USER = re.compile(r'(?<![\w"])user(?![\w"])')
 _WEAK_COMMIT = ("off", "local")  # a commit that may return before the WAL (or the sync standby) has it
 _MIGRATION_LOCK = 0x6D736273  # pg_advisory_xact_lock key: one node migrates at a time
+DEFAULT_CONNECT_TIMEOUT = 10  # seconds per host (StoreSettings.connect_timeout)
+RECONNECT_FIRST = 0.1  # seconds before the first new attempt after a failed connection
+RECONNECT_MAX = 5.0  # the backoff's ceiling while the server stays away
 
 
 @functools.lru_cache(maxsize=2048)
@@ -69,29 +72,70 @@ def pg_sql(sql: str) -> str:
     return _USER.sub('"user"', sql.replace("%", "%%").replace("?", "%s"))
 
 
-class PgConnection:
-    """A psycopg connection (autocommit) with the part of sqlite3.Connection the store modules use."""
+class Reconnect:
+    """A new connection to a server that went away (restart, a promoted replica: libpq tries the hosts of a
+    multi-host `url` again), no sooner than the backoff allows: after a failed attempt the next waits
+    RECONNECT_FIRST seconds, doubling to RECONNECT_MAX; within the wait the store answers at once that it
+    is unavailable, so a dead server is not dialled for every command."""
 
-    def __init__(self, conn: psycopg.Connection[Any], url: str = "") -> None:
+    def __init__(self, url: str, timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._delay = 0.0
+        self._next = 0.0
+
+    def connect(self) -> PgConnection:
+        if time.monotonic() < self._next:
+            raise StoreError("the store's server is unavailable; a new connection is tried shortly")
+        try:
+            db = connect_pg(self.url, timeout=self.timeout)
+        except StoreError:
+            self._delay = min(RECONNECT_MAX, self._delay * 2 or RECONNECT_FIRST)
+            self._next = time.monotonic() + self._delay
+            raise
+        self._delay = self._next = 0.0
+        return db
+
+
+class PgConnection:
+    """A psycopg connection (autocommit) with the part of sqlite3.Connection the store modules use.
+
+    A statement that meets a lost server raises StoreError (temporary: the sessions answer 4xx); with
+    `reconnect` set, a SELECT outside a transaction is first tried once more on a new connection."""
+
+    def __init__(self, conn: psycopg.Connection[Any], reconnect: Reconnect | None = None) -> None:
         self.conn = conn
-        self.url = url  # set: a SELECT outside a transaction that meets a lost server reconnects once
+        self.reconnect = reconnect
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        idle = self.conn.closed or self.conn.info.transaction_status == pq.TransactionStatus.IDLE
         try:
             return self.conn.execute(pg_sql(sql), tuple(params))
-        except psycopg.OperationalError:
-            if not (self.url and self.broken and sql.lstrip().upper().startswith("SELECT")):
+        except psycopg.OperationalError as e:
+            if not self.broken:
                 raise
+            if self.reconnect is None or not idle or not sql.lstrip().upper().startswith("SELECT"):
+                raise StoreError(f"the store's server went away: {e}") from e
         log.warning("the store's server went away; reconnecting")
         self.conn.close()
-        self.conn = connect_pg(self.url).conn
-        return self.conn.execute(pg_sql(sql), tuple(params))
+        self.conn = self.reconnect.connect().conn
+        try:
+            return self.conn.execute(pg_sql(sql), tuple(params))
+        except psycopg.OperationalError as e:
+            if not self.broken:
+                raise
+            raise StoreError(f"the store's server went away: {e}") from e
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cur = self.conn.cursor()
         batch = [tuple(r) for r in rows]
         if batch:
-            cur.executemany(pg_sql(sql), batch)
+            try:
+                cur.executemany(pg_sql(sql), batch)
+            except psycopg.OperationalError as e:
+                if not self.broken:
+                    raise
+                raise StoreError(f"the store's server went away: {e}") from e
         return cur
 
     @property
@@ -106,17 +150,17 @@ class PgConnection:
         self.conn.close()
 
 
-def connect_pg(url: str, *, reconnect_reads: bool = False) -> PgConnection:
+def connect_pg(url: str, *, reconnect_reads: bool = False, timeout: int = DEFAULT_CONNECT_TIMEOUT) -> PgConnection:
     """An autocommit connection whose commits wait for the WAL flush (`synchronous_commit` at least `on`;
-    a stronger server setting such as `remote_apply` is kept);
+    a stronger server setting such as `remote_apply` is kept); `timeout`: seconds per host of the URL;
     `reconnect_reads`: reads re-run once on a new connection after the server went away."""
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="mailstandby")
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout, application_name="mailstandby")
+        if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
+            conn.execute("SET synchronous_commit = on")
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to the PostgreSQL store: {e}") from e
-    if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
-        conn.execute("SET synchronous_commit = on")
-    return PgConnection(conn, url if reconnect_reads else "")
+    return PgConnection(conn, Reconnect(url, timeout) if reconnect_reads else None)
 
 
 def schema_version(db: PgConnection) -> int:
@@ -165,6 +209,7 @@ class PostgresStore:
         self._thread: threading.Thread | None = None
         self._db: PgConnection | None = None
         self._read_db: PgConnection | None = None
+        self._reconnect = Reconnect(self.url, settings.connect_timeout)  # the writer thread's
 
     # -- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -175,10 +220,10 @@ class PostgresStore:
     def _open_sync(self) -> None:
         for d in (self.data_dir, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = connect_pg(self.url)
+        db = connect_pg(self.url, timeout=self.settings.connect_timeout)
         try:
             migrate_pg(db)
-            self._read_db = connect_pg(self.url, reconnect_reads=True)
+            self._read_db = connect_pg(self.url, reconnect_reads=True, timeout=self.settings.connect_timeout)
         except BaseException:
             db.close()
             raise
@@ -271,12 +316,14 @@ class PostgresStore:
         run_writer(self._ops, self._apply)
 
     def _writer_connection(self) -> PgConnection:
-        """The writer's connection, made anew when the server went away (restart, promoted replica)."""
+        """The writer's connection, made anew (with backoff) when the server went away (restart, promoted
+        replica); until then each batch fails at once with StoreError, which the sessions answer 4xx."""
         if self._db is None or self._db.broken:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            self._db = connect_pg(self.url)
+            self._db = self._reconnect.connect()
+            log.info("the store's writer is connected again")
         return self._db
 
     def _apply(self, batch: list[_Op]) -> None:
@@ -307,7 +354,7 @@ class PostgresStore:
             if db is not None and not db.broken and db.in_transaction:
                 try:
                     db.execute("ROLLBACK")
-                except psycopg.Error:
+                except (psycopg.Error, StoreError):
                     log.warning("rollback failed; the connection is made anew", exc_info=True)
                     db.close()
             log.warning("store commit failed: %s", e)
@@ -419,7 +466,7 @@ class PostgresStore:
 
     # -- reads -----------------------------------------------------------------
     def _pending_sync(self) -> list[QueuedMessage]:
-        db = connect_pg(self.url)
+        db = connect_pg(self.url, timeout=self.settings.connect_timeout)
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
