@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +50,7 @@ from mailstandby.store.base import (
     StoreError,
 )
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
+from mailstandby.store.postgres_settings import join_cluster, rejoin
 from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, hand_to_writer, queued_recipient, run_writer
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection[Any], reconnect: Reconnect | None = None) -> None:
         self.conn = conn
         self.reconnect = reconnect
+        self._reconnecting = threading.Lock()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         idle = self.conn.closed or self.conn.info.transaction_status == pq.TransactionStatus.IDLE
@@ -116,9 +118,11 @@ class PgConnection:
                 raise
             if self.reconnect is None or not idle or not sql.lstrip().upper().startswith("SELECT"):
                 raise StoreError(f"the store's server went away: {e}") from e
-        log.warning("the store's server went away; reconnecting")
-        self.conn.close()
-        self.conn = self.reconnect.connect().conn
+        with self._reconnecting:  # the event loop and worker threads share the read connection
+            if self.broken:
+                log.warning("the store's server went away; reconnecting")
+                self.conn.close()
+                self.conn = self.reconnect.connect().conn
         try:
             return self.conn.execute(pg_sql(sql), tuple(params))
         except psycopg.OperationalError as e:
@@ -200,10 +204,13 @@ def _error(e: Exception, what: str) -> StoreError:
 class PostgresStore:
     """MailStore on PostgreSQL; `call()` and `read_connection()` as SQLiteStore's, for the area modules."""
 
-    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+    def __init__(self, data_dir: Path, settings: StoreSettings, shared: Mapping[str, int] | None = None) -> None:
+        """`shared`: this node's digests of the settings a cluster's nodes must agree on
+        (shared_settings.py); None (tools, tests): not checked."""
         self.data_dir = data_dir
         self.settings = settings
         self.url = settings.url
+        self.shared = shared
         self.quarantine = data_dir / "quarantine"
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -223,6 +230,8 @@ class PostgresStore:
         db = connect_pg(self.url, timeout=self.settings.connect_timeout)
         try:
             migrate_pg(db)
+            if self.shared is not None:
+                join_cluster(db, self.shared)
             self._read_db = connect_pg(self.url, reconnect_reads=True, timeout=self.settings.connect_timeout)
         except BaseException:
             db.close()
@@ -322,7 +331,14 @@ class PostgresStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            self._db = self._reconnect.connect()
+            db = self._reconnect.connect()
+            try:
+                if self.shared is not None:
+                    rejoin(db)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
             log.info("the store's writer is connected again")
         return self._db
 
