@@ -15,7 +15,7 @@ from mailstandby.cli import control
 from mailstandby.config import Config, ConfigError, load
 from mailstandby.directory.base import Directory
 from mailstandby.directory.static import DirectoryError, from_settings
-from mailstandby.store.base import StoreError
+from mailstandby.store.base import SettingsMismatch, StoreError
 
 if TYPE_CHECKING:
     from mailstandby.store.sqlite_directory import SQLiteDirectoryDB
@@ -114,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return _run_command(cfg, args)
+    except SettingsMismatch as e:  # a cluster's nodes must agree (shared_settings.py)
+        print(
+            f"mailstandby: {cfg.source}: not started: the nodes already running on store.url have other values for"
+            f" {', '.join(e.keys)}; every node of a cluster needs the same",
+            file=sys.stderr,
+        )
+        return 2
     except StoreError as e:  # unreachable server, wrong credentials, schema newer than this code
         key = "store.url" if cfg.store.url else "node.data_dir"
         print(f"mailstandby: {cfg.source}: {key}: cannot open the store: {e}", file=sys.stderr)

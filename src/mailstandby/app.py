@@ -51,6 +51,7 @@ from mailstandby.pop3.server import POP3Server
 from mailstandby.queue.inflight import InDoubt
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
+from mailstandby.shared_settings import shared_settings
 from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.mx import MXConnection, MXResolver
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
@@ -77,7 +78,9 @@ class App:
         self.config = config
         node = config.node
         self.store = (
-            PostgresStore(node.data_dir, config.store) if config.store.url else SQLiteStore(node.data_dir, config.store)
+            PostgresStore(node.data_dir, config.store, shared_settings(config))
+            if config.store.url
+            else SQLiteStore(node.data_dir, config.store)
         )
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))

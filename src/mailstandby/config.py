@@ -403,6 +403,9 @@ class StoreSettings(Section):
         " (libpq URL, multi-host with target_session_attrs=read-write), see docs/postgresql.md.",
     )
     segment_size: int = Field(64 * MiB, ge=1 * MiB, description="Spool segment size before a new one is started.")
+    connect_timeout: int = Field(
+        10, ge=2, le=300, description="PostgreSQL: seconds each host of `url` may take to accept a connection."
+    )
 
     @field_validator("url")
     @classmethod

@@ -13,6 +13,9 @@ cluster belongs to the `postgres` system user the package creates and every comm
     cluster.start()        # crash recovery, same port, same data
     cluster.close()        # stop and remove
     cluster.fresh_database()  # postgresql://…/t_N: an empty database of its own (a test's store)
+
+`ReplicatedCluster` pairs two: a primary and a streaming replica with synchronous commit, for the
+database's own failover (kill -9 the primary, promote the replica).
 """
 
 from __future__ import annotations
@@ -83,23 +86,30 @@ class PostgresCluster:
             raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         return done
 
+    def _make_dirs(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.sockets.mkdir(exist_ok=True)
+        if self._owner is not None:
+            for path in (self.base, self.sockets):
+                os.chown(path, self._owner.pw_uid, self._owner.pw_gid)
+
+    def _configure(self, extra: str = "") -> None:
+        """This cluster's own address and socket directory (appended: the last setting wins)."""
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.sockets}'\nmax_connections = 200\n{extra}"
+            )
+
     def start(self) -> None:
         """initdb on first start; then pg_ctl start and wait until it accepts connections."""
         if not (self.data / "PG_VERSION").exists():
-            self.base.mkdir(parents=True, exist_ok=True)
-            self.sockets.mkdir(exist_ok=True)
-            if self._owner is not None:
-                for path in (self.base, self.sockets):
-                    os.chown(path, self._owner.pw_uid, self._owner.pw_gid)
+            self._make_dirs()
             self._run(
                 str(self.bin / "initdb"), "-D", str(self.data), "-U", USER, "-A", "trust", "-E", "UTF8",
                 "--locale", "C.UTF-8",
             )  # fmt: skip
-            with (self.data / "postgresql.conf").open("a") as conf:
-                conf.write(
-                    f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
-                    f"unix_socket_directories = '{self.sockets}'\nmax_connections = 200\n"
-                )
+            self._configure()
             first = True
         else:
             first = False
@@ -148,6 +158,62 @@ class PostgresCluster:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def replica_of(self, primary: PostgresCluster, name: str) -> None:
+        """Make this (not yet started) cluster a streaming replica of `primary`: pg_basebackup -R into
+        its own data directory; it reports itself to the primary as `name` (cluster_name), the name
+        the primary's synchronous_standby_names lists."""
+        self._make_dirs()
+        self._run(
+            str(self.bin / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", USER,
+            "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+        )  # fmt: skip
+        self._configure(f"cluster_name = '{name}'\n")
+
+    def promote(self) -> None:
+        """pg_ctl promote: the replica ends recovery and becomes a writable primary (waits until it is)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "promote")
+
+
+class ReplicatedCluster:
+    """A primary and a streaming replica with synchronous commit, as the documented deployment runs
+    (docs/deployment.md): a COMMIT returns once the replica has flushed it too.
+
+        pair = ReplicatedCluster(); pair.start()
+        pair.url        # both hosts, target_session_attrs=read-write: libpq finds the writable one
+        pair.primary.kill(); pair.replica.promote()   # the database fails over
+    """
+
+    STANDBY_NAME = "msb_replica"
+
+    def __init__(self) -> None:
+        self.primary = PostgresCluster()
+        self.replica = PostgresCluster()
+
+    @property
+    def url(self) -> str:
+        hosts = f"127.0.0.1:{self.primary.port},127.0.0.1:{self.replica.port}"
+        return f"postgresql://{USER}@{hosts}/{USER}?target_session_attrs=read-write"
+
+    def start(self, timeout: float = 60) -> None:
+        import psycopg
+
+        self.primary.start()
+        self.replica.replica_of(self.primary, self.STANDBY_NAME)
+        self.replica.start()
+        with psycopg.connect(self.primary.url, autocommit=True) as db:
+            db.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{self.STANDBY_NAME}'")
+            db.execute("SELECT pg_reload_conf()")
+            deadline = time.monotonic() + timeout
+            query = "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s"
+            while (row := db.execute(query, (self.STANDBY_NAME,)).fetchone()) != ("sync",):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica is not a synchronous standby ({row}):\n{self.replica.log()}")
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        self.replica.close()
+        self.primary.close()
 
 
 def _backends_alive(data: Path) -> bool:

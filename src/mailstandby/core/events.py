@@ -19,6 +19,7 @@ class Event(StrEnum):
     QUEUE_LOOKUP_FAILED = "queue.lookup-failed"  # the search could not tell: the delivery is sent again
     STORE_QUARANTINED = "store.quarantined"
     STORE_PERMISSIONS_FIXED = "store.permissions-fixed"  # group/other access taken away at start-up
+    STORE_UNAVAILABLE = "store.unavailable"  # the database is away: a command was answered "try again later"
     LISTENER_REFUSED = "listener.refused"  # a connection over a cap, or from outside an allow-list
     POP3_LOGIN = "pop3.login"
     POP3_LOGIN_FAILED = "pop3.login-failed"

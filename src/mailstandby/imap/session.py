@@ -21,8 +21,9 @@ Invariants:
   `* BYE Too many invalid IMAP commands.`; after login those in a row (any
   other reply resets the count), the `max_bad_commands`-th (20) gets its BAD
   and then the BYE. A BAD below the limit leaves the session usable.
-- A handler reports failure by raising `Reply` (NO or BAD); any other exception
-  is logged here and answered `NO [SERVERBUG]` without detail (STYLE §3).
+- A handler reports failure by raising `Reply` (NO or BAD); a StoreError (the
+  database away) is answered `NO [UNAVAILABLE]` (RFC 5530 §3: temporary); any
+  other exception is logged here and answered `NO [SERVERBUG]` without detail (STYLE §3).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from mailstandby.imap.parser import (
 )
 from mailstandby.imap.selected import SelectedCommands
 from mailstandby.imap.syntax import TAG_CHARS
+from mailstandby.store.base import StoreError
 from mailstandby.store.mailbox import MailboxStore
 from mailstandby.transport import ConnectionClosed, LineTooLong
 
@@ -62,6 +64,8 @@ SASL_LINE = 12 * 1024 + 2  # RFC 4954 §4 asks for at least 12288 octets
 FLUSH_AT = 256 * 1024
 SHUTDOWN_BYE = b"* BYE server shutting down\r\n"
 INTERNAL_ERROR = "Internal error occurred. Refer to server log for more information."
+# RFC 5530 §3 UNAVAILABLE: a subsystem is down, try again later (the store during a database failover)
+STORE_UNAVAILABLE = "Temporary failure, try again later."
 
 
 class State(Enum):
@@ -220,6 +224,10 @@ class Session(MailboxCommands, SelectedCommands):
             return
         except (ConnectionClosed, ConnectionError, TimeoutError, asyncio.CancelledError):
             raise
+        except StoreError as e:  # the database is away (restarting, failing over): temporary
+            self.log.warning("%s: %s: %s", Event.STORE_UNAVAILABLE, cmd.name, e)
+            self.send(r.tagged(cmd.tag, "NO", STORE_UNAVAILABLE, r.UNAVAILABLE))
+            return
         except Exception:
             self.log.exception("imap: internal error in %s", cmd.name)
             self.send(r.tagged(cmd.tag, "NO", INTERNAL_ERROR, r.SERVERBUG))

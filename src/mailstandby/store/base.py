@@ -92,6 +92,14 @@ class StoreError(Exception):
         self.too_big = too_big
 
 
+class SettingsMismatch(StoreError):
+    """This node's shared settings differ from those the running nodes of its cluster recorded."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__("settings differ from the running nodes': " + ", ".join(keys))
+        self.keys = keys
+
+
 class CorruptMessage(StoreError):
     """A stored body failed its check; it has been quarantined."""
 

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +50,7 @@ from mailstandby.store.base import (
     StoreError,
 )
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
+from mailstandby.store.postgres_settings import join_cluster, rejoin
 from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, hand_to_writer, queued_recipient, run_writer
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ T = TypeVar("T")
 _USER = re.compile(r'(?<![\w"])user(?![\w"])')
 _WEAK_COMMIT = ("off", "local")  # a commit that may return before the WAL (or the sync standby) has it
 _MIGRATION_LOCK = 0x6D736273  # pg_advisory_xact_lock key: one node migrates at a time
+DEFAULT_CONNECT_TIMEOUT = 10  # seconds per host (StoreSettings.connect_timeout)
+RECONNECT_FIRST = 0.1  # seconds before the first new attempt after a failed connection
+RECONNECT_MAX = 5.0  # the backoff's ceiling while the server stays away
 
 
 @functools.lru_cache(maxsize=2048)
@@ -69,29 +73,73 @@ def pg_sql(sql: str) -> str:
     return _USER.sub('"user"', sql.replace("%", "%%").replace("?", "%s"))
 
 
-class PgConnection:
-    """A psycopg connection (autocommit) with the part of sqlite3.Connection the store modules use."""
+class Reconnect:
+    """A new connection to a server that went away (restart, a promoted replica: libpq tries the hosts of a
+    multi-host `url` again), no sooner than the backoff allows: after a failed attempt the next waits
+    RECONNECT_FIRST seconds, doubling to RECONNECT_MAX; within the wait the store answers at once that it
+    is unavailable, so a dead server is not dialled for every command."""
 
-    def __init__(self, conn: psycopg.Connection[Any], url: str = "") -> None:
+    def __init__(self, url: str, timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._delay = 0.0
+        self._next = 0.0
+
+    def connect(self) -> PgConnection:
+        if time.monotonic() < self._next:
+            raise StoreError("the store's server is unavailable; a new connection is tried shortly")
+        try:
+            db = connect_pg(self.url, timeout=self.timeout)
+        except StoreError:
+            self._delay = min(RECONNECT_MAX, self._delay * 2 or RECONNECT_FIRST)
+            self._next = time.monotonic() + self._delay
+            raise
+        self._delay = self._next = 0.0
+        return db
+
+
+class PgConnection:
+    """A psycopg connection (autocommit) with the part of sqlite3.Connection the store modules use.
+
+    A statement that meets a lost server raises StoreError (temporary: the sessions answer 4xx); with
+    `reconnect` set, a SELECT outside a transaction is first tried once more on a new connection."""
+
+    def __init__(self, conn: psycopg.Connection[Any], reconnect: Reconnect | None = None) -> None:
         self.conn = conn
-        self.url = url  # set: a SELECT outside a transaction that meets a lost server reconnects once
+        self.reconnect = reconnect
+        self._reconnecting = threading.Lock()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        idle = self.conn.closed or self.conn.info.transaction_status == pq.TransactionStatus.IDLE
         try:
             return self.conn.execute(pg_sql(sql), tuple(params))
-        except psycopg.OperationalError:
-            if not (self.url and self.broken and sql.lstrip().upper().startswith("SELECT")):
+        except psycopg.OperationalError as e:
+            if not self.broken:
                 raise
-        log.warning("the store's server went away; reconnecting")
-        self.conn.close()
-        self.conn = connect_pg(self.url).conn
-        return self.conn.execute(pg_sql(sql), tuple(params))
+            if self.reconnect is None or not idle or not sql.lstrip().upper().startswith("SELECT"):
+                raise StoreError(f"the store's server went away: {e}") from e
+        with self._reconnecting:  # the event loop and worker threads share the read connection
+            if self.broken:
+                log.warning("the store's server went away; reconnecting")
+                self.conn.close()
+                self.conn = self.reconnect.connect().conn
+        try:
+            return self.conn.execute(pg_sql(sql), tuple(params))
+        except psycopg.OperationalError as e:
+            if not self.broken:
+                raise
+            raise StoreError(f"the store's server went away: {e}") from e
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cur = self.conn.cursor()
         batch = [tuple(r) for r in rows]
         if batch:
-            cur.executemany(pg_sql(sql), batch)
+            try:
+                cur.executemany(pg_sql(sql), batch)
+            except psycopg.OperationalError as e:
+                if not self.broken:
+                    raise
+                raise StoreError(f"the store's server went away: {e}") from e
         return cur
 
     @property
@@ -106,17 +154,17 @@ class PgConnection:
         self.conn.close()
 
 
-def connect_pg(url: str, *, reconnect_reads: bool = False) -> PgConnection:
+def connect_pg(url: str, *, reconnect_reads: bool = False, timeout: int = DEFAULT_CONNECT_TIMEOUT) -> PgConnection:
     """An autocommit connection whose commits wait for the WAL flush (`synchronous_commit` at least `on`;
-    a stronger server setting such as `remote_apply` is kept);
+    a stronger server setting such as `remote_apply` is kept); `timeout`: seconds per host of the URL;
     `reconnect_reads`: reads re-run once on a new connection after the server went away."""
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="mailstandby")
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout, application_name="mailstandby")
+        if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
+            conn.execute("SET synchronous_commit = on")
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to the PostgreSQL store: {e}") from e
-    if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
-        conn.execute("SET synchronous_commit = on")
-    return PgConnection(conn, url if reconnect_reads else "")
+    return PgConnection(conn, Reconnect(url, timeout) if reconnect_reads else None)
 
 
 def schema_version(db: PgConnection) -> int:
@@ -156,15 +204,19 @@ def _error(e: Exception, what: str) -> StoreError:
 class PostgresStore:
     """MailStore on PostgreSQL; `call()` and `read_connection()` as SQLiteStore's, for the area modules."""
 
-    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+    def __init__(self, data_dir: Path, settings: StoreSettings, shared: Mapping[str, int] | None = None) -> None:
+        """`shared`: this node's digests of the settings a cluster's nodes must agree on
+        (shared_settings.py); None (tools, tests): not checked."""
         self.data_dir = data_dir
         self.settings = settings
         self.url = settings.url
+        self.shared = shared
         self.quarantine = data_dir / "quarantine"
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._db: PgConnection | None = None
         self._read_db: PgConnection | None = None
+        self._reconnect = Reconnect(self.url, settings.connect_timeout)  # the writer thread's
 
     # -- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -175,10 +227,12 @@ class PostgresStore:
     def _open_sync(self) -> None:
         for d in (self.data_dir, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = connect_pg(self.url)
+        db = connect_pg(self.url, timeout=self.settings.connect_timeout)
         try:
             migrate_pg(db)
-            self._read_db = connect_pg(self.url, reconnect_reads=True)
+            if self.shared is not None:
+                join_cluster(db, self.shared)
+            self._read_db = connect_pg(self.url, reconnect_reads=True, timeout=self.settings.connect_timeout)
         except BaseException:
             db.close()
             raise
@@ -271,12 +325,21 @@ class PostgresStore:
         run_writer(self._ops, self._apply)
 
     def _writer_connection(self) -> PgConnection:
-        """The writer's connection, made anew when the server went away (restart, promoted replica)."""
+        """The writer's connection, made anew (with backoff) when the server went away (restart, promoted
+        replica); until then each batch fails at once with StoreError, which the sessions answer 4xx."""
         if self._db is None or self._db.broken:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            self._db = connect_pg(self.url)
+            db = self._reconnect.connect()
+            try:
+                if self.shared is not None:
+                    rejoin(db)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+            log.info("the store's writer is connected again")
         return self._db
 
     def _apply(self, batch: list[_Op]) -> None:
@@ -307,7 +370,7 @@ class PostgresStore:
             if db is not None and not db.broken and db.in_transaction:
                 try:
                     db.execute("ROLLBACK")
-                except psycopg.Error:
+                except (psycopg.Error, StoreError):
                     log.warning("rollback failed; the connection is made anew", exc_info=True)
                     db.close()
             log.warning("store commit failed: %s", e)
@@ -419,7 +482,7 @@ class PostgresStore:
 
     # -- reads -----------------------------------------------------------------
     def _pending_sync(self) -> list[QueuedMessage]:
-        db = connect_pg(self.url)
+        db = connect_pg(self.url, timeout=self.settings.connect_timeout)
         try:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
