@@ -35,6 +35,7 @@ from mailstandby.config import PrimarySettings, SyncSettings
 from mailstandby.core.events import Event
 from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
+from mailstandby.sync.access import AccessError, master_login, read_password, tls_context
 from mailstandby.sync.imapclient import Appendable, CommandFailed, ConnectionLost, IMAPClient
 from mailstandby.sync.plan import (
     SYNC_FLAGS,
@@ -270,47 +271,25 @@ class SyncEngine:
     def _read_password(self) -> str:
         if self._password is not None:
             return self._password
-        path = self.settings.password_file
-        if path is None or not self.settings.master_user:
-            raise SyncError("sync.master_user and sync.password_file must be set to log in to the primary's IMAP")
         try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as e:
-            raise SyncError(f"sync.password_file: cannot read {path}: {e.strerror}") from None
+            return read_password(self.settings)
+        except AccessError as e:
+            raise SyncError(str(e)) from None
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if self.settings.imap_tls == "none":
-            return None
         try:
-            ctx = ssl.create_default_context(cafile=self.settings.tls_ca_file)
-        except (OSError, ssl.SSLError) as e:
-            raise SyncError(f"sync.tls_ca_file: cannot load {self.settings.tls_ca_file}: {e}") from None
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if not self.settings.tls_verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+            return tls_context(self.settings)
+        except AccessError as e:
+            raise SyncError(str(e)) from None
 
     def _where(self) -> str:
         return f"{self.settings.imap_host}:{self.settings.imap_port}"
 
     async def _login(self, user: str, password: str) -> IMAPClient:
-        s = self.settings
-        client = await IMAPClient.connect(
-            s.imap_host, s.imap_port, tls=s.imap_tls, ssl_context=self._tls, timeout=s.timeout
-        )
         try:
-            if s.login == "sasl-authzid":
-                await client.authenticate_plain(user, s.master_user, password)
-            else:
-                await client.login(s.login_format.format(user=user, master=s.master_user), password)
+            return await master_login(self.settings, self._tls, user, password)
         except CommandFailed as e:
-            client.abort()
             raise LoginRefused(f"the primary {self._where()} refused the master login for {user}: {e.text}") from None
-        except BaseException:
-            client.abort()
-            raise
-        return client
 
     async def _sync_user(self, user: str, items: list[_Item], password: str, report: SyncReport) -> None:
         try:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
 
 from mailstandby.config import SyncSettings
+from mailstandby.sync.access import AccessError, master_login, read_password, tls_context
 from mailstandby.sync.imapclient import IMAPClient, IMAPClientError
 
 log = logging.getLogger(__name__)
@@ -59,41 +59,17 @@ class PrimaryMailboxLookup:
             await client.logout()
 
     async def _login(self, user: str, password: str) -> IMAPClient:
-        s = self.settings
-        if self._tls is None and s.imap_tls != "none":
-            self._tls = _tls_context(s.tls_ca_file, s.tls_verify)
-        client = await IMAPClient.connect(
-            s.imap_host, s.imap_port, tls=s.imap_tls, ssl_context=self._tls, timeout=s.timeout
-        )
         try:
-            if s.login == "sasl-authzid":
-                await client.authenticate_plain(user, s.master_user, password)
-            else:
-                await client.login(s.login_format.format(user=user, master=s.master_user), password)
-        except BaseException:
-            client.abort()
-            raise
-        return client
+            if self._tls is None:
+                self._tls = tls_context(self.settings)
+        except AccessError as e:
+            raise LookupFailed(str(e)) from None
+        return await master_login(self.settings, self._tls, user, password)
 
     def _read_password(self) -> str:
         if self._password is not None:
             return self._password
-        path = self.settings.password_file
-        if path is None:
-            raise LookupFailed("sync.password_file is not set")
         try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as e:
-            raise LookupFailed(f"sync.password_file: cannot read {path}: {e.strerror}") from None
-
-
-def _tls_context(ca_file: Path | None, verify: bool) -> ssl.SSLContext:
-    try:
-        ctx = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as e:
-        raise LookupFailed(f"sync.tls_ca_file: cannot load {ca_file}: {e}") from None
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+            return read_password(self.settings)
+        except AccessError as e:
+            raise LookupFailed(str(e)) from None
