@@ -77,7 +77,9 @@ class App:
         self.config = config
         node = config.node
         self.store = (
-            PostgresStore(node.data_dir, config.store) if config.store.url else SQLiteStore(node.data_dir, config.store)
+            PostgresStore(node.data_dir, config.store, node_id=node.node_id, lease=config.queue.lease)
+            if config.store.url
+            else SQLiteStore(node.data_dir, config.store)
         )
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))
