@@ -51,6 +51,7 @@ from mailstandby.store.base import (
     RcptState,
     StoreError,
 )
+from mailstandby.store.changefeed import CHANNEL, payload
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
 from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, hand_to_writer, queued_recipient, run_writer
 
@@ -164,6 +165,7 @@ class PostgresStore:
         self.url = settings.url
         self.node_id = node_id or default_node_id(data_dir)  # the name this node's claims carry
         self.lease = lease  # seconds a claim lasts unless renewed
+        self._background: set[asyncio.Task[None]] = set()
         self.quarantine = data_dir / "quarantine"
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -243,6 +245,26 @@ class PostgresStore:
             if c.was:
                 log.warning("%s: id=%s to=<%s> from=%s", Event.QUEUE_TAKEN_OVER, c.message_id, c.recipient.rcpt, c.was)
         return await asyncio.to_thread(self._messages_of, held)
+
+    def announce(self, changes: list[Any]) -> None:
+        """NOTIFY the other nodes of committed mailbox changes (store/changefeed.py); a hint, sent after
+        the commit: a notice lost in a crash leaves their sessions to the next change or resync."""
+        if not changes:
+            return
+        notes = [payload(self.node_id, c) for c in changes]
+        task = asyncio.get_running_loop().create_task(self._announce(notes))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce(self, notes: list[str]) -> None:
+        def notify(db: PgConnection) -> None:
+            for note in notes:
+                db.execute("SELECT pg_notify(?, ?)", (CHANNEL, note))
+
+        try:
+            await self.call(notify)
+        except StoreError as e:
+            log.warning("cannot announce mailbox changes to other nodes: %s", e)
 
     async def renew_claims(self, message_ids: list[str]) -> None:
         """Extend this node's leases on the queued recipients of these messages."""

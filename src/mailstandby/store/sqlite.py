@@ -480,6 +480,9 @@ class SQLiteStore:
     async def renew_claims(self, message_ids: list[str]) -> None:
         return None
 
+    def announce(self, changes: list[Any]) -> None:
+        """One node: its own sessions are told in-process, nobody else shares the store."""
+
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(db)` in the writer thread, group-committed; returns once it is durable.
 
