@@ -57,6 +57,7 @@ from mailstandby.smtp.mx import MXConnection, MXResolver
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
+from mailstandby.store.changefeed import ChangeListener
 from mailstandby.store.postgres import PostgresStore
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_directory import SQLiteDirectoryStore
@@ -78,7 +79,13 @@ class App:
         self.config = config
         node = config.node
         self.store = (
-            PostgresStore(node.data_dir, config.store, shared_settings(config))
+            PostgresStore(
+                node.data_dir,
+                config.store,
+                shared_settings(config),
+                node_id=node.node_id,
+                lease=config.queue.lease,
+            )
             if config.store.url
             else SQLiteStore(node.data_dir, config.store)
         )
@@ -89,6 +96,12 @@ class App:
         self.router = Router(self.directory, smarthost=bool(config.outbound.host), direct_mx=direct_mx)
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
+        # other nodes' mailbox changes reach this node's IMAP sessions (PostgreSQL: LISTEN/NOTIFY)
+        self.changes = (
+            ChangeListener(config.store.url, node.node_id, self.mailboxes.remote_change, self.mailboxes.resync)
+            if config.store.url
+            else None
+        )
         self.runner = QueueRunner(
             self.store,
             self.router,
@@ -307,6 +320,8 @@ class App:
         await self.runner.start()
         await self.notifier.start()
         self.tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
+        if self.changes is not None:
+            self.tasks.append(asyncio.create_task(self.changes.run(), name="mailbox-changes"))
         self.tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))

@@ -217,4 +217,10 @@ PG_MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN sent_at DOUBLE PRECISION NOT NULL DEFAULT 0;
     """,
+    # 12: per-recipient claims (store/claims.py): the node delivering it and until when, unless renewed
+    """
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0;
+    CREATE INDEX deliveries_due ON deliveries (state, next_attempt);
+    """,
 ]
