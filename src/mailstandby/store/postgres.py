@@ -14,7 +14,7 @@ their spelling: `?` placeholders become psycopg's `%s`, the reserved word `user`
 `user` inside a string literal (a unit test checks this).
 
 Queue claiming for several nodes (`FOR UPDATE SKIP LOCKED`) will replace `pending()`; today one
-node owns the queue, as on SQLite.
+node owns the queue, as on SQLite. Leader election and fencing: store/postgres_leader.py, store/fencing.py.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 _USER = re.compile(r'(?<![\w"])user(?![\w"])')
 _WEAK_COMMIT = ("off", "local")  # a commit that may return before the WAL (or the sync standby) has it
+_WRITER_IDLE_IN_TRANSACTION_MS = 5000  # a paused node's open transaction is ended by the server after this
 _MIGRATION_LOCK = 0x6D736273  # pg_advisory_xact_lock key: one node migrates at a time
 
 
@@ -106,16 +107,20 @@ class PgConnection:
         self.conn.close()
 
 
-def connect_pg(url: str, *, reconnect_reads: bool = False) -> PgConnection:
+def connect_pg(url: str, *, reconnect_reads: bool = False, writer: bool = False) -> PgConnection:
     """An autocommit connection whose commits wait for the WAL flush (`synchronous_commit` at least `on`;
     a stronger server setting such as `remote_apply` is kept);
-    `reconnect_reads`: reads re-run once on a new connection after the server went away."""
+    `reconnect_reads`: reads re-run once on a new connection after the server went away;
+    `writer`: the server ends the session if it ever sits idle inside a transaction (the writer never
+    does unless its process is paused: then it must not hold the leadership row's lock)."""
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="mailstandby")
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to the PostgreSQL store: {e}") from e
     if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
         conn.execute("SET synchronous_commit = on")
+    if writer:
+        conn.execute(f"SET idle_in_transaction_session_timeout = {_WRITER_IDLE_IN_TRANSACTION_MS}")
     return PgConnection(conn, url if reconnect_reads else "")
 
 
@@ -175,7 +180,7 @@ class PostgresStore:
     def _open_sync(self) -> None:
         for d in (self.data_dir, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = connect_pg(self.url)
+        db = connect_pg(self.url, writer=True)
         try:
             migrate_pg(db)
             self._read_db = connect_pg(self.url, reconnect_reads=True)
@@ -276,7 +281,7 @@ class PostgresStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-            self._db = connect_pg(self.url)
+            self._db = connect_pg(self.url, writer=True)
         return self._db
 
     def _apply(self, batch: list[_Op]) -> None:
