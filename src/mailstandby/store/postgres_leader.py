@@ -12,7 +12,9 @@ Invariants:
 - a follower tries the lock every `renew_interval`; when it is held but the lease ran out (the holder
   is paused or cut off while its session lives on), the follower terminates the holder's session,
   which releases the lock, and takes it;
-- a node killed outright loses its session and with it the lock at once: the next try takes over.
+- a node that gets the lock first waits out what is left of the previous leader's lease (which
+  stopped acting before it ends), so two nodes never both believe they lead; a node killed outright
+  loses its session and the lock at once, a node shutting down also ends its lease.
 """
 
 from __future__ import annotations
@@ -82,7 +84,12 @@ class PostgresLeadership:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self._lose(self._term, "shutting down")
+        term, conn = self._term, self._conn
+        self._lose(term, "shutting down")
+        if term and conn is not None and not conn.closed:  # the next leader need not wait out the lease
+            with contextlib.suppress(psycopg.Error, OSError, TimeoutError):
+                async with asyncio.timeout(self.settings.renew_interval):
+                    await conn.execute("UPDATE cluster_leader SET lease_until = 0 WHERE id = 1 AND term = %s", (term,))
         await self._drop()
 
     # -- the election --------------------------------------------------------------------------
@@ -134,6 +141,8 @@ class PostgresLeadership:
                     await asyncio.sleep(self.settings.renew_interval / 20)
             if not got:
                 return 0
+        await self._wait_out_lease(conn)
+        async with asyncio.timeout(self.settings.renew_interval * 2):
             started = time.monotonic()
             cur = await conn.execute(
                 f"UPDATE cluster_leader SET term = term + 1, node = %s, lease_until = {_NOW} + %s WHERE id = 1"
@@ -146,6 +155,15 @@ class PostgresLeadership:
         self._set(int(row[0]))
         log.warning("leadership: %s leads (term %d)", self.node, self._term)
         return self._term
+
+    async def _wait_out_lease(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Holding the lock, let the previous leader's lease run out first: it stops acting before its
+        lease ends, so two nodes never both believe they lead (a leader that stopped cleanly ended it)."""
+        cur = await conn.execute(f"SELECT node, lease_until - {_NOW} FROM cluster_leader WHERE id = 1")
+        row = await cur.fetchone()
+        if row is not None and row[0] != self.node and row[1] > 0:
+            log.info("leadership: %s waits %.1fs for the lease of %s to run out", self.node, row[1], row[0])
+            await asyncio.sleep(min(float(row[1]), self.settings.lease))
 
     async def _lock(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY)
