@@ -235,7 +235,7 @@ class Coordinator:
         async with self._lock:
             term = self.leadership.term
             if not term or term != self._led:
-                log.info("failover: %s does not lead: %s not acted on", self._node, type(event).__name__)
+                log.debug("failover: %s does not lead: %s not acted on", self._node, type(event).__name__)
                 return None
             before = self.state
             done = step(before, event, self.clock())
