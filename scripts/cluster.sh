@@ -40,14 +40,12 @@ for n in 1 2 3; do
     mkdir -p "$WORK/n$n"
     cat > "$WORK/n$n/mailstandby.toml" <<TOML
 [node]
+id = "n$n"
 hostname = "standby.example.test"
 data_dir = "data"
 
 [store]
 url = "$URL"
-
-[cluster]
-node_name = "n$n"
 
 [smtp]
 listen = ["127.0.0.1:0"]

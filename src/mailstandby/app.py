@@ -57,8 +57,9 @@ from mailstandby.smtp.mx import MXConnection, MXResolver
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
+from mailstandby.store.changefeed import ChangeListener
 from mailstandby.store.postgres import PostgresStore
-from mailstandby.store.postgres_leader import PostgresLeadership, node_name
+from mailstandby.store.postgres_leader import PostgresLeadership
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_directory import SQLiteDirectoryStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
@@ -79,13 +80,13 @@ class App:
         self.config = config
         node = config.node
         self.store = (
-            PostgresStore(node.data_dir, config.store) if config.store.url else SQLiteStore(node.data_dir, config.store)
+            PostgresStore(node.data_dir, config.store, node_id=node.node_id, lease=config.queue.lease)
+            if config.store.url
+            else SQLiteStore(node.data_dir, config.store)
         )
         # One leader among the nodes sharing a PostgreSQL store; the embedded store's one node leads for good.
         self.leadership: Solo | PostgresLeadership = (
-            PostgresLeadership(config.store.url, config.cluster, node_name(config.cluster, node.hostname))
-            if config.store.url
-            else Solo()
+            PostgresLeadership(config.store.url, config.cluster, node.node_id) if config.store.url else Solo()
         )
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))
@@ -94,6 +95,12 @@ class App:
         self.router = Router(self.directory, smarthost=bool(config.outbound.host), direct_mx=direct_mx)
         # Journal copies never eat into the space kept for accepting mail (Postfix queue_minfree rule).
         self.mailboxes = SQLiteMailboxStore(self.store, journal_reserve=disk_reserve(config.smtp))
+        # other nodes' mailbox changes reach this node's IMAP sessions (PostgreSQL: LISTEN/NOTIFY)
+        self.changes = (
+            ChangeListener(config.store.url, node.node_id, self.mailboxes.remote_change, self.mailboxes.resync)
+            if config.store.url
+            else None
+        )
         self.runner = QueueRunner(
             self.store,
             self.router,
@@ -318,6 +325,8 @@ class App:
         await self.runner.start()
         await self.notifier.start()
         self.tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
+        if self.changes is not None:
+            self.tasks.append(asyncio.create_task(self.changes.run(), name="mailbox-changes"))
         self.tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))

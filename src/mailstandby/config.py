@@ -8,9 +8,11 @@ Secrets come from files or the environment, never from the log.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
+import socket
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -69,8 +71,21 @@ def split_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def default_node_id(data_dir: Path) -> str:
+    """This machine's host name and a hash of the data directory: unique among nodes sharing a database
+    unless two of them run on one machine with one data directory (which they cannot)."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{socket.gethostname()}-{digest}"
+
+
 class NodeSettings(Section):
     hostname: str = Field("localhost", description="Name used in the SMTP banner, EHLO and Received headers.")
+    id: str = Field(
+        "",
+        max_length=100,
+        description="This node's name among nodes sharing one PostgreSQL store (queue claims, leadership); "
+        "empty: the machine's host name and a hash of data_dir.",
+    )
     data_dir: Path = Field(
         Path("data"), description="Directory holding the store; relative paths are relative to the config file."
     )
@@ -86,6 +101,11 @@ class NodeSettings(Section):
     loop_lag_warning: float = Field(
         0.25, gt=0, description="Event-loop scheduling delay in seconds past which a warning is logged."
     )
+
+    @property
+    def node_id(self) -> str:
+        """`id`, or the default built from the host name and the data directory."""
+        return self.id or default_node_id(self.data_dir)
 
 
 class TLSSettings(Section):
@@ -390,6 +410,24 @@ class QueueSettings(Section):
         description="With [sync] IMAP access: mark relays in flight and, before sending one whose outcome is "
         "unknown (crash, lost reply) again, search the primary INBOX for it (docs/mail-path.md).",
     )
+    lease: float = Field(
+        60.0,
+        gt=0,
+        description="PostgreSQL: seconds a node's claim on a delivery lasts unless renewed; a dead node's "
+        "claims are taken over after it (docs/postgresql.md).",
+    )
+    claim_interval: float = Field(
+        5.0,
+        gt=0,
+        description="PostgreSQL: seconds between a node's looks for due retries and expired claims (its "
+        "claims are renewed at the same pace); at most a third of `lease`.",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_renewals(self) -> QueueSettings:
+        if self.claim_interval * 3 > self.lease:
+            raise ValueError("claim_interval must be at most a third of lease (a claim is renewed every interval)")
+        return self
 
 
 # values never repeated in an error message: a libpq URL may carry a password
@@ -416,11 +454,9 @@ class StoreSettings(Section):
 
 
 class ClusterSettings(Section):
-    """Several nodes on one PostgreSQL store: one leader (advisory lock and fencing term), see docs/cluster.md."""
+    """Several nodes on one PostgreSQL store: one leader (advisory lock and fencing term), see docs/cluster.md;
+    each node is named by `node.id`."""
 
-    node_name: str = Field(
-        "", description="This node's name in the leadership record and logs; empty: node.hostname and the process id."
-    )
     lease: float = Field(
         10.0, gt=0, description="Seconds a leader's lease lasts; a leader that cannot renew it steps down before."
     )

@@ -368,6 +368,7 @@ async def test_outcomes_retire_messages_and_deferrals_are_kept(open_any_store: S
     assert [(r.rcpt, r.attempts, r.next_attempt, r.last_reply) for r in p.recipients] == [
         ("c@corp.test", 1, later, "452 4.2.2 full")
     ]
+    assert [r.rcpt for r in await store.claim(m.id, ["c@corp.test"])] == ["c@corp.test"]  # the retry's claim
     await store.record([outcome(m, "c@corp.test", RcptState.DELIVERED)])
     assert await store.pending() == []
     assert states(store, m.id) == {"a@corp.test": "delivered", "b@corp.test": "failed", "c@corp.test": "delivered"}

@@ -14,6 +14,13 @@ waits on a timer computed from stored timestamps (attempt count and arrival
 time), so a restart resumes the same schedule. Each worker keeps its
 connection to the primary open and reuses it for the next message.
 
+Several nodes on one PostgreSQL store: a recipient is attempted only under this node's claim
+(`MailStore.claim`, store/claims.py), taken just before the attempt and renewed every
+`claim_interval` while the message is in this runner; recipients another node holds are dropped
+from this runner's schedule. The same loop claims due retries no node holds and the claims of a
+dead node (their in-flight marks make them deliveries in doubt). One node alone (SQLite) holds
+every claim.
+
 A destination is a route, and for direct MX delivery (Route.DIRECT) a route
 and a domain: each gets its own transaction, connection and dead-destination
 backoff. A connection whose `open()` raises Rejected answers every recipient
@@ -135,6 +142,7 @@ class QueueRunner:
         self.unrecorded: list[Outcome] = []
         self.record_retry: asyncio.TimerHandle | None = None
         self.background: set[asyncio.Task[None]] = set()
+        self.claimer: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -143,11 +151,15 @@ class QueueRunner:
         self.workers = [
             asyncio.create_task(self._worker(n), name=f"queue-worker-{n}") for n in range(self.settings.concurrency)
         ]
+        self.claimer = asyncio.create_task(self._claim_loop(), name="queue-claims")
         log.info("queue runner started: %d messages pending", len(self.messages))
 
     async def stop(self, grace: float) -> None:
         """Take no new work; let deliveries in flight finish up to `grace` seconds."""
         self.stopping = True
+        if self.claimer is not None:
+            self.claimer.cancel()
+            await asyncio.gather(self.claimer, return_exceptions=True)
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
@@ -190,12 +202,39 @@ class QueueRunner:
             else:
                 self._schedule(message)
 
+    async def _claim_loop(self) -> None:
+        """Every `claim_interval`: renew this node's claims on the messages it has, and take what other
+        nodes left (due retries nobody holds, expired claims)."""
+        while not self.stopping:
+            await asyncio.sleep(self.settings.claim_interval)
+            try:
+                if self.messages:
+                    await self.store.renew_claims(list(self.messages))
+                for message in await self.store.claim_due(limit=self.settings.concurrency * 16):
+                    self._merge(message)
+            except StoreError as e:  # the leases run on; a claim lost meanwhile is noticed when recording
+                log.warning("cannot renew or take queue claims: %s", e)
+
+    def _merge(self, message: QueuedMessage) -> None:
+        """A claimed message: new to this runner, or recipients it had dropped (another node's until now)."""
+        known = self.messages.get(message.id)
+        if known is None:
+            self.submit(message)
+            return
+        have = {r.rcpt for r in known.recipients}
+        known.recipients += [r for r in message.recipients if r.rcpt not in have]
+        if message.id not in self.in_flight:
+            self._schedule(known)
+
     def _schedule(self, message: QueuedMessage) -> None:
         if self.stopping:
             return
         timer = self.timers.pop(message.id, None)
         if timer is not None:
             timer.cancel()
+        if not message.recipients:  # every one settled, or held by another node
+            self.messages.pop(message.id, None)
+            return
         due = min(r.next_attempt for r in message.recipients)
         delay = due - self.clock()
         if delay <= 0:
@@ -251,13 +290,11 @@ class QueueRunner:
         self._schedule(message)
 
     async def _deliver(self, message: QueuedMessage, conns: dict[Destination, PrimaryConnection]) -> None:
-        """One attempt for every due recipient, one transaction per destination."""
+        """One attempt for every due recipient this node holds, one transaction per destination."""
         now = self.clock()
         groups: dict[Destination, list[QueuedRecipient]] = {}
         decisions: dict[str, Decision] = {}  # asked once per attempt: settling logs what was done
-        for r in message.recipients:
-            if r.next_attempt > now:
-                continue
+        for r in await self._claim([r for r in message.recipients if r.next_attempt <= now], message):
             decisions[r.rcpt] = decision = self.router.route(r.rcpt)
             dest = _destination(decision.route, r.rcpt)
             retry_at = self.dead_until.get(dest, 0.0)
@@ -266,7 +303,7 @@ class QueueRunner:
             else:
                 groups.setdefault(dest, []).append(r)
         if not groups:
-            self._schedule(message)
+            self._finish(message)
             return
         try:
             body = await self.store.read_body(message.id)
@@ -293,6 +330,28 @@ class QueueRunner:
         except Exception:
             log.exception("settling %s failed; keeping what the peers accepted, retrying the rest", message.id)
             await self._settle_minimally(message, due, replies)
+
+    async def _claim(self, due: list[QueuedRecipient], message: QueuedMessage) -> list[QueuedRecipient]:
+        """The due recipients this node holds the claim on, brought up to date with the store (another
+        node may have tried them, or died with one in flight); the others leave this runner."""
+        if not due:
+            return []
+        try:
+            held = {r.rcpt: r for r in await self.store.claim(message.id, [r.rcpt for r in due])}
+        except StoreError as e:
+            log.warning("%s: id=%s: cannot claim (%s); retrying later", Event.QUEUE_DEFERRED, message.id, e)
+            retry_at = self.clock() + self.settings.retry_initial
+            for r in due:
+                r.next_attempt = max(r.next_attempt, retry_at)
+            return []
+        lost = {r.rcpt for r in due} - held.keys()
+        message.recipients = [r for r in message.recipients if r.rcpt not in lost]
+        for r in due:
+            if (stored := held.get(r.rcpt)) is not None:
+                if stored.attempts > r.attempts:
+                    r.attempts, r.last_reply = stored.attempts, stored.last_reply
+                r.sent_at = max(r.sent_at, stored.sent_at)  # a mark left by a dead node: in doubt
+        return [r for r in due if r.rcpt in held]
 
     async def _file_in_standby(
         self, message: QueuedMessage, rcpts: list[QueuedRecipient], decisions: dict[str, Decision], body: bytes

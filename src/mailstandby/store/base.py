@@ -106,6 +106,9 @@ class MailStore(Protocol):
     ) -> T | None:
         """Durably record delivery outcomes; messages with nothing left queued are retired.
 
+        An outcome is written only under this node's claim (`claim()`, taken before the attempt) and
+        releases it; one whose claim another node took meanwhile is left out (and logged).
+
         `also`, when given, is run by the store in the same transaction (e.g. filing
         journal copies); its result is returned. Its failure undoes only its own work,
         unless `atomic`: then the outcomes are undone with it and StoreError is raised
@@ -125,7 +128,21 @@ class MailStore(Protocol):
         ...
 
     async def pending(self) -> list[QueuedMessage]:
-        """Every message with at least one queued recipient (used at start-up)."""
+        """Every message with a queued recipient no other node holds a live claim on (used at start-up)."""
+        ...
+
+    async def claim(self, message_id: str, rcpts: list[str]) -> list[QueuedRecipient]:
+        """Before an attempt: take (or renew) this node's claim on these queued recipients; returns the
+        ones it holds, as stored. Recipients left out are another node's, or no longer queued.
+        One node alone (SQLite) holds everything: the recipients come back as they are."""
+        ...
+
+    async def claim_due(self, limit: int = 100) -> list[QueuedMessage]:
+        """Claim due retries no node holds and claims whose lease expired; empty for one node alone."""
+        ...
+
+    async def renew_claims(self, message_ids: list[str]) -> None:
+        """Extend this node's claims on the queued recipients of these messages (it is still on them)."""
         ...
 
     def free_space(self) -> int:

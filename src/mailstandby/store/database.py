@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from mailstandby.config import StoreSettings
+from mailstandby.store.mailbox import Change
 from mailstandby.store.paths import database_path
 from mailstandby.store.postgres import PgConnection, connect_pg, migrate_pg
 from mailstandby.store.sqlite import connect, migrate
@@ -75,3 +76,7 @@ class SQLStore(Protocol):
     async def call(self, fn: Callable[[Any], T]) -> T: ...
 
     def read_connection(self) -> Any: ...
+
+    def announce(self, changes: list[Change]) -> None:
+        """Committed mailbox changes, made known to the other nodes sharing the store (if any)."""
+        ...

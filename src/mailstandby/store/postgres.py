@@ -13,8 +13,10 @@ their spelling: `?` placeholders become psycopg's `%s`, the reserved word `user`
 `BEGIN IMMEDIATE` is `BEGIN`. The SQL text of the area modules never holds a `?` or the word
 `user` inside a string literal (a unit test checks this).
 
-Queue claiming for several nodes (`FOR UPDATE SKIP LOCKED`) will replace `pending()`; today one
-node owns the queue, as on SQLite. Leader election and fencing: store/postgres_leader.py, store/fencing.py.
+Several nodes may share one database: each queued recipient is delivered by the node holding its
+claim (store/claims.py: claimed with `FOR UPDATE SKIP LOCKED`, a lease renewed while delivering,
+outcomes written only under the claim). `pending()` leaves out what another node holds.
+Leader election and fencing: store/postgres_leader.py, store/fencing.py.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import pq
 
-from mailstandby.config import StoreSettings
+from mailstandby.config import StoreSettings, default_node_id
 from mailstandby.core.events import Event
 from mailstandby.files import write_private
+from mailstandby.store import claims
 from mailstandby.store.base import (
     CorruptMessage,
     NewMessage,
@@ -49,6 +52,7 @@ from mailstandby.store.base import (
     RcptState,
     StoreError,
 )
+from mailstandby.store.changefeed import CHANNEL, payload
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
 from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, hand_to_writer, queued_recipient, run_writer
 
@@ -161,10 +165,13 @@ def _error(e: Exception, what: str) -> StoreError:
 class PostgresStore:
     """MailStore on PostgreSQL; `call()` and `read_connection()` as SQLiteStore's, for the area modules."""
 
-    def __init__(self, data_dir: Path, settings: StoreSettings) -> None:
+    def __init__(self, data_dir: Path, settings: StoreSettings, *, node_id: str = "", lease: float = 60.0) -> None:
         self.data_dir = data_dir
         self.settings = settings
         self.url = settings.url
+        self.node_id = node_id or default_node_id(data_dir)  # the name this node's claims carry
+        self.lease = lease  # seconds a claim lasts unless renewed
+        self._background: set[asyncio.Task[None]] = set()
         self.quarantine = data_dir / "quarantine"
         self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -210,15 +217,65 @@ class PostgresStore:
         return None
 
     async def mark_sent(self, message_id: str, rcpts: list[str], at: float) -> None:
-        """Recipients about to be relayed to the primary: a crash from here on leaves their outcome unknown."""
+        """Recipients about to be relayed to the primary: a crash from here on leaves their outcome unknown.
+        Raises StoreError (nothing marked) when this node no longer holds the claim on all of them."""
 
         def mark(db: PgConnection) -> None:
-            db.executemany(
-                "UPDATE deliveries SET sent_at=? WHERE message_id=? AND rcpt=? AND state=?",
-                [(at, message_id, r, RcptState.QUEUED.value) for r in rcpts],
-            )
+            if claims.mark_sent(db, self.node_id, message_id, rcpts, at) != len(set(rcpts)):
+                raise StoreError(f"claim on {message_id} lost to another node")
 
         await self.call(mark)
+
+    async def claim(self, message_id: str, rcpts: list[str]) -> list[QueuedRecipient]:
+        """Take or renew this node's claim on these queued recipients; returns the ones it now holds,
+        as stored (another node may have tried them since), with the in-flight mark a dead node left."""
+        now = time.time()
+        held = await self.call(lambda db: claims.claim(db, self.node_id, message_id, rcpts, now, self.lease))
+        for c in held:
+            if c.was not in ("", self.node_id):
+                log.warning(
+                    "%s: id=%s to=<%s> from=%s in_doubt=%s",
+                    Event.QUEUE_TAKEN_OVER,
+                    message_id,
+                    c.recipient.rcpt,
+                    c.was,
+                    bool(c.recipient.sent_at),
+                )
+        return [c.recipient for c in held]
+
+    async def claim_due(self, limit: int = 100) -> list[QueuedMessage]:
+        """Claim due retries no node holds and claims whose lease expired (a dead or paused node's)."""
+        now = time.time()
+        held = await self.call(lambda db: claims.claim_due(db, self.node_id, now, self.lease, limit))
+        for c in held:
+            if c.was:
+                log.warning("%s: id=%s to=<%s> from=%s", Event.QUEUE_TAKEN_OVER, c.message_id, c.recipient.rcpt, c.was)
+        return await asyncio.to_thread(self._messages_of, held)
+
+    def announce(self, changes: list[Any]) -> None:
+        """NOTIFY the other nodes of committed mailbox changes (store/changefeed.py); a hint, sent after
+        the commit: a notice lost in a crash leaves their sessions to the next change or resync."""
+        if not changes:
+            return
+        notes = [payload(self.node_id, c) for c in changes]
+        task = asyncio.get_running_loop().create_task(self._announce(notes))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _announce(self, notes: list[str]) -> None:
+        def notify(db: PgConnection) -> None:
+            for note in notes:
+                db.execute("SELECT pg_notify(?, ?)", (CHANNEL, note))
+
+        try:
+            await self.call(notify)
+        except StoreError as e:
+            log.warning("cannot announce mailbox changes to other nodes: %s", e)
+
+    async def renew_claims(self, message_ids: list[str]) -> None:
+        """Extend this node's leases on the queued recipients of these messages."""
+        until = time.time() + self.lease
+        await self.call(lambda db: claims.renew(db, self.node_id, message_ids, until))
 
     async def read_body(self, message_id: str) -> bytes:
         row = await asyncio.to_thread(self._body_sync, message_id)
@@ -299,9 +356,9 @@ class PostgresStore:
                     if self._run_atomic(db, op, now):
                         touched.update(o.message_id for o in op.outcomes)
                 elif isinstance(op, _Record):
-                    self._apply_outcomes(db, op.outcomes, now)
+                    lost = self._apply_outcomes(db, op.outcomes, now)
                     touched.update(o.message_id for o in op.outcomes)
-                    if op.also is not None:
+                    if op.also is not None and not lost:  # copies of mail another node settled: not ours
                         op.result = self._run_also(db, op.also)
             self._retire(db, touched)
             for op in batch:
@@ -334,7 +391,8 @@ class PostgresStore:
     def _run_atomic(self, db: PgConnection, op: _Record, now: float) -> bool:
         db.execute("SAVEPOINT atomic")
         try:
-            self._apply_outcomes(db, op.outcomes, now)
+            if self._apply_outcomes(db, op.outcomes, now):
+                raise StoreError("claim lost to another node: not recorded")
             op.result = op.also(db) if op.also is not None else None
         except Exception as e:
             db.execute("ROLLBACK TO atomic")
@@ -374,10 +432,13 @@ class PostgresStore:
             ),
         )
         recipients = [queued_recipient(env, r) for r in env.recipients]
-        db.executemany(
-            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at, dsn_notify, dsn_orcpt)"
-            " VALUES (?,?,?,?,?,?,?)",
-            [(m.id, r.rcpt, RcptState.QUEUED.value, 0.0, now, r.notify, r.orcpt) for r in recipients],
+        db.executemany(  # claimed by this node: what it accepts, it delivers
+            "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at, dsn_notify, dsn_orcpt,"
+            " claimed_by, lease_until) VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (m.id, r.rcpt, RcptState.QUEUED.value, 0.0, now, r.notify, r.orcpt, self.node_id, now + self.lease)
+                for r in recipients
+            ],
         )
         return QueuedMessage(
             id=m.id,
@@ -392,11 +453,12 @@ class PostgresStore:
             envid=env.envid,
         )
 
-    def _apply_outcomes(self, db: PgConnection, outcomes: list[Outcome], now: float) -> None:
-        db.executemany(
-            "UPDATE deliveries SET state=?, attempts=?, next_attempt=?, last_reply=?, route=?,"
-            " updated_at=?, sent_at=CASE WHEN ? THEN sent_at ELSE 0 END WHERE message_id=? AND rcpt=? AND state=?",
-            [
+    def _apply_outcomes(self, db: PgConnection, outcomes: list[Outcome], now: float) -> int:
+        """Write the outcomes this node still holds the claim on (releasing it); returns how many were not."""
+        lost = 0
+        for o in outcomes:
+            cur = db.execute(
+                claims.OUTCOME,
                 (
                     o.state.value,
                     o.attempts,
@@ -408,10 +470,13 @@ class PostgresStore:
                     o.message_id,
                     o.rcpt,
                     RcptState.QUEUED.value,
-                )
-                for o in outcomes
-            ],
-        )
+                    self.node_id,
+                ),
+            )
+            if cur.rowcount == 0:
+                lost += 1
+                log.warning("%s: id=%s to=<%s>: outcome not recorded", Event.QUEUE_CLAIM_LOST, o.message_id, o.rcpt)
+        return lost
 
     def _retire(self, db: PgConnection, message_ids: set[str]) -> None:
         """Messages with no queued recipient are done; their body is dropped (the spool segment's deletion)."""
@@ -431,20 +496,30 @@ class PostgresStore:
                 " d.rcpt, d.attempts, d.next_attempt, d.last_reply, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt,"
                 " d.sent_at"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-                " WHERE d.state = ? ORDER BY m.received_at, m.id, d.rcpt",
-                (RcptState.QUEUED.value,),
+                f" WHERE d.state = ? AND {claims.UNCLAIMED} ORDER BY m.received_at, m.id, d.rcpt",
+                (RcptState.QUEUED.value, self.node_id, time.time()),
             ).fetchall()
         finally:
             db.close()
-        by_id: dict[str, QueuedMessage] = {}
-        for row in rows:
-            mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc, sent = row
-            m = by_id.get(mid)
-            if m is None:
-                m = by_id[mid] = QueuedMessage(
-                    mid, sender, received, size, bool(utf8), body_type, Origin(origin), ret=ret, envid=envid
-                )
-            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc, sent))
+        return _grouped(rows)
+
+    def _messages_of(self, held: list[claims.Claimed]) -> list[QueuedMessage]:
+        """The queue view of claimed recipients (their messages' envelopes read anew)."""
+        ids = sorted({c.message_id for c in held})
+        if not ids:
+            return []
+        rows = self.read_connection().execute(
+            "SELECT id, sender, received_at, size, smtputf8, body_type, origin, dsn_ret, dsn_envid"
+            " FROM messages WHERE id = ANY(?) ORDER BY received_at, id",
+            (ids,),
+        )
+        by_id = {
+            mid: QueuedMessage(mid, sender, rec, size, bool(utf8), bt, Origin(origin), ret=ret, envid=envid)
+            for mid, sender, rec, size, utf8, bt, origin, ret, envid in rows
+        }
+        for c in held:
+            if c.message_id in by_id:
+                by_id[c.message_id].recipients.append(c.recipient)
         return list(by_id.values())
 
     async def _quarantine(self, message_id: str, body: bytes, why: str) -> None:
@@ -467,3 +542,17 @@ class PostgresStore:
 def _text(value: str) -> str:
     """Text PostgreSQL accepts: no surrogates, no NUL."""
     return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+
+
+def _grouped(rows: list[Any]) -> list[QueuedMessage]:
+    """Queue rows (one per recipient) as messages with their recipients."""
+    by_id: dict[str, QueuedMessage] = {}
+    for row in rows:
+        mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc, sent = row
+        m = by_id.get(mid)
+        if m is None:
+            m = by_id[mid] = QueuedMessage(
+                mid, sender, received, size, bool(utf8), body_type, Origin(origin), ret=ret, envid=envid
+            )
+        m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc, sent))
+    return list(by_id.values())

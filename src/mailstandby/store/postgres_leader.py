@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from typing import Any
 
@@ -34,10 +33,6 @@ log = logging.getLogger(__name__)
 
 LOCK_KEY = (0x6D736273, 2)  # pg_try_advisory_lock(int4, int4): pg_locks shows classid, objid, objsubid = 2
 _NOW = "extract(epoch from clock_timestamp())"
-
-
-def node_name(settings: ClusterSettings, hostname: str) -> str:
-    return settings.node_name or f"{hostname}:{os.getpid()}"
 
 
 class PostgresLeadership:

@@ -217,7 +217,13 @@ PG_MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN sent_at DOUBLE PRECISION NOT NULL DEFAULT 0;
     """,
-    # 12: the leadership's fencing term (bumped by each node that takes the lead), carried by the leader's writes
+    # 12: per-recipient claims (store/claims.py): the node delivering it and until when, unless renewed
+    """
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0;
+    CREATE INDEX deliveries_due ON deliveries (state, next_attempt);
+    """,
+    # 13: the leadership's fencing term (bumped by each node that takes the lead), carried by the leader's writes
     """
     CREATE TABLE cluster_leader (
         id          BIGINT PRIMARY KEY CHECK (id = 1),

@@ -249,7 +249,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN sent_at REAL NOT NULL DEFAULT 0;
     """,
-    # 12: the leadership's fencing term (one node here: term 1 for good), carried by the leader's writes
+    # 12: per-recipient claims of the nodes sharing a PostgreSQL store (unused on SQLite: one node)
+    """
+    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
+    """,
+    # 13: the leadership's fencing term (one node here: term 1 for good), carried by the leader's writes
     """
     CREATE TABLE cluster_leader (
         id          INTEGER PRIMARY KEY CHECK (id = 1),
@@ -485,6 +490,19 @@ class SQLiteStore:
 
     async def pending(self) -> list[QueuedMessage]:
         return await asyncio.to_thread(self._pending_sync)
+
+    # one node alone: it holds every claim (the claims of store/claims.py are PostgreSQL's)
+    async def claim(self, message_id: str, rcpts: list[str]) -> list[QueuedRecipient]:
+        return [QueuedRecipient(r) for r in rcpts]
+
+    async def claim_due(self, limit: int = 100) -> list[QueuedMessage]:
+        return []
+
+    async def renew_claims(self, message_ids: list[str]) -> None:
+        return None
+
+    def announce(self, changes: list[Any]) -> None:
+        """One node: its own sessions are told in-process, nobody else shares the store."""
 
     async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(db)` in the writer thread, group-committed; returns once it is durable.

@@ -42,9 +42,7 @@ class SQLiteFailoverStore:
 
         return await self.store.call(run)
 
-    async def save(
-        self, before: State, after: State, *, term: int, actor: str, reason: str, peer: str = ""
-    ) -> None:
+    async def save(self, before: State, after: State, *, term: int, actor: str, reason: str, peer: str = "") -> None:
         """The new state, the transition and its audit entry, atomically, if `term` is still the
         current leadership term (else NotLeading and nothing is written)."""
         now = time.time()

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mailstandby.store.changefeed import MailboxMirror
 from mailstandby.store.database import SQLStore
 from mailstandby.store.mailbox import (
     DEFAULT_MAILBOXES,
@@ -194,6 +195,7 @@ class SQLiteMailboxStore:
         self.store = store
         self.journal_reserve = journal_reserve  # free bytes journal copies must leave (the intake's reserve)
         self._watchers: dict[int, list[Watcher]] = {}  # by mailbox id: a watch follows renames
+        self._mirror = MailboxMirror()  # watched mailboxes as last seen, for other nodes' changes
 
     # -- mailboxes ---------------------------------------------------------------------
     async def ensure_user(self, user: str) -> None:
@@ -478,12 +480,31 @@ class SQLiteMailboxStore:
             raise MailboxError("nonexistent")
         watchers = self._watchers.setdefault(row[0], [])
         watchers.append(callback)
+        if row[0] not in self._mirror.tracked():
+            self._mirror.changes(self._read(), user, name, row[0])  # the baseline for other nodes' changes
 
         def stop() -> None:
             if callback in watchers:
                 watchers.remove(callback)
+            if not watchers:
+                self._mirror.forget(row[0])
 
         return stop
+
+    def remote_change(self, user: str, name: str) -> None:
+        """Another node changed `user`'s mailbox `name` (a hint): read it anew, tell the watchers."""
+        row = self._read().execute("SELECT id FROM mailboxes WHERE user = ? AND name = ?", (user, name)).fetchone()
+        if row is not None and self._watchers.get(row[0]):
+            change = self._mirror.changes(self._read(), user, name, row[0])
+            if change is not None:
+                self._dispatch([(change, row[0])], announce=False)
+
+    def resync(self) -> None:
+        """Hints may have been missed (the listening connection was lost): read every watched mailbox anew."""
+        for box_id in self._mirror.tracked():
+            row = self._read().execute("SELECT user, name FROM mailboxes WHERE id = ?", (box_id,)).fetchone()
+            if row is not None:
+                self.remote_change(*row)
 
     # -- journal (warm standby) ---------------------------------------------------------------
     def journal_copies(
@@ -587,7 +608,9 @@ class SQLiteMailboxStore:
         """Changes of one user's mailboxes, with the ids of those mailboxes by name."""
         self._dispatch([(c, ids[c.mailbox]) for c in changes if c.mailbox in ids])
 
-    def _dispatch(self, pairs: list[tuple[Change, int]]) -> None:
+    def _dispatch(self, pairs: list[tuple[Change, int]], *, announce: bool = True) -> None:
+        if announce and pairs:
+            self.store.announce([change for change, _ in pairs])  # to the other nodes' sessions
         for change, box_id in pairs:
             for callback in list(self._watchers.get(box_id, ())):
                 try:
