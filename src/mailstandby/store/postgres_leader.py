@@ -9,8 +9,9 @@ Invariants:
   renewal did not succeed by `lease - renew_interval` after it was sent stops leading by itself (its
   `term` reads 0 from that instant, also right after a SIGSTOP/SIGCONT, before any timer ran), and
   closes its lock connection;
-- a follower tries the lock every `renew_interval`; when it is held but the lease ran out (the holder
-  is paused or cut off while its session lives on), the follower terminates the holder's session,
+- a follower tries the lock every `renew_interval`; when it is held but the lease ran out at two
+  tries in a row (the holder is paused or cut off while its session lives on; a node that has just
+  taken the lock has a new term by the next try), the follower terminates the holder's session,
   which releases the lock, and takes it;
 - a node that gets the lock first waits out what is left of the previous leader's lease (which
   stopped acting before it ends), so two nodes never both believe they lead; a node killed outright
@@ -45,6 +46,7 @@ class PostgresLeadership:
         self._changed = asyncio.Event()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._expired_seen: tuple[int, float] | None = None  # (term, lease) found run out at the last try
 
     # -- core.leadership.Leadership ------------------------------------------------------------
     @property
@@ -166,9 +168,14 @@ class PostgresLeadership:
         return bool(row and row[0])
 
     async def _expired(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        cur = await conn.execute(f"SELECT node, term, lease_until < {_NOW} FROM cluster_leader WHERE id = 1")
+        """Whether the lock's holder let its lease run out: seen at two tries in a row with the same
+        term and lease (a node that has just taken the lock has a new term by the next try)."""
+        cur = await conn.execute(
+            f"SELECT node, term, lease_until, lease_until < {_NOW} FROM cluster_leader WHERE id = 1"
+        )
         row = await cur.fetchone()
-        if row is None or not row[2]:
+        seen, self._expired_seen = self._expired_seen, (row[1], row[2]) if row is not None and row[3] else None
+        if self._expired_seen is None or seen != self._expired_seen:
             return False
         log.warning("leadership: the lease of %s (term %d) ran out; %s takes over", row[0], row[1], self.node)
         return True
