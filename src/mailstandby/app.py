@@ -29,6 +29,7 @@ from mailstandby.antispam import RspamdScanner
 from mailstandby.auth import HashingPool, PasswordAuthenticator
 from mailstandby.config import Config, disk_reserve
 from mailstandby.core.events import Event
+from mailstandby.core.leadership import Solo
 from mailstandby.core.model import Mode
 from mailstandby.directory.base import NoticeKind
 from mailstandby.directory.importer import DirectoryService, configured
@@ -59,6 +60,7 @@ from mailstandby.smtp.server import SMTPServer
 from mailstandby.smtp.session import Login
 from mailstandby.store.changefeed import ChangeListener
 from mailstandby.store.postgres import PostgresStore
+from mailstandby.store.postgres_leader import PostgresLeadership
 from mailstandby.store.sqlite import SQLiteStore
 from mailstandby.store.sqlite_directory import SQLiteDirectoryStore
 from mailstandby.store.sqlite_failover import SQLiteFailoverStore
@@ -88,6 +90,10 @@ class App:
             )
             if config.store.url
             else SQLiteStore(node.data_dir, config.store)
+        )
+        # One leader among the nodes sharing a PostgreSQL store; the embedded store's one node leads for good.
+        self.leadership: Solo | PostgresLeadership = (
+            PostgresLeadership(config.store.url, config.cluster, node.node_id) if config.store.url else Solo()
         )
         # One view for everyone; imports swap its contents (no restart, no new references).
         self.directory = DirectoryView(from_settings(config.directory))
@@ -125,6 +131,7 @@ class App:
             hostname=node.hostname,
             submit=self.runner.submit,
             key=load_key(node.data_dir),
+            leadership=self.leadership,
             domains=config.directory.domains,
         )
         self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
@@ -171,7 +178,11 @@ class App:
         config = self.config
         self.failover_store = SQLiteFailoverStore(self.store)
         self.coordinator = Coordinator(
-            self.failover_store, self.router, automatic=config.failover.control == "automatic"
+            self.failover_store,
+            self.router,
+            self.leadership,
+            automatic=config.failover.control == "automatic",
+            follow_interval=config.cluster.follow_interval,
         )
         self.coordinator.reroute = self.runner.reroute
         self.coordinator.announce = self.notifier.announce_scope
@@ -210,7 +221,7 @@ class App:
             )
         )
         self.loop_lag = LoopLagMonitor(metrics, warn_after=config.node.loop_lag_warning)
-        self.dns = DNSSwitch(config.dns, self.failover_store) if config.dns.enabled else None
+        self.dns = DNSSwitch(config.dns, self.failover_store, self.leadership) if config.dns.enabled else None
         if self.dns is not None:
             dns = self.dns
 
@@ -315,6 +326,7 @@ class App:
     async def start(self) -> None:
         self._tighten_files()
         await self.store.open()
+        await self.leadership.start()  # the coordinator and the notifier act only while this node leads
         self._start_directory()
         await self.coordinator.start()  # routing follows the recorded state before the first delivery
         await self.runner.start()
@@ -411,6 +423,7 @@ class App:
         await self.coordinator.stop()  # cancels a failback sync in progress (the next start resumes it)
         if self.sync is not None:
             await self.sync.close()
+        await self.leadership.stop()
         await self.runner.stop(grace)
         if self.scanner is not None:
             await self.scanner.close()

@@ -456,6 +456,27 @@ class StoreSettings(Section):
         return value
 
 
+class ClusterSettings(Section):
+    """Several nodes on one PostgreSQL store: one leader (advisory lock and fencing term), see docs/cluster.md;
+    each node is named by `node.id`."""
+
+    lease: float = Field(
+        10.0, gt=0, description="Seconds a leader's lease lasts; a leader that cannot renew it steps down before."
+    )
+    renew_interval: float = Field(
+        2.0, gt=0, description="Seconds between lease renewals (and a follower's tries to take the lead)."
+    )
+    follow_interval: float = Field(
+        1.0, gt=0, description="Seconds between a follower's reads of the failover state the leader recorded."
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_renewals(self) -> ClusterSettings:
+        if self.lease <= 3 * self.renew_interval:
+            raise ValueError("lease must be longer than 3 x renew_interval")
+        return self
+
+
 class IMAPSettings(Section):
     listen: list[Listen] = Field([], description="Plain IMAP listeners with STARTTLS (usually port 143); empty: off.")
     listen_tls: list[Listen] = Field([], description="Implicit-TLS IMAP listeners (usually port 993); empty: off.")
@@ -880,6 +901,7 @@ class Config(Section):
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     imap: IMAPSettings = Field(default_factory=IMAPSettings)
     pop3: POP3Settings = Field(default_factory=POP3Settings)
     submission: SubmissionSettings = Field(default_factory=SubmissionSettings)

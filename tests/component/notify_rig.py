@@ -24,6 +24,7 @@ from http_sink import HTTPSink
 from tests.support.backends import Store, build_store
 
 from mailstandby.config import NotifySettings, OutboundSettings, PrimarySettings, QueueSettings, StoreSettings
+from mailstandby.core.leadership import Solo
 from mailstandby.directory.base import Device, Forwarding, NoticeKind, Platform, Preferences, User
 from mailstandby.directory.static import StaticDirectory
 from mailstandby.notify.forward import Forwarder
@@ -119,6 +120,7 @@ class Rig:
             hostname=HOSTNAME,
             submit=runner.submit,
             key=load_key(self.data_dir),
+            leadership=Solo(),
             domains=["corp.test"],
             concurrency=concurrency,
             **kw,

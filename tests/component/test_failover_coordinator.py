@@ -24,6 +24,7 @@ from mailstandby.admin.auth import AdminAuthenticator
 from mailstandby.admin.metrics import StandbyCollector, registry
 from mailstandby.auth import hash_password
 from mailstandby.config import AdminSettings, PrimarySettings, QueueSettings, StoreSettings
+from mailstandby.core.leadership import Lead, Solo
 from mailstandby.core.model import Envelope, Mode, new_queue_id
 from mailstandby.directory.base import NoticeKind, User
 from mailstandby.directory.static import StaticDirectory
@@ -65,12 +66,12 @@ class Rig:
         await self.store.open()
         self.failover_store = SQLiteFailoverStore(self.store)
         self.router = Router(DIRECTORY)
-        c = Coordinator(self.failover_store, self.router, automatic=automatic)
+        c = Coordinator(self.failover_store, self.router, Solo(), automatic=automatic)
 
         async def announce(kind: NoticeKind, users: frozenset[str] | None, occurrence: str) -> None:
             self.announced.append((kind, users, occurrence))
 
-        async def sync(users: frozenset[str] | None) -> int:
+        async def sync(users: frozenset[str] | None, lead: Lead) -> int:
             self.synced.append(users)
             await self.sync_gate.wait()
             return 0

@@ -29,6 +29,7 @@ from tests.support.primary import Primary
 from tests.support.standby import render_config
 
 from mailstandby.config import PrimarySettings, SyncSettings
+from mailstandby.core.leadership import SOLO_TERM, Lead, Solo
 from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import PrimaryUnavailable, SyncEngine
 from mailstandby.sync.plan import Progress
@@ -296,7 +297,7 @@ async def test_a_command_line_sync_beside_the_servers_own_waits_its_turn(
 
     waiting.run_lock.acquire = counted_acquire  # type: ignore[method-assign]
     try:
-        failback = asyncio.create_task(waiting.failback())
+        failback = asyncio.create_task(waiting.failback(None, Lead(Solo(), SOLO_TERM)))
         async with asyncio.timeout(60):
             while len(tries) < 3:  # refused three times while the command line holds the store
                 await asyncio.sleep(0.01)

@@ -40,11 +40,13 @@ from starlette.routing import BaseRoute, Route
 from mailstandby import __version__
 from mailstandby.admin.auth import AdminAuthenticator, Throttled
 from mailstandby.core.events import Event
+from mailstandby.core.leadership import NotLeading
 from mailstandby.failover.machine import Command
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+NOT_LEADER = "this node does not lead the cluster: send the command to the leader"
 MAX_LIMIT = 1000
 
 
@@ -150,6 +152,9 @@ def create_app(services: Services) -> Starlette:
                 return JSONResponse({"error": str(e)}, 400)
             scope = frozenset(u.lower() for u in users) if users else None
             done = await s.failover.declare(cmd, admin, reason.strip(), scope, peer=peer)
+            if done is None and not s.failover.snapshot()["leader"]:
+                await s.history.audit(admin, f"admin.{cmd.value}", "refused", peer=peer, detail="not the leader")
+                return JSONResponse({"error": NOT_LEADER}, 409)
             if done is None:
                 mode = s.failover.snapshot()["mode"]
                 await s.history.audit(admin, f"admin.{cmd.value}", "refused", peer=peer, detail=f"state is {mode}")
@@ -181,6 +186,9 @@ def create_app(services: Services) -> Starlette:
                 return JSONResponse({"error": str(e)}, 400)
             try:
                 await (s.dns.switch() if name == "switch" else s.dns.restore())
+            except NotLeading:
+                await s.history.audit(admin, f"admin.dns-{name}", "refused", peer=peer, detail="not the leader")
+                return JSONResponse({"error": NOT_LEADER}, 409)
             except Exception as e:
                 await s.history.audit(admin, f"admin.dns-{name}", "failed", peer=peer, detail=f"{reason}: {e}")
                 return JSONResponse({"error": str(e)}, 502)

@@ -32,6 +32,7 @@ import dns.tsigkeyring
 import dns.update
 
 from mailstandby.config import DNSSettings
+from mailstandby.core.leadership import Leadership, NotLeading
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,20 @@ class SavedRecords(Protocol):
 
     async def forget_dns(self) -> None: ...
 
+    async def leader_action(self, term: int, node: str, action: str, detail: str = "") -> None:
+        """Record the switch or restore the leader in `term` is about to make; NotLeading when the term is over."""
+        ...
+
 
 def _absolute(name: str) -> str:
     return name if name.endswith(".") else name + "."
 
 
 class DNSSwitch:
-    def __init__(self, settings: DNSSettings, saved: SavedRecords) -> None:
+    def __init__(self, settings: DNSSettings, saved: SavedRecords, leadership: Leadership) -> None:
         self.settings = settings
         self.saved = saved
+        self.leadership = leadership
         self.zone = dns.name.from_text(settings.zone)
         self.mx_owner = _absolute(settings.mx_name or settings.zone)
         secret = ""
@@ -100,7 +106,9 @@ class DNSSwitch:
         }
 
     async def switch(self) -> list[RRset]:
-        """Point the records at the standby; returns what the server now has."""
+        """Point the records at the standby; returns what the server now has. Only the leader does
+        (NotLeading elsewhere), and only after a record fenced by its term."""
+        await self._fence("switch")
         wanted = self.wanted()
         if not await self.saved.saved_dns():
             before = [await self._read(r.name, r.rdtype) for r in wanted]
@@ -120,11 +128,20 @@ class DNSSwitch:
         saved = await self.saved.saved_dns()
         if not saved:
             return []
+        await self._fence("restore")
         await self._update(saved)
         now = await self._verify(saved)
         await self.saved.forget_dns()
         log.warning("dns: %s MX restored to %s", self.mx_owner, now[0].rdatas if now else "?")
         return now
+
+    async def _fence(self, action: str) -> None:
+        term = self.leadership.term
+        if not term:
+            raise NotLeading(f"{self.leadership.node} does not lead: the DNS {action} is the leader's")
+        await self.saved.leader_action(term, self.leadership.node, f"dns-{action}", self.mx_owner)
+        if self.leadership.term != term:  # paused while recording: the next leader decides
+            raise NotLeading(f"{self.leadership.node} no longer leads in term {term}")
 
     # -- DNS ----------------------------------------------------------------------------------
     async def _read(self, name: str, rdtype: str) -> RRset:

@@ -7,9 +7,13 @@ sync, DNS). A hook that fails is logged; it never undoes a transition that is
 already recorded: routing (the part that decides where mail goes) has
 already followed it.
 
-At start-up the recorded state is applied again and its level-triggered
-actions re-run: notifications are idempotent per outage, and an interrupted
-failback sync resumes.
+At start-up the recorded state is applied again. Several nodes may share the
+store; only the leader (core.leadership) decides and acts, and each state it
+records carries its fencing term (a write of a lost term is refused: the node
+steps down). A follower re-reads the recorded state every `follow_interval`
+and routes as the leader decided. Each time a node takes the lead it reads the
+state afresh and re-runs its level-triggered actions: notifications are
+idempotent per outage, and an interrupted failback sync resumes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from mailstandby.core.events import Event
+from mailstandby.core.leadership import Lead, Leadership, NotLeading
 from mailstandby.core.model import Mode
 from mailstandby.directory.base import NoticeKind
 from mailstandby.failover.machine import (
@@ -51,7 +56,9 @@ RESUME_NOTICES = 3600.0  # after a restart, failback notices are completed only 
 class FailoverStore(Protocol):
     async def load(self) -> State: ...
 
-    async def save(self, before: State, after: State, *, actor: str, reason: str, peer: str = "") -> None: ...
+    async def save(self, before: State, after: State, *, term: int, actor: str, reason: str, peer: str = "") -> None:
+        """Record `after` if `term` is still the current term, else raise NotLeading."""
+        ...
 
     async def transitions(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
@@ -61,7 +68,7 @@ class RoutingTarget(Protocol):
 
 
 Announcer = Callable[[NoticeKind, frozenset[str] | None, str], Awaitable[None]]
-SyncRunner = Callable[[frozenset[str] | None], Awaitable[int]]  # returns messages left unsynchronized
+SyncRunner = Callable[[frozenset[str] | None, Lead], Awaitable[int]]  # returns messages left unsynchronized
 
 
 class Coordinator:
@@ -69,12 +76,19 @@ class Coordinator:
         self,
         store: FailoverStore,
         router: RoutingTarget,
+        leadership: Leadership,
         *,
         automatic: bool = True,
+        follow_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.router = router
+        self.leadership = leadership
+        self.follow_interval = follow_interval
+        self._led = 0  # the term whose state this node read after taking the lead (0: following)
+        self._run_task: asyncio.Task[None] | None = None
+        self._resume_task: asyncio.Task[None] | None = None
         self.automatic = automatic
         self.clock = clock
         self.state = State()
@@ -95,19 +109,82 @@ class Coordinator:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
+        """Route as recorded; lead now if this node leads (actions resumed before returning), and
+        from then on follow the recorded state whenever another node leads."""
         self.state = await self.store.load()
         self.router.apply(self.state.mode, self.state.users)
         log.info("failover state: %s (outage %d)", self.state.mode, self.state.seq)
+        term = self.leadership.term
+        if term:
+            await self._take_lead(term)
+        self._run_task = asyncio.create_task(self._run(term), name="failover-leadership")
+
+    async def _run(self, term: int) -> None:
+        while True:
+            if not term:
+                term = await self._follow()
+                self._resume_task = asyncio.create_task(self._take_lead(term), name="failover-take-lead")
+            await self.leadership.wait_lost(term)
+            self._led = 0
+            await _cancel(self._resume_task)
+            await self._stop_sync()
+            log.warning("failover: %s no longer leads (term %d): following the recorded state", self._node, term)
+            term = 0
+
+    async def _follow(self) -> int:
+        """Route as the leader recorded until this node leads; returns the term it leads in."""
+        while not (term := self.leadership.term):
+            await self._reload()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.follow_interval):
+                    await self.leadership.wait_leading()
+        return term
+
+    async def _reload(self) -> None:
+        try:
+            state = await self.store.load()
+        except Exception:
+            log.exception("failover: cannot read the recorded state; trying again")
+            return
+        async with self._lock:
+            if state == self.state or self._led:
+                return
+            before, self.state = self.state, state
+            self.router.apply(state.mode, state.users)
+            log.warning("failover: following the leader: %s -> %s (outage %d)", before.mode, state.mode, state.seq)
+            if self.reroute is not None:
+                self.reroute()
+            for listener in self.on_transition:
+                listener(before, state, "recorded by the leader")
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _take_lead(self, term: int) -> None:
+        """Read the state the previous leader left (after the term changed: nothing of theirs follows)
+        and carry out its level-triggered actions."""
+        async with self._lock:
+            before, self.state = self.state, await self.store.load()
+            self.router.apply(self.state.mode, self.state.users)
+            self._led = term
+            if before != self.state and self.reroute is not None:
+                self.reroute()
+        log.warning("failover: %s leads (term %d): %s (outage %d)", self._node, term, self.state.mode, self.state.seq)
+        async with self._changed:
+            self._changed.notify_all()
         if self.state.mode is Mode.FAILED_OVER:
-            await self._act(Announce(NoticeKind.FAILOVER, self.state.users, f"failover-{self.state.seq}"))
+            await self._act(Announce(NoticeKind.FAILOVER, self.state.users, f"failover-{self.state.seq}"), term)
             released = await self._released_before_restart()
             if released:  # their failback sync (and notice) may have been cut short: resumed
-                await self._act(StartSync(released))
+                await self._act(StartSync(released), term)
         elif self.state.mode is Mode.FAILING_BACK:
-            await self._act(StartSync(self.state.users))
+            await self._act(StartSync(self.state.users), term)
         elif self.state.seq and self.clock() - self.state.since < RESUME_NOTICES:
             # A "mail is back" notice interrupted by a crash is still sent (once per user).
-            await self._act(Announce(NoticeKind.FAILBACK, self.state.users, f"failback-{self.state.seq}"))
+            await self._act(Announce(NoticeKind.FAILBACK, self.state.users, f"failback-{self.state.seq}"), term)
+
+    @property
+    def _node(self) -> str:
+        return self.leadership.node
 
     async def _released_before_restart(self) -> frozenset[str]:
         """Users of this per-user outage who failed back on their own, from the recorded transitions."""
@@ -121,6 +198,8 @@ class Coordinator:
         return frozenset(seen) - s.users
 
     async def stop(self) -> None:
+        await _cancel(self._run_task)
+        await _cancel(self._resume_task)
         await self._stop_sync()
 
     # -- events ------------------------------------------------------------------------------
@@ -154,36 +233,48 @@ class Coordinator:
     # -- the one place a transition happens ------------------------------------------------
     async def _handle(self, event: Any, *, actor: str, peer: str = "") -> Step | None:
         async with self._lock:
+            term = self.leadership.term
+            if not term or term != self._led:
+                log.debug("failover: %s does not lead: %s not acted on", self._node, type(event).__name__)
+                return None
             before = self.state
             done = step(before, event, self.clock())
             if done is None:
                 return None
-            await self.store.save(before, done.state, actor=actor, reason=done.reason, peer=peer)
+            try:
+                await self.store.save(before, done.state, term=term, actor=actor, reason=done.reason, peer=peer)
+            except NotLeading as e:
+                log.warning("failover: %s: %s -> %s not recorded: %s", self._node, before.mode, done.state.mode, e)
+                self.leadership.step_down(term)
+                return None
             if done.state.seq != before.seq:
                 self._released = frozenset()  # a new outage: nobody has failed back from it yet
             self.state = done.state
             self.router.apply(done.state.mode, done.state.users)
             scope = "everyone" if done.state.users is None else f"{len(done.state.users)} users"
             log.warning(
-                "%s: %s -> %s (outage %d, %s) by %s: %s",
+                "%s: %s -> %s (outage %d, %s) by %s in term %d: %s",
                 Event.FAILOVER_TRANSITION,
                 before.mode,
                 done.state.mode,
                 done.state.seq,
                 scope,
                 actor,
+                term,
                 done.reason,
             )
             for listener in self.on_transition:
                 listener(before, done.state, done.reason)
             for action in done.actions:
-                await self._act(action)
+                await self._act(action, term)
         async with self._changed:
             self._changed.notify_all()
         return done
 
-    async def _act(self, action: Action) -> None:
+    async def _act(self, action: Action, term: int) -> None:
         try:
+            if self.leadership.term != term:
+                raise NotLeading(f"{self._node} no longer leads in term {term}")
             match action:
                 case Reroute():
                     if self.reroute is not None:
@@ -193,7 +284,7 @@ class Coordinator:
                         await self.announce(kind, users, occurrence)
                 case StartSync(users):
                     await self._stop_sync()
-                    self._sync_task = asyncio.create_task(self._start_sync(users), name="failback-sync")
+                    self._sync_task = asyncio.create_task(self._start_sync(users, term), name="failback-sync")
                 case StopSync():
                     await self._stop_sync()
                 case SwitchDns():
@@ -202,36 +293,44 @@ class Coordinator:
                 case RestoreDns():
                     if self.restore_dns is not None:
                         await self.restore_dns()
+        except NotLeading as e:
+            log.warning("failover action %s not carried out: %s", type(action).__name__, e)
+            self.leadership.step_down(term)
         except Exception:
             log.exception("failover action %s failed; the transition stands", type(action).__name__)
 
-    async def _start_sync(self, users: frozenset[str] | None) -> None:
+    async def _start_sync(self, users: frozenset[str] | None, term: int) -> None:
         """The failback sync of the whole outage (FAILING_BACK), or of the users who failed back on
         their own while the others stay failed over (each then told their mail is back)."""
         if self.state.mode is Mode.FAILED_OVER:
             self._released = (self._released | (users or frozenset())) - (self.state.users or frozenset())
             released = self._released
-            await self._sync_until_done(released)
+            await self._sync_until_done(released, term)
             self._sync_task = None
-            await self._act(Announce(NoticeKind.FAILBACK, released, f"failback-{self.state.seq}"))
+            await self._act(Announce(NoticeKind.FAILBACK, released, f"failback-{self.state.seq}"), term)
             return
         if users is not None:
             users |= self._released
-        remaining = await self._sync_until_done(users)
+        remaining = await self._sync_until_done(users, term)
         self._sync_task = None  # finished: the transition below must not cancel this task
         self._released = frozenset()
         await self.sync_finished(remaining)
 
-    async def _sync_until_done(self, users: frozenset[str] | None) -> int:
+    async def _sync_until_done(self, users: frozenset[str] | None, term: int) -> int:
         """Run the failback sync until it completes; after a failure, try again a little later
-        (the monitor fails over again meanwhile if the primary is really gone)."""
+        (the monitor fails over again meanwhile if the primary is really gone). A sync whose term
+        is over stops: the next leader resumes it."""
         remaining = 0
         while self.sync is not None:
             try:
-                remaining = await self.sync(users)
+                remaining = await self.sync(users, Lead(self.leadership, term))
                 break
             except asyncio.CancelledError:
                 raise
+            except NotLeading as e:
+                log.warning("failback sync stopped: %s", e)
+                self.leadership.step_down(term)
+                await self.leadership.wait_lost(term)  # cancelled with the term
             except Exception:
                 log.exception("failback sync failed; trying again in %.0fs", SYNC_RETRY)
                 await asyncio.sleep(SYNC_RETRY)
@@ -253,5 +352,15 @@ class Coordinator:
             "since": s.since,
             "held": s.held,
             "control": "automatic" if self.automatic else "manual",
+            "node": self._node,
+            "leader": bool(self._led),
+            "term": self._led,
             "verdict": None if v is None else {"outage": v.outage, "why": v.why.value, "down": list(v.down)},
         }
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and task is not asyncio.current_task() and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

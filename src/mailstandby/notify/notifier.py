@@ -5,8 +5,10 @@ Contract (the failover controller calls `announce`):
   `notifications`; `announce` inserts the missing rows (and the user's setup
   link) in one durable transaction and returns; repeating it, or calling it
   again after a crash, adds nothing that exists already.
-- a background task delivers pending rows, retrying with exponential backoff
-  up to `max_attempts`, and records each attempt (state, attempts, last error).
+- only the leader of a cluster (core.leadership) delivers: a background task,
+  run while this node leads, delivers pending rows, retrying with exponential backoff
+  up to `max_attempts`, and records each attempt (state, attempts, last error)
+  with the leader's term: a node whose term is over records and queues nothing.
 - email goes into the durable queue under a queue id derived from the row id
   (`notify-<id>`): before queueing, the store is asked whether that id exists,
   so a crash between queueing and recording "sent" never queues a second copy.
@@ -33,6 +35,7 @@ import apprise
 
 from mailstandby.config import NotifySettings
 from mailstandby.core.events import Event
+from mailstandby.core.leadership import Leadership, NotLeading, while_leading
 from mailstandby.core.model import Address, Envelope
 from mailstandby.directory.base import Directory, NoticeKind, User
 from mailstandby.notify import compose, readiness, tokens
@@ -74,6 +77,7 @@ class Notifier:
         hostname: str,
         submit: Callable[[QueuedMessage], None],
         key: bytes,
+        leadership: Leadership,
         domains: Sequence[str] = (),
         templates: Templates | None = None,
         clock: Callable[[], float] = time.time,
@@ -85,6 +89,7 @@ class Notifier:
         self.hostname = hostname
         self.submit = submit
         self.key = key
+        self.leadership = leadership
         self.templates = templates or Templates(settings.templates)
         self.clock = clock
         self.sender = settings.sender or f"mailstandby@{domains[0] if domains else hostname}"
@@ -99,7 +104,7 @@ class Notifier:
     async def start(self) -> None:
         for problem in self.templates.check(compose.sample_context(self.settings, self.hostname)):
             log.error("notification template broken (the shipped one is used instead): %s", problem)
-        self._task = asyncio.create_task(self._run(), name="notifier")
+        self._task = asyncio.create_task(while_leading(self.leadership, self._run), name="notifier")
 
     async def stop(self) -> None:
         """Stop delivering; rows in flight stay pending and are sent by the next start."""
@@ -167,7 +172,17 @@ class Notifier:
         return readiness.report(self.directory.users(), self.store.passwords())
 
     # -- delivery -----------------------------------------------------------------------------
-    async def _run(self) -> None:
+    async def _run(self, term: int) -> None:
+        """Deliver while this node leads in `term` (cancelled with the term, its deliveries with it)."""
+        workers: set[asyncio.Task[None]] = set()
+        try:
+            await self._deliver_due(term, workers)
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _deliver_due(self, term: int, workers: set[asyncio.Task[None]]) -> None:
         while True:
             self._wake.clear()
             try:
@@ -178,9 +193,10 @@ class Notifier:
             for row in due:
                 await self._limit.acquire()
                 self._in_flight.add(row.id)
-                task = asyncio.create_task(self._deliver_one(row), name=f"notify-{row.id}")
-                self._workers.add(task)
-                task.add_done_callback(self._workers.discard)
+                task = asyncio.create_task(self._deliver_one(row, term), name=f"notify-{row.id}")
+                for group in (self._workers, workers):
+                    group.add(task)
+                    task.add_done_callback(group.discard)
             wait = POLL if next_at is None else max(0.0, min(POLL, next_at - self.clock()))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
@@ -190,15 +206,18 @@ class Notifier:
         rows, nxt = self.store.due(self.clock())
         return [r for r in rows if r.id not in self._in_flight], nxt
 
-    async def _deliver_one(self, row: Row) -> None:
+    async def _deliver_one(self, row: Row, term: int) -> None:
         try:
-            await self._deliver(row)
+            await self._deliver(row, term)
         except asyncio.CancelledError:
             raise
+        except NotLeading as e:  # the term is over: the next leader delivers the row
+            log.warning("notify: notification %d left to the leader: %s", row.id, e)
+            self.leadership.step_down(term)
         except Exception as e:  # never lose the row: count the attempt and retry later
             log.exception("notify: delivering notification %d failed", row.id)
             try:
-                await self._record(row, ok=False, error=f"internal error: {type(e).__name__}")
+                await self._record(row, term, ok=False, error=f"internal error: {type(e).__name__}")
             except Exception:  # the store itself fails: the row stays pending and is tried again
                 log.exception("notify: cannot record the failure of notification %d", row.id)
         finally:
@@ -206,17 +225,17 @@ class Notifier:
             self._limit.release()
             self.wake()
 
-    async def _deliver(self, row: Row) -> None:
+    async def _deliver(self, row: Row, term: int) -> None:
         try:
             user = self.directory.lookup(Address.parse(row.user))
         except ValueError:
             user = None
         if user is None:
-            await self._record(row, ok=False, error="user no longer in the directory", final=True)
+            await self._record(row, term, ok=False, error="user no longer in the directory", final=True)
             return
         dest = next((d for d in compose.destinations(user) if d.mode is row.mode and d.key == row.destination), None)
         if dest is None:
-            await self._record(row, ok=False, error="destination no longer in the user's profile", final=True)
+            await self._record(row, term, ok=False, error="destination no longer in the user's profile", final=True)
             return
         if dest.mode is not Mode.EMAIL and row.kind != CODE_KIND:
             quiet_end = compose.in_quiet_hours(user.preferences.quiet_hours, self.clock())
@@ -224,11 +243,13 @@ class Notifier:
                 await self._postpone(row, quiet_end)
                 return
         if dest.mode is Mode.APPRISE:
+            if self.leadership.term != term:
+                raise NotLeading(f"{self.leadership.node} no longer leads in term {term}")
             title, body = self._short(row, user)
             error = await _apprise(dest.target, title, body)
-            await self._record(row, ok=error is None, error=error or "")
+            await self._record(row, term, ok=error is None, error=error or "")
         else:
-            await self._queue_email(row, user, dest)
+            await self._queue_email(row, user, dest, term)
 
     def _short(self, row: Row, user: User) -> tuple[str, str]:
         """(title, text) of the SMS/push form of `row`."""
@@ -262,14 +283,16 @@ class Notifier:
             extra=extra,
         )
 
-    async def _queue_email(self, row: Row, user: User, dest: Destination) -> None:
+    async def _queue_email(self, row: Row, user: User, dest: Destination, term: int) -> None:
         qid = queue_id(row.id)
+        if self.leadership.term != term:  # checked again right before the effect (a pause may have ended it)
+            raise NotLeading(f"{self.leadership.node} no longer leads in term {term}")
         if not self.store.queued(qid):
             body = self._email(row, user, dest, qid)
             envelope = Envelope(self.bounce_address, [dest.target])
             queued = await self.store.accept(NewMessage(qid, envelope, body, self.clock()))
             self.submit(queued)
-        await self._record(row, ok=True, message_id=qid)
+        await self._record(row, term, ok=True, message_id=qid)
 
     def _email(self, row: Row, user: User, dest: Destination, qid: str) -> bytes:
         msgid = f"<{qid}.{row.kind}@{self.hostname}>"
@@ -287,7 +310,9 @@ class Notifier:
     async def _postpone(self, row: Row, until: float) -> None:
         await self.store.postpone(row.id, until, "quiet hours", self.clock())
 
-    async def _record(self, row: Row, *, ok: bool, error: str = "", message_id: str = "", final: bool = False) -> None:
+    async def _record(
+        self, row: Row, term: int, *, ok: bool, error: str = "", message_id: str = "", final: bool = False
+    ) -> None:
         attempts = row.attempts + 1
         if ok:
             state, next_attempt = State.SENT, 0.0
@@ -310,6 +335,7 @@ class Notifier:
         )
         await self.store.record_attempt(
             row.id,
+            term=term,
             state=state,
             attempts=attempts,
             next_attempt=next_attempt,

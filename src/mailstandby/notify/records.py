@@ -77,9 +77,19 @@ class NotifyStore(Protocol):
     async def postpone(self, row_id: int, until: float, reason: str, now: float) -> None: ...
 
     async def record_attempt(
-        self, row_id: int, *, state: State, attempts: int, next_attempt: float, error: str, message_id: str, now: float
+        self,
+        row_id: int,
+        *,
+        term: int,
+        state: State,
+        attempts: int,
+        next_attempt: float,
+        error: str,
+        message_id: str,
+        now: float,
     ) -> None:
-        """The outcome of one delivery attempt of a pending row."""
+        """The outcome of one delivery attempt of a pending row, made by the leader in `term`
+        (NotLeading, nothing recorded, when that term is over)."""
         ...
 
     def status(

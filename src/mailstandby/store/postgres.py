@@ -16,6 +16,7 @@ their spelling: `?` placeholders become psycopg's `%s`, the reserved word `user`
 Several nodes may share one database: each queued recipient is delivered by the node holding its
 claim (store/claims.py: claimed with `FOR UPDATE SKIP LOCKED`, a lease renewed while delivering,
 outcomes written only under the claim). `pending()` leaves out what another node holds.
+Leader election and fencing: store/postgres_leader.py, store/fencing.py.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ T = TypeVar("T")
 
 _USER = re.compile(r'(?<![\w"])user(?![\w"])')
 _WEAK_COMMIT = ("off", "local")  # a commit that may return before the WAL (or the sync standby) has it
+_WRITER_IDLE_IN_TRANSACTION_MS = 5000  # a paused node's open transaction is ended by the server after this
 _MIGRATION_LOCK = 0x6D736273  # pg_advisory_xact_lock key: one node migrates at a time
 DEFAULT_CONNECT_TIMEOUT = 10  # seconds per host (StoreSettings.connect_timeout)
 RECONNECT_FIRST = 0.1  # seconds before the first new attempt after a failed connection
@@ -82,9 +84,10 @@ class Reconnect:
     RECONNECT_FIRST seconds, doubling to RECONNECT_MAX; within the wait the store answers at once that it
     is unavailable, so a dead server is not dialled for every command."""
 
-    def __init__(self, url: str, timeout: int = DEFAULT_CONNECT_TIMEOUT) -> None:
+    def __init__(self, url: str, timeout: int = DEFAULT_CONNECT_TIMEOUT, *, writer: bool = False) -> None:
         self.url = url
         self.timeout = timeout
+        self.writer = writer
         self._delay = 0.0
         self._next = 0.0
 
@@ -92,7 +95,7 @@ class Reconnect:
         if time.monotonic() < self._next:
             raise StoreError("the store's server is unavailable; a new connection is tried shortly")
         try:
-            db = connect_pg(self.url, timeout=self.timeout)
+            db = connect_pg(self.url, timeout=self.timeout, writer=self.writer)
         except StoreError:
             self._delay = min(RECONNECT_MAX, self._delay * 2 or RECONNECT_FIRST)
             self._next = time.monotonic() + self._delay
@@ -157,16 +160,26 @@ class PgConnection:
         self.conn.close()
 
 
-def connect_pg(url: str, *, reconnect_reads: bool = False, timeout: int = DEFAULT_CONNECT_TIMEOUT) -> PgConnection:
+def connect_pg(
+    url: str, *, reconnect_reads: bool = False, timeout: int = DEFAULT_CONNECT_TIMEOUT, writer: bool = False
+) -> PgConnection:
     """An autocommit connection whose commits wait for the WAL flush (`synchronous_commit` at least `on`;
     a stronger server setting such as `remote_apply` is kept); `timeout`: seconds per host of the URL;
-    `reconnect_reads`: reads re-run once on a new connection after the server went away."""
+    `reconnect_reads`: reads re-run once on a new connection after the server went away;
+    `writer`: the server ends the session if it ever sits idle inside a transaction (the writer never
+    does unless its process is paused: then it must not hold the leadership row's lock)."""
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout, application_name="mailstandby")
         if conn.execute("SHOW synchronous_commit").fetchone()[0] in _WEAK_COMMIT:  # keep remote_write/remote_apply
             conn.execute("SET synchronous_commit = on")
     except psycopg.Error as e:
         raise StoreError(f"cannot connect to the PostgreSQL store: {e}") from e
+    if writer:
+        try:
+            conn.execute(f"SET idle_in_transaction_session_timeout = {_WRITER_IDLE_IN_TRANSACTION_MS}")
+        except psycopg.Error as e:
+            conn.close()
+            raise StoreError(f"cannot set up the PostgreSQL store's writer: {e}") from e
     return PgConnection(conn, Reconnect(url, timeout) if reconnect_reads else None)
 
 
@@ -230,7 +243,7 @@ class PostgresStore:
         self._thread: threading.Thread | None = None
         self._db: PgConnection | None = None
         self._read_db: PgConnection | None = None
-        self._reconnect = Reconnect(self.url, settings.connect_timeout)  # the writer thread's
+        self._reconnect = Reconnect(self.url, settings.connect_timeout, writer=True)  # the writer thread's
 
     # -- lifecycle ---------------------------------------------------------
     async def open(self) -> None:
@@ -241,7 +254,7 @@ class PostgresStore:
     def _open_sync(self) -> None:
         for d in (self.data_dir, self.quarantine):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = connect_pg(self.url, timeout=self.settings.connect_timeout)
+        db = connect_pg(self.url, timeout=self.settings.connect_timeout, writer=True)
         try:
             migrate_pg(db)
             if self.shared is not None:

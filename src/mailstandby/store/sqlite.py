@@ -254,6 +254,27 @@ MIGRATIONS: list[str] = [
     ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
     ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
     """,
+    # 13: the leadership's fencing term (one node here: term 1 for good), carried by the leader's writes
+    """
+    CREATE TABLE cluster_leader (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        term        INTEGER NOT NULL,
+        node        TEXT NOT NULL,
+        lease_until REAL NOT NULL
+    );
+    INSERT INTO cluster_leader (id, term, node, lease_until) VALUES (1, 1, '', 0);
+    ALTER TABLE failover_state ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE failover_log ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE notifications ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE leader_log (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     REAL NOT NULL,
+        term   INTEGER NOT NULL,
+        node   TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
 ]
 
 UPSERT_CREDENTIAL = (

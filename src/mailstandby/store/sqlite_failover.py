@@ -17,6 +17,7 @@ from mailstandby.core.model import Mode
 from mailstandby.dns.switch import RRset
 from mailstandby.failover.machine import State
 from mailstandby.store.database import SQLStore
+from mailstandby.store.fencing import fence, record_leader_action
 from mailstandby.store.sqlite import UPSERT_ADMIN, insert_audit
 
 
@@ -41,21 +42,23 @@ class SQLiteFailoverStore:
 
         return await self.store.call(run)
 
-    async def save(self, before: State, after: State, *, actor: str, reason: str, peer: str = "") -> None:
-        """The new state, the transition and its audit entry, atomically."""
+    async def save(self, before: State, after: State, *, term: int, actor: str, reason: str, peer: str = "") -> None:
+        """The new state, the transition and its audit entry, atomically, if `term` is still the
+        current leadership term (else NotLeading and nothing is written)."""
         now = time.time()
 
         def run(db: sqlite3.Connection) -> None:
+            fence(db, term)
             db.execute(
-                "INSERT INTO failover_state (id, mode, users, seq, since, held) VALUES (1, ?, ?, ?, ?, ?)"
+                "INSERT INTO failover_state (id, mode, users, seq, since, held, term) VALUES (1, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, users = excluded.users, seq = excluded.seq,"
-                " since = excluded.since, held = excluded.held",
-                (after.mode.value, _text(after.users), after.seq, after.since, int(after.held)),
+                " since = excluded.since, held = excluded.held, term = excluded.term",
+                (after.mode.value, _text(after.users), after.seq, after.since, int(after.held), term),
             )
             db.execute(
-                "INSERT INTO failover_log (at, actor, from_mode, to_mode, users, seq, reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (now, actor, before.mode.value, after.mode.value, _text(after.users), after.seq, reason[:1000]),
+                "INSERT INTO failover_log (at, actor, from_mode, to_mode, users, seq, reason, term)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, actor, before.mode.value, after.mode.value, _text(after.users), after.seq, reason[:1000], term),
             )
             insert_audit(db, actor, f"failover.{after.mode.value}", "ok", peer=peer, detail=reason, at=now)
 
@@ -87,6 +90,20 @@ class SQLiteFailoverStore:
                 "SELECT at, target, status, detail FROM health_log ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
             return [dict(zip(("at", "target", "status", "detail"), r, strict=True)) for r in rows]
+
+        return await self.store.call(run)
+
+    async def leader_action(self, term: int, node: str, action: str, detail: str = "") -> None:
+        """Record an action of the leader in `term` (a DNS switch or restore); NotLeading when the
+        term is over (nothing recorded: the action must not be carried out)."""
+        await self.store.call(lambda db: record_leader_action(db, term, node, action, detail))
+
+    async def leader_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        def run(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                "SELECT at, term, node, action, detail FROM leader_log ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+            return [dict(zip(("at", "term", "node", "action", "detail"), r, strict=True)) for r in rows]
 
         return await self.store.call(run)
 

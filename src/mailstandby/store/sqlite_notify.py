@@ -24,6 +24,7 @@ from mailstandby.notify.records import NewRow, Row, State
 from mailstandby.notify.tokens import Purpose, TokenProblem, TokenRow, problem
 from mailstandby.store.base import NewMessage, QueuedMessage, StoreError
 from mailstandby.store.database import SQLStore, open_database
+from mailstandby.store.fencing import fence
 
 T = TypeVar("T")
 
@@ -199,13 +200,23 @@ class SQLiteNotifyStore:
         await self._call(run)
 
     async def record_attempt(
-        self, row_id: int, *, state: State, attempts: int, next_attempt: float, error: str, message_id: str, now: float
+        self,
+        row_id: int,
+        *,
+        term: int,
+        state: State,
+        attempts: int,
+        next_attempt: float,
+        error: str,
+        message_id: str,
+        now: float,
     ) -> None:
         def run(db: sqlite3.Connection) -> None:
+            fence(db, term)
             db.execute(
                 "UPDATE notifications SET state = ?, attempts = ?, next_attempt = ?, last_error = ?, message_id = ?,"
-                " updated_at = ? WHERE id = ? AND state = ?",
-                (state.value, attempts, next_attempt, error[:500], message_id, now, row_id, State.PENDING.value),
+                " updated_at = ?, term = ? WHERE id = ? AND state = ?",
+                (state.value, attempts, next_attempt, error[:500], message_id, now, term, row_id, State.PENDING.value),
             )
 
         await self._call(run)

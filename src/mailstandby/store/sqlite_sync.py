@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mailstandby.store.database import open_database
+from mailstandby.store.fencing import record_leader_action
 from mailstandby.sync.plan import Kind, Reason, Record, StandbyMessage, State, SyncStatus, UserStatus
 
 T = TypeVar("T")
@@ -62,6 +63,12 @@ class SQLiteSyncRecords:
             db, self._db = self._db, None
             async with self._lock:
                 await asyncio.to_thread(db.close)
+
+    async def run_started(self, term: int, node: str, detail: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            _tx(db, lambda: record_leader_action(db, term, node, "sync-run", detail))
+
+        await self._run(run)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         """`fn(db, *args)` in a worker thread, one at a time. Cancelled, it still holds the connection

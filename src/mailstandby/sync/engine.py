@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from mailstandby.config import PrimarySettings, SyncSettings
 from mailstandby.core.events import Event
+from mailstandby.core.leadership import Lead, NotLeading
 from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection
 from mailstandby.sync.access import AccessError, master_login, read_password, tls_context
@@ -128,6 +129,7 @@ class SyncEngine:
         self._progress: ProgressCallback | None = None
         self._done = self._total = self._failed = 0
         self._tls: ssl.SSLContext | None = None
+        self._lead: Lead | None = None  # the leadership term a failback runs in (checked before each effect)
 
     async def close(self) -> None:
         if self._opened:
@@ -143,15 +145,24 @@ class SyncEngine:
         await self._open()
         return await self.records.status()
 
-    async def failback(self, users: frozenset[str] | None = None) -> int:
+    async def failback(self, users: frozenset[str] | None, lead: Lead) -> int:
         """The failover coordinator's `SyncRunner`: run until another run could not do more (refused
         messages are retried until `max_attempts`); returns how many messages are left unsynchronized
         (given up, or of users whose login was refused), for the administrator. Raises
-        PrimaryUnavailable (the coordinator tries again later) and SyncError; cancellable."""
+        PrimaryUnavailable (the coordinator tries again later) and SyncError; cancellable.
+        Each run starts with a record fenced by the leader's term `lead`, and the term is checked
+        again before every command that changes the primary: NotLeading once it is over."""
         names = sorted(users) if users is not None else None
+        await self._open()
         while True:
             try:
-                report = await self.run(names)
+                detail = "everyone" if names is None else f"{len(names)} users"
+                await self.records.run_started(lead.term, lead.node, detail)
+                self._lead = lead
+                try:
+                    report = await self.run(names)
+                finally:
+                    self._lead = None
             except SyncBusy as e:  # `mailstandby sync run` is at it: ours follows when it is done
                 log.info("%s: %s; trying again in %.0fs", Event.SYNC_RUN, e, self.busy_retry)
                 await asyncio.sleep(self.busy_retry)
@@ -253,7 +264,7 @@ class SyncEngine:
                 for user, items in work.items():
                     tg.create_task(one(user, items))
         except BaseExceptionGroup as group:
-            for exc_type in (PrimaryUnavailable, SyncError):
+            for exc_type in (NotLeading, PrimaryUnavailable, SyncError):
                 match = group.subgroup(exc_type)
                 if match is not None:
                     raise match.exceptions[0] from None
@@ -361,8 +372,14 @@ class SyncEngine:
             else:
                 appends.append((item, body))
         await self._finish(user, gone, report)
+        self._check_lead()
         await self._apply_flags(client, user, found, report)
         await self._append_all(client, user, folder, appends, report)
+
+    def _check_lead(self) -> None:
+        """A failback run in a leadership term that is over changes nothing more in the primary."""
+        if self._lead is not None:
+            self._lead.check()
 
     async def _apply_flags(
         self, client: IMAPClient, user: str, found: list[tuple[_Item, int, frozenset[str], Reason]], report: SyncReport
@@ -400,12 +417,14 @@ class SyncEngine:
         if not client.can_pipeline:  # synchronizing literals: one message per round trip
             for batch in batches:
                 for item, m in batch:
+                    self._check_lead()
                     await self._append_one(client, user, item, m, report)
             return
         inflight: deque[tuple[bytes, list[tuple[_Item, Appendable]]]] = deque()
         refused: list[list[tuple[_Item, Appendable]]] = []
         accepted: list[_Done] = []  # recorded a batch's worth at a time: one commit, not one per APPEND
         for batch in batches:
+            self._check_lead()
             inflight.append((client.send_append([m for _, m in batch]), batch))
             if len(inflight) >= window:
                 accepted += await self._complete(client, user, *inflight.popleft(), refused, report)

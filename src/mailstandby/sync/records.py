@@ -25,6 +25,11 @@ class SyncRecords(Protocol):
 
     async def close(self) -> None: ...
 
+    async def run_started(self, term: int, node: str, detail: str) -> None:
+        """Record that the leader `node` starts a failback run in `term`; NotLeading (nothing recorded)
+        when that term is no longer the current one."""
+        ...
+
     async def instance(self) -> int:
         """This installation's random id (in the trace header), created once."""
         ...
