@@ -31,12 +31,12 @@ from mailstandby.config import Config, disk_reserve
 from mailstandby.core.events import Event
 from mailstandby.core.leadership import Solo
 from mailstandby.core.model import Mode
-from mailstandby.directory.base import NoticeKind
+from mailstandby.core.signals import Trouble
 from mailstandby.directory.importer import DirectoryService, configured
 from mailstandby.directory.static import from_settings
 from mailstandby.directory.view import DirectoryView
 from mailstandby.dns.switch import DNSSwitch
-from mailstandby.failover.coordinator import Coordinator
+from mailstandby.failover.coordinator import Coordinator, Effects
 from mailstandby.files import PRIVATE_UMASK, tighten
 from mailstandby.imap.server import IMAPServer
 from mailstandby.intake import GatewayIntake, SubmissionIntake
@@ -49,6 +49,7 @@ from mailstandby.notify.notifier import Notifier
 from mailstandby.notify.setup import SetupService, setup_routes
 from mailstandby.notify.tokens import load_key
 from mailstandby.pop3.server import POP3Server
+from mailstandby.queue.inbox import Inbox
 from mailstandby.queue.inflight import InDoubt
 from mailstandby.queue.runner import QueueRunner
 from mailstandby.routing import Router
@@ -108,6 +109,23 @@ class App:
             if config.store.url
             else None
         )
+        # Accepted mail reaches the queue through the inbox, queue trouble the monitor through a signal:
+        # both built first, so every part below gets what it needs when it is built.
+        self.inbox = Inbox()
+        self.trouble = Trouble()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.notifications = SQLiteNotifyStore(self.store)
+        self.notifier = Notifier(
+            self.notifications,
+            self.directory,
+            config.notify,
+            hostname=node.hostname,
+            submit=self.inbox.submit,
+            key=load_key(node.data_dir),
+            leadership=self.leadership,
+            domains=config.directory.domains,
+        )
+        self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
         self.runner = QueueRunner(
             self.store,
             self.router,
@@ -121,24 +139,13 @@ class App:
             else None,
             connect_direct=self._direct_connection(MXResolver(config.outbound)) if direct_mx else None,
             in_doubt=self._in_doubt(),
+            evidence=self.trouble.report,
+            forwarding=self.forwarder,  # outage mail to users' alternates, as they asked
+            inbox=self.inbox,
         )
-        self.tasks: list[asyncio.Task[None]] = []
-        self.notifications = SQLiteNotifyStore(self.store)
-        self.notifier = Notifier(
-            self.notifications,
-            self.directory,
-            config.notify,
-            hostname=node.hostname,
-            submit=self.runner.submit,
-            key=load_key(node.data_dir),
-            leadership=self.leadership,
-            domains=config.directory.domains,
-        )
-        self.forwarder = Forwarder(self.notifier, config.notify, hostname=node.hostname)
-        self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
         # one bound on argon2 work for every login and new password (docs/security.md)
         self.hashing = HashingPool(config.auth.max_verifications, min_length=config.auth.min_password_length)
-        self._failover_wiring()
+        self._build_failover()
         self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
         verifier = None
         if config.smtp.verify_recipients:
@@ -148,13 +155,13 @@ class App:
                 hostname=node.hostname,
                 in_service=lambda: self.router.mode is not Mode.FAILED_OVER,
             )
-        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner, verifier)
+        self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.inbox.submit, self.scanner, verifier)
         tls_context = self._tls_context()
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth, hashing=self.hashing)
         self.submission = SMTPServer(
             config.submission,
-            SubmissionIntake(self.directory, self.store, config.submission, self.runner.submit, self.mailboxes),
+            SubmissionIntake(self.directory, self.store, config.submission, self.inbox.submit, self.mailboxes),
             hostname=node.hostname,
             tls_context=tls_context,
             login=Login(self.authenticator, config.submission.allow_plaintext_auth_on_loopback),
@@ -167,25 +174,16 @@ class App:
         self.milter = MilterServer(
             config.milter,
             self.router,
-            StandbySink(self.store, self.mailboxes, self.runner.submit),
+            StandbySink(self.store, self.mailboxes, self.inbox.submit),
             hostname=node.hostname,
             max_size=config.smtp.max_message_size,
         )
         self._stopped = asyncio.Event()
 
-    def _failover_wiring(self) -> None:
+    def _build_failover(self) -> None:
         """Monitor -> coordinator -> router and queue; the admin API on top."""
         config = self.config
         self.failover_store = SQLiteFailoverStore(self.store)
-        self.coordinator = Coordinator(
-            self.failover_store,
-            self.router,
-            self.leadership,
-            automatic=config.failover.control == "automatic",
-            follow_interval=config.cluster.follow_interval,
-        )
-        self.coordinator.reroute = self.runner.reroute
-        self.coordinator.announce = self.notifier.announce_scope
         self.sync: SyncEngine | None = None  # failback sync (docs/sync.md): FAILING_BACK runs it
         if config.sync.automatic and (config.sync.imap_host or config.sync.smtp_fallback):
             node = config.node
@@ -196,14 +194,21 @@ class App:
                 config.primary,
                 hostname=node.hostname,
             )
-            self.coordinator.sync = self.sync.failback
-            self.sync.user_done = self._mail_is_back
-        self.transitions = 0
-
-        def counted(*_: object) -> None:
-            self.transitions += 1
-
-        self.coordinator.on_transition.append(counted)
+        self.dns = DNSSwitch(config.dns, self.failover_store, self.leadership) if config.dns.enabled else None
+        effects = Effects(
+            reroute=self.runner.reroute,
+            announce=self.notifier.announce_scope,
+            sync=self.sync.failback if self.sync is not None else None,
+            dns=self.dns,
+        )
+        self.coordinator = Coordinator(
+            self.failover_store,
+            self.router,
+            self.leadership,
+            effects,
+            automatic=config.failover.control == "automatic",
+            follow_interval=config.cluster.follow_interval,
+        )
         self.monitor = Monitor(
             config.monitor,
             config.primary,
@@ -213,25 +218,18 @@ class App:
             on_verdict=self.coordinator.observe,
             history=self.failover_store,
             directory=lambda: [u.address for u in self.directory.users() if u.enabled],
+            trouble=self.trouble,
         )
-        self.runner.evidence = self.monitor.evidence
         metrics = registry(
             StandbyCollector(
-                self.coordinator.snapshot, self.monitor.snapshot, lambda: self.runner.depth, lambda: self.transitions
+                self.coordinator.snapshot,
+                self.monitor.snapshot,
+                lambda: self.runner.depth,
+                lambda: self.coordinator.transitions,
             )
         )
         self.loop_lag = LoopLagMonitor(metrics, warn_after=config.node.loop_lag_warning)
         self.dns = DNSSwitch(config.dns, self.failover_store, self.leadership) if config.dns.enabled else None
-        if self.dns is not None:
-            dns = self.dns
-
-            async def switch_dns() -> None:
-                await dns.switch()
-
-            async def restore_dns() -> None:
-                await dns.restore()
-
-            self.coordinator.switch_dns, self.coordinator.restore_dns = switch_dns, restore_dns
         services = Services(
             failover=self.coordinator,
             history=self.failover_store,
@@ -248,12 +246,6 @@ class App:
         )
         cert, key = self._certificate()
         self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))
-
-    async def _mail_is_back(self, user: str) -> None:
-        """A user's outage mail is all in the primary: tell them now (once per outage; everyone
-        not yet told is told when the failback ends)."""
-        occurrence = f"failback-{self.coordinator.state.seq}"
-        await self.notifier.announce_scope(NoticeKind.FAILBACK, frozenset({user}), occurrence)
 
     async def _sync_status(self) -> dict[str, Any]:
         assert self.sync is not None

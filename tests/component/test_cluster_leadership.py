@@ -22,7 +22,7 @@ from mailstandby.core.leadership import NotLeading
 from mailstandby.core.model import Mode
 from mailstandby.directory.base import User
 from mailstandby.directory.static import StaticDirectory
-from mailstandby.failover.coordinator import Coordinator
+from mailstandby.failover.coordinator import Coordinator, Effects
 from mailstandby.failover.machine import State
 from mailstandby.monitor.verdict import Verdict, Why
 from mailstandby.routing import Router
@@ -33,6 +33,13 @@ from mailstandby.store.sqlite_failover import SQLiteFailoverStore
 FAST = ClusterSettings(lease=1.2, renew_interval=0.25, follow_interval=0.1)
 DOWN = Verdict(True, None, Why.PRIMARY_DOWN)
 DIRECTORY = StaticDirectory(["corp.test"], [User("alice@corp.test")])
+
+
+async def _no_notice(*_: object) -> None:
+    """These tests look at routing and fencing; notices are the notify suite's."""
+
+
+ROUTING_ONLY = Effects(reroute=lambda: None, announce=_no_notice, sync=None, dns=None)
 
 
 @pytest.fixture
@@ -146,7 +153,9 @@ async def test_a_write_of_an_old_term_is_refused_and_its_coordinator_steps_down(
         assert [t["reason"] for t in await failover.transitions()] == ["ok"]
 
         stale = Stale(old)
-        coordinator = Coordinator(failover, Router(DIRECTORY), stale, follow_interval=FAST.follow_interval)
+        coordinator = Coordinator(
+            failover, Router(DIRECTORY), stale, ROUTING_ONLY, follow_interval=FAST.follow_interval
+        )
         await coordinator.start()  # it read the state as it stood before its term ended
         try:
             assert await coordinator.observe(Verdict(False, None, Why.HEALTHY)) is None
@@ -166,8 +175,8 @@ async def test_a_follower_routes_as_the_leader_recorded(store: PostgresStore, ur
     await b.start()
     failover = SQLiteFailoverStore(store)
     routers = Router(DIRECTORY), Router(DIRECTORY)
-    leading = Coordinator(failover, routers[0], a, follow_interval=FAST.follow_interval)
-    following = Coordinator(failover, routers[1], b, follow_interval=FAST.follow_interval)
+    leading = Coordinator(failover, routers[0], a, ROUTING_ONLY, follow_interval=FAST.follow_interval)
+    following = Coordinator(failover, routers[1], b, ROUTING_ONLY, follow_interval=FAST.follow_interval)
     await leading.start()
     await following.start()
     try:

@@ -28,7 +28,7 @@ from mailstandby.core.leadership import Lead, Solo
 from mailstandby.core.model import Envelope, Mode, new_queue_id
 from mailstandby.directory.base import NoticeKind, User
 from mailstandby.directory.static import StaticDirectory
-from mailstandby.failover.coordinator import Coordinator
+from mailstandby.failover.coordinator import Coordinator, Effects, UserDone
 from mailstandby.failover.machine import Command
 from mailstandby.monitor.verdict import Verdict, Why
 from mailstandby.queue.runner import QueueRunner
@@ -66,12 +66,11 @@ class Rig:
         await self.store.open()
         self.failover_store = SQLiteFailoverStore(self.store)
         self.router = Router(DIRECTORY)
-        c = Coordinator(self.failover_store, self.router, Solo(), automatic=automatic)
 
         async def announce(kind: NoticeKind, users: frozenset[str] | None, occurrence: str) -> None:
             self.announced.append((kind, users, occurrence))
 
-        async def sync(users: frozenset[str] | None, lead: Lead) -> int:
+        async def sync(users: frozenset[str] | None, lead: Lead, user_done: UserDone) -> int:
             self.synced.append(users)
             await self.sync_gate.wait()
             return 0
@@ -79,7 +78,8 @@ class Rig:
         def reroute() -> None:
             self.reroutes += 1
 
-        c.announce, c.sync, c.reroute = announce, sync, reroute
+        effects = Effects(reroute=reroute, announce=announce, sync=sync, dns=None)
+        c = Coordinator(self.failover_store, self.router, Solo(), effects, automatic=automatic)
         await c.start()
         self.coordinator = c
         return c

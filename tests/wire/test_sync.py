@@ -297,7 +297,12 @@ async def test_a_command_line_sync_beside_the_servers_own_waits_its_turn(
 
     waiting.run_lock.acquire = counted_acquire  # type: ignore[method-assign]
     try:
-        failback = asyncio.create_task(waiting.failback(None, Lead(Solo(), SOLO_TERM)))
+        told: list[str] = []
+
+        async def user_done(user: str) -> None:
+            told.append(user)
+
+        failback = asyncio.create_task(waiting.failback(None, Lead(Solo(), SOLO_TERM), user_done))
         async with asyncio.timeout(60):
             while len(tries) < 3:  # refused three times while the command line holds the store
                 await asyncio.sleep(0.01)

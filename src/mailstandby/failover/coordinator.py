@@ -2,10 +2,10 @@
 
 One transition at a time (a lock). For each step: persist the new state with
 the transition and an audit entry, point the router at it, then carry out the
-actions through hooks that other parts subscribe to (queue reroute, notify,
-sync, DNS). A hook that fails is logged; it never undoes a transition that is
-already recorded: routing (the part that decides where mail goes) has
-already followed it.
+actions through its `Effects` (queue reroute, notices, the failback sync, DNS),
+given whole by the composition root when the coordinator is built. An effect
+that fails is logged; it never undoes a transition that is already recorded:
+routing (the part that decides where mail goes) has already followed it.
 
 At start-up the recorded state is applied again. Several nodes may share the
 store; only the leader (core.leadership) decides and acts, and each state it
@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mailstandby.core.events import Event
@@ -68,7 +69,27 @@ class RoutingTarget(Protocol):
 
 
 Announcer = Callable[[NoticeKind, frozenset[str] | None, str], Awaitable[None]]
-SyncRunner = Callable[[frozenset[str] | None, Lead], Awaitable[int]]  # returns messages left unsynchronized
+UserDone = Callable[[str], Awaitable[None]]  # a user's outage mail is all in the primary now
+# (users or None for everyone, the term it runs in, whom to tell as each user is done) -> messages left unsynchronized
+SyncRunner = Callable[[frozenset[str] | None, Lead, UserDone], Awaitable[int]]
+
+
+class DnsSwitch(Protocol):
+    async def switch(self) -> object: ...
+    async def restore(self) -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Effects:
+    """What the coordinator's decisions do besides routing.
+
+    `sync` None: no automatic failback sync is configured, so a failback ends at once and the
+    outage mail waits for `mailstandby sync run`; `dns` None: `[dns]` switching is off."""
+
+    reroute: Callable[[], None]  # every queued recipient due now, to go where routing says
+    announce: Announcer
+    sync: SyncRunner | None
+    dns: DnsSwitch | None
 
 
 class Coordinator:
@@ -77,6 +98,7 @@ class Coordinator:
         store: FailoverStore,
         router: RoutingTarget,
         leadership: Leadership,
+        effects: Effects,
         *,
         automatic: bool = True,
         follow_interval: float = 1.0,
@@ -95,13 +117,8 @@ class Coordinator:
         self.last_verdict: Verdict | None = None
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
-        # Hooks (set by the composition root; all optional).
-        self.reroute: Callable[[], None] | None = None
-        self.announce: Announcer | None = None
-        self.sync: SyncRunner | None = None
-        self.switch_dns: Callable[[], Awaitable[None]] | None = None
-        self.restore_dns: Callable[[], Awaitable[None]] | None = None
-        self.on_transition: list[Callable[[State, State, str], None]] = []
+        self.effects = effects
+        self.transitions = 0  # since start, this node's and those it followed (the metric)
         self._sync_task: asyncio.Task[None] | None = None
         # Users failed back on their own during this outage (per-user scope): synchronized, and told
         # their mail is back, while the others stay failed over; the final failback syncs them too.
@@ -152,10 +169,8 @@ class Coordinator:
             before, self.state = self.state, state
             self.router.apply(state.mode, state.users)
             log.warning("failover: following the leader: %s -> %s (outage %d)", before.mode, state.mode, state.seq)
-            if self.reroute is not None:
-                self.reroute()
-            for listener in self.on_transition:
-                listener(before, state, "recorded by the leader")
+            self.effects.reroute()
+            self.transitions += 1
         async with self._changed:
             self._changed.notify_all()
 
@@ -166,8 +181,8 @@ class Coordinator:
             before, self.state = self.state, await self.store.load()
             self.router.apply(self.state.mode, self.state.users)
             self._led = term
-            if before != self.state and self.reroute is not None:
-                self.reroute()
+            if before != self.state:
+                self.effects.reroute()
         log.warning("failover: %s leads (term %d): %s (outage %d)", self._node, term, self.state.mode, self.state.seq)
         async with self._changed:
             self._changed.notify_all()
@@ -263,8 +278,7 @@ class Coordinator:
                 term,
                 done.reason,
             )
-            for listener in self.on_transition:
-                listener(before, done.state, done.reason)
+            self.transitions += 1
             for action in done.actions:
                 await self._act(action, term)
         async with self._changed:
@@ -277,22 +291,20 @@ class Coordinator:
                 raise NotLeading(f"{self._node} no longer leads in term {term}")
             match action:
                 case Reroute():
-                    if self.reroute is not None:
-                        self.reroute()
+                    self.effects.reroute()
                 case Announce(kind, users, occurrence):
-                    if self.announce is not None:
-                        await self.announce(kind, users, occurrence)
+                    await self.effects.announce(kind, users, occurrence)
                 case StartSync(users):
                     await self._stop_sync()
                     self._sync_task = asyncio.create_task(self._start_sync(users, term), name="failback-sync")
                 case StopSync():
                     await self._stop_sync()
                 case SwitchDns():
-                    if self.switch_dns is not None:
-                        await self.switch_dns()
+                    if self.effects.dns is not None:
+                        await self.effects.dns.switch()
                 case RestoreDns():
-                    if self.restore_dns is not None:
-                        await self.restore_dns()
+                    if self.effects.dns is not None:
+                        await self.effects.dns.restore()
         except NotLeading as e:
             log.warning("failover action %s not carried out: %s", type(action).__name__, e)
             self.leadership.step_down(term)
@@ -321,9 +333,15 @@ class Coordinator:
         (the monitor fails over again meanwhile if the primary is really gone). A sync whose term
         is over stops: the next leader resumes it."""
         remaining = 0
-        while self.sync is not None:
+        sync = self.effects.sync
+        occurrence = f"failback-{self.state.seq}"
+
+        async def mail_is_back(user: str) -> None:  # told at once, once per outage; the rest when it ends
+            await self.effects.announce(NoticeKind.FAILBACK, frozenset({user}), occurrence)
+
+        while sync is not None:
             try:
-                remaining = await self.sync(users, Lead(self.leadership, term))
+                remaining = await sync(users, Lead(self.leadership, term), mail_is_back)
                 break
             except asyncio.CancelledError:
                 raise

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from mailstandby.config import FailoverSettings, MonitorSettings, PrimarySettings
 from mailstandby.core.events import Event
+from mailstandby.core.signals import Trouble
 from mailstandby.monitor import probes
 from mailstandby.monitor.health import Health, Observation, Status, Thresholds, hold, observe, penalty
 from mailstandby.monitor.rotation import Plan, Rotation
@@ -56,9 +57,12 @@ class Monitor:
         on_verdict: Callable[[Verdict], Awaitable[Any]],
         history: HealthLog | None = None,
         directory: Callable[[], Sequence[str]] | None = None,
+        trouble: Trouble | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`trouble`: evidence reported by the queue (`evidence()` for each, while running)."""
         self.settings = settings
+        self.trouble = trouble
         self.primary = primary
         self.scope = Scope(failover.scope)
         self.fraction = failover.fraction
@@ -138,8 +142,14 @@ class Monitor:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._rounds(), name="monitor-rounds")
+            if self.trouble is not None:
+                tasks.create_task(self._listen(self.trouble), name="monitor-evidence")
             if self.rotation is not None:
                 tasks.create_task(self.rotation.run(), name="monitor-addresses")
+
+    async def _listen(self, trouble: Trouble) -> None:
+        while True:
+            self.evidence(False, await trouble.wait())
 
     async def _rounds(self) -> None:
         while True:

@@ -43,6 +43,7 @@ from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.core.reply import Rejected, Reply
 from mailstandby.directory.base import User
 from mailstandby.queue.dsn import DELIVERED, FAILED, RELAYED, Failure, Original, build_dsn, wanted
+from mailstandby.queue.inbox import Inbox
 from mailstandby.queue.inflight import InDoubt, unanswered
 from mailstandby.routing import Decision, Route, Router
 from mailstandby.smtp.relay import PrimaryConnection
@@ -113,7 +114,9 @@ class QueueRunner:
         forwarding: Forwarding | None = None,
         connect_direct: Callable[[str], PrimaryConnection] | None = None,
         in_doubt: InDoubt | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
+        self.inbox = inbox if inbox is not None else Inbox()  # where accepted mail is handed in
         self.in_doubt = in_doubt  # marks relays to the primary in flight and looks up unknown outcomes
         self.connect_outbound = connect_outbound  # the smarthost for other domains, if any
         self.connect_direct = connect_direct  # a domain's MX hosts (Route.DIRECT), if enabled
@@ -148,6 +151,7 @@ class QueueRunner:
     async def start(self) -> None:
         for message in await self.store.pending():
             self.submit(message)
+        self.inbox.take(self._handed_in)
         self.workers = [
             asyncio.create_task(self._worker(n), name=f"queue-worker-{n}") for n in range(self.settings.concurrency)
         ]
@@ -157,6 +161,7 @@ class QueueRunner:
     async def stop(self, grace: float) -> None:
         """Take no new work; let deliveries in flight finish up to `grace` seconds."""
         self.stopping = True
+        self.inbox.release()
         if self.claimer is not None:
             self.claimer.cancel()
             await asyncio.gather(self.claimer, return_exceptions=True)
@@ -178,6 +183,11 @@ class QueueRunner:
             self.record_retry.cancel()
         if self.unrecorded:
             await self._record([])  # last chance; what is still unrecorded is retried after restart
+
+    def _handed_in(self, message: QueuedMessage) -> None:
+        """From the inbox: new mail (what waited there may also have been loaded from the store)."""
+        if message.id not in self.messages:
+            self.submit(message)
 
     def submit(self, message: QueuedMessage) -> None:
         """Schedule a message (newly accepted, or loaded at start-up)."""

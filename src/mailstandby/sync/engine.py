@@ -124,8 +124,9 @@ class SyncEngine:
         self._password = password
         self.busy_retry = busy_retry
         self._opened = False
-        # Called with each user whose outage mail is all in the primary (the "mail is back" notice).
-        self.user_done: Callable[[str], Awaitable[None]] | None = None
+        # During a failback: called with each user whose outage mail is all in the primary (the
+        # "mail is back" notice); None in a run from the command line.
+        self._user_done: Callable[[str], Awaitable[None]] | None = None
         self._progress: ProgressCallback | None = None
         self._done = self._total = self._failed = 0
         self._tls: ssl.SSLContext | None = None
@@ -145,24 +146,27 @@ class SyncEngine:
         await self._open()
         return await self.records.status()
 
-    async def failback(self, users: frozenset[str] | None, lead: Lead) -> int:
+    async def failback(
+        self, users: frozenset[str] | None, lead: Lead, user_done: Callable[[str], Awaitable[None]]
+    ) -> int:
         """The failover coordinator's `SyncRunner`: run until another run could not do more (refused
         messages are retried until `max_attempts`); returns how many messages are left unsynchronized
         (given up, or of users whose login was refused), for the administrator. Raises
         PrimaryUnavailable (the coordinator tries again later) and SyncError; cancellable.
         Each run starts with a record fenced by the leader's term `lead`, and the term is checked
-        again before every command that changes the primary: NotLeading once it is over."""
+        again before every command that changes the primary: NotLeading once it is over.
+        `user_done(user)` is awaited as soon as a user's outage mail is all in the primary."""
         names = sorted(users) if users is not None else None
         await self._open()
         while True:
             try:
                 detail = "everyone" if names is None else f"{len(names)} users"
                 await self.records.run_started(lead.term, lead.node, detail)
-                self._lead = lead
+                self._lead, self._user_done = lead, user_done
                 try:
                     report = await self.run(names)
                 finally:
-                    self._lead = None
+                    self._lead = self._user_done = None
             except SyncBusy as e:  # `mailstandby sync run` is at it: ours follows when it is done
                 log.info("%s: %s; trying again in %.0fs", Event.SYNC_RUN, e, self.busy_retry)
                 await asyncio.sleep(self.busy_retry)
@@ -272,10 +276,11 @@ class SyncEngine:
 
     async def _tell_if_done(self, user: str) -> None:
         """A user whose outage mail is all in the primary now is told so (`user_done`), at once."""
-        if self.user_done is None or (await self.records.status([user])).total.pending:
+        user_done = self._user_done
+        if user_done is None or (await self.records.status([user])).total.pending:
             return
         try:
-            await self.user_done(user)
+            await user_done(user)
         except Exception:  # telling is not syncing: the sync goes on, the final notice still comes
             log.exception("could not announce the end of the sync to %s", user)
 
