@@ -14,7 +14,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -62,6 +62,19 @@ def _networks(values: list[str]) -> list[str]:
         except ValueError:
             raise ValueError(f"{v!r} is not an address or network (e.g. 10.0.0.5, 10.0.0.0/24, ::1)") from None
     return values
+
+
+def _min_data_rate() -> Any:
+    return Field(
+        256,
+        ge=0,
+        description="Bytes per second a request (command line, message data, literal) must keep arriving at once "
+        "begun, over each `data_rate_window`; slower is closed as a timeout (slowloris). 0: no minimum.",
+    )
+
+
+def _data_rate_window() -> Any:
+    return Field(30.0, gt=0, description="Seconds over which `min_data_rate` is measured.")
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -129,6 +142,8 @@ class SMTPSettings(Section):
     max_session_time: float = Field(
         3600.0, gt=0, description="Longest session in seconds, however busy; then 421 4.4.2 and close (slowloris)."
     )
+    min_data_rate: int = _min_data_rate()
+    data_rate_window: float = _data_rate_window()
     min_free_space: int = Field(
         64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
     )
@@ -440,6 +455,8 @@ class IMAPSettings(Section):
     max_session_time: float = Field(
         86400.0, gt=0, description="Longest session in seconds (IDLE included); then BYE: the phone reconnects."
     )
+    min_data_rate: int = _min_data_rate()
+    data_rate_window: float = _data_rate_window()
 
 
 class POP3Settings(Section):
@@ -453,6 +470,8 @@ class POP3Settings(Section):
     )
     max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before -ERR and close.")
     max_session_time: float = Field(3600.0, gt=0, description="Longest session in seconds; then -ERR and close.")
+    min_data_rate: int = _min_data_rate()
+    data_rate_window: float = _data_rate_window()
     max_connections_per_user: int = Field(
         10, ge=1, description="Logged-in sessions per user and client address; more get -ERR [IN-USE]."
     )

@@ -52,6 +52,8 @@ class POP3Server(Listeners):
             max_connections=settings.max_connections,
             max_connections_per_client=settings.max_connections_per_client,
             login_timeout=settings.login_timeout,
+            min_rate=settings.min_data_rate,
+            rate_window=settings.data_rate_window,
         )
         self.settings = settings
         self.store = store
