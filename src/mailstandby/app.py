@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +65,7 @@ from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import SyncEngine
 from mailstandby.sync.lookup import PrimaryMailboxLookup
 from mailstandby.sync.records import RunLock
-from mailstandby.tls import ensure_self_signed, server_context
+from mailstandby.tls import CertificateReloader, ensure_self_signed
 from mailstandby.verify import RecipientVerifier
 
 log = logging.getLogger(__name__)
@@ -115,6 +114,8 @@ class App:
         self.runner.forwarding = self.forwarder  # outage mail to users' alternates, as they asked
         # one bound on argon2 work for every login and new password (docs/security.md)
         self.hashing = HashingPool(config.auth.max_verifications, min_length=config.auth.min_password_length)
+        # the one live context every listener holds, reloaded in place (docs/security.md, TLS)
+        self.certificates = CertificateReloader(*self._certificate(), workdir=node.data_dir / "tls")
         self._failover_wiring()
         self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
         verifier = None
@@ -126,7 +127,7 @@ class App:
                 in_service=lambda: self.router.mode is not Mode.FAILED_OVER,
             )
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.runner.submit, self.scanner, verifier)
-        tls_context = self._tls_context()
+        tls_context = self.certificates.context
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth, hashing=self.hashing)
         self.submission = SMTPServer(
@@ -219,8 +220,7 @@ class App:
             notifications=self.notifier.status,
             readiness=self.notifier.readiness,
         )
-        cert, key = self._certificate()
-        self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))
+        self.admin = AdminServer(config.admin, create_app(services), tls_context=self.certificates.context)
 
     async def _mail_is_back(self, user: str) -> None:
         """A user's outage mail is all in the primary: tell them now (once per outage; everyone
@@ -274,9 +274,6 @@ class App:
             return tls.cert, tls.key
         return ensure_self_signed(self.config.node.data_dir / "tls", self.config.node.hostname)
 
-    def _tls_context(self) -> ssl.SSLContext:
-        return server_context(*self._certificate())
-
     def addresses(self) -> dict[str, list[str]]:
         """Every listener by service name: smtp, submission(s), imap(s), pop3(s), admin, milter."""
 
@@ -304,6 +301,8 @@ class App:
         await self.runner.start()
         await self.notifier.start()
         self.tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
+        watch = self.certificates.watch(self.config.tls.reload_interval)
+        self.tasks.append(asyncio.create_task(watch, name="certificate-watch"))
         self.tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
@@ -405,6 +404,7 @@ class App:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.certificates.reload, "SIGHUP")
         await self.start()
         await stop.wait()
         await self.stop()

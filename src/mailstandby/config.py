@@ -102,12 +102,18 @@ class NodeSettings(Section):
 
 
 class TLSSettings(Section):
-    """The certificate every listener (SMTP, IMAP, POP3) presents."""
+    """The certificate every listener (SMTP, IMAP, POP3, admin HTTPS) presents."""
 
     cert: Path | None = Field(
         None, description="PEM certificate chain; with `key` unset a self-signed pair is generated under the data dir."
     )
     key: Path | None = Field(None, description="PEM private key for `cert`.")
+    reload_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between checks of `cert` and `key` for changes; a changed pair is loaded for new "
+        "connections (as on SIGHUP), a broken one refused and logged.",
+    )
 
 
 class SMTPSettings(Section):
