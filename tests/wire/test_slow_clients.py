@@ -16,7 +16,6 @@ import smtplib
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from tests.support.standby import Standby
