@@ -3,7 +3,7 @@
 Mirrors `pop3.server`: the byte-level connection is `transport.Connection`
 (bounded buffers, timeouts, STARTTLS without pipelined plaintext); `sessions`
 holds every live session and its task; `stop(grace)` stops listening and ends
-every session with `* BYE server shutting down` (STYLE §3).
+every session with `* BYE server shutting down` (CONTRIBUTING.md, Shutdown).
 """
 
 from __future__ import annotations

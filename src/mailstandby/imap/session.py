@@ -19,7 +19,7 @@ Invariants:
 - BAD commands count; at `max_bad_commands` the session ends with
   `* BYE Too many invalid IMAP commands.` (P6). A BAD leaves the session usable.
 - A handler reports failure by raising `Reply` (NO or BAD); any other exception
-  is logged here and answered `NO [SERVERBUG]` without detail (STYLE §3).
+  is logged here and answered `NO [SERVERBUG]` without detail (CONTRIBUTING.md: client text generic).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The byte-level connection (bounded buffers, timeouts, STLS without pipelined
 plaintext) is `mailstandby.transport.Connection`, shared with SMTP and IMAP.
 On shutdown every session gets `-ERR server shutting down` (POP3 has no other
-goodbye, STYLE §3); a session in the UPDATE state finishes first, up to the
+goodbye, CONTRIBUTING.md); a session in the UPDATE state finishes first, up to the
 grace period.
 """
 
