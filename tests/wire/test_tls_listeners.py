@@ -1,5 +1,6 @@
 """Every TLS listener of a running mailstandby, scanned by testssl.sh (Debian's `testssl.sh`), and its certificate
-reloaded without a restart (RELIABILITY T3; issue 14 item 6; docs/security.md, "TLS").
+reloaded without a restart (RELIABILITY T3, docs/reliability.md;
+docs/security.md, "TLS").
 
 The scan asks each listener (SMTP and submission STARTTLS, implicit-TLS submission, IMAP and POP3 with
 STARTTLS/STLS and implicit TLS, admin HTTPS) which protocols and cipher categories it accepts and which
