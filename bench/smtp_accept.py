@@ -5,7 +5,7 @@ Usage (as root: Postfix's master needs it; run with the venv's python so the
 `mailstandby` command next to it is found):
 
     /tmp/venv/bin/python bench/smtp_accept.py                      # 5,000 x 5 KiB, 20 sessions, best of 3
-    /tmp/venv/bin/python bench/smtp_accept.py --repeat 1 --postfix-sink hold
+    /tmp/venv/bin/python bench/smtp_accept.py --repeat 1 --postfix-sink discard
     /tmp/venv/bin/python bench/smtp_accept.py --messages 20000 --sessions 50 --size 1024
     /tmp/venv/bin/python bench/smtp_accept.py --profile-out ms.prof --event-loop asyncio
     /tmp/venv/bin/python bench/smtp_accept.py --store postgres      # the PostgreSQL store, a private cluster
@@ -38,24 +38,27 @@ loudly if not: for mailstandby `mailstandby queue -c CFG` must report as many
 queued messages as were sent in total; for Postfix the maillog must show one
 final disposition per message sent (and no deferral/bounce/reject).
 
-Keeping delivery cheap (the choice for Postfix)
+Like for like: both hold the mail (the default)
 -----------------------------------------------
-The bench domain is a relay domain whose transport is `discard:` (default,
-`--postfix-sink discard`): acceptance (smtpd -> cleanup -> fsync'd queue file
-in incoming/ -> 250) is untouched, then qmgr moves the file to active/, hands
-it to discard(8), which logs `status=sent`, and the file is unlinked. That is
-the cheapest *delivery* Postfix has: no network I/O, no defer logs, no queue
-left behind between rounds, and one countable log line per message. It is
-what the DESIGN's "Postfix relays ~650-750 msgs/s" compares against.
+mailstandby's `[primary]` here is a closed local port, so the queue runner's
+first attempt is refused at once and (the "dead destination" rule in
+queue/runner.py) later mail waits in its queue for the retry time
+(`retry_initial` = 3600 s: no retries during the run). Postfix is made to do
+the same (default, `--postfix-sink hold`): every message is tagged HOLD
+(`check_client_access static:HOLD`), cleanup files it in hold/ with the same
+fsync before smtpd answers 250, and qmgr never touches it. Messages are counted
+as files in hold/.
 
-`--postfix-sink hold` instead tags every message HOLD (`check_client_access
-static:HOLD`): cleanup files it in hold/ (same fsync) and qmgr never touches
-it. That is the acceptance path alone, with no delivery work at all, and the
-like-for-like comparison with what mailstandby does here: its `[primary]`
-is a closed local port, so the queue runner's first attempt is refused at once
-and (since the "dead destination" rule in queue/runner.py) later mail just
-waits in memory for the retry time (`retry_initial` = 3600 s, so no retries
-during the run). Messages are counted as files in hold/.
+Logging is equal too: each server logs every accepted message to a file at
+its usual level (Postfix: smtpd, cleanup and the hold line, through postlogd;
+mailstandby: `log_level = "INFO"`, the `smtp.accepted` line with the queue id,
+to its stderr file). `--mailstandby-log-level WARNING` quiets mailstandby
+(Postfix has no such switch).
+
+`--postfix-sink discard` is the other comparison, Postfix doing more: the bench
+domain is a relay domain whose transport is `discard:`, so after the same
+acceptance qmgr moves the file to active/, hands it to discard(8), which logs
+`status=sent`, and the file is unlinked: the cheapest *delivery* Postfix has.
 
 Between measurements the bench waits until each server has finished its
 background work (Postfix: queue empty and every message logged; both: the
@@ -442,10 +445,18 @@ class MailStandby:
     name = "mailstandby"
 
     def __init__(
-        self, root: Path, *, command: list[str], event_loop: str, profile_out: Path | None, store_url: str = ""
+        self,
+        root: Path,
+        *,
+        command: list[str],
+        event_loop: str,
+        profile_out: Path | None,
+        store_url: str = "",
+        log_level: str = "INFO",
     ) -> None:
         self.root = root
         self.store_url = store_url  # set: the PostgreSQL store (bodies in the database)
+        self.log_level = log_level
         self.command = command
         self.event_loop = event_loop
         self.profile_out = profile_out
@@ -464,7 +475,7 @@ class MailStandby:
 [node]
 hostname = "standby.{DOMAIN}"
 data_dir = {json.dumps(str(self.data))}
-log_level = "WARNING"
+log_level = "{self.log_level}"
 event_loop = "{self.event_loop}"
 shutdown_grace = 2
 
@@ -663,7 +674,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true", help="keep connections open between messages (smtp-source -d)")
     p.add_argument("--only", choices=("postfix", "mailstandby"), help="benchmark one server only (no ratio)")
     p.add_argument(
-        "--postfix-sink", choices=("discard", "hold"), default="discard", help="what Postfix does after queueing"
+        "--postfix-sink",
+        choices=("hold", "discard"),
+        default="hold",
+        help="what Postfix does after queueing: hold it, as mailstandby does here (like for like), or deliver it "
+        "to discard(8)",
+    )
+    p.add_argument(
+        "--mailstandby-log-level",
+        choices=("INFO", "WARNING"),
+        default="INFO",
+        help="mailstandby's log level (INFO: a line per accepted message, as Postfix logs)",
     )
     p.add_argument("--in-flow-delay", default="0", help="Postfix in_flow_delay (its default is 1s)")
     p.add_argument(
@@ -711,6 +732,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 event_loop=args.event_loop,
                 profile_out=args.profile_out.resolve() if args.profile_out else None,
                 store_url=cluster.url if cluster is not None else "",
+                log_level=args.mailstandby_log_level,
             )
         )
     try:
@@ -722,7 +744,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
             f"# {args.messages} msgs x {args.size} B, {args.sessions} sessions"
             f"{' (connection reuse)' if args.reuse else ''}, best of {args.repeat}; "
             f"{os.cpu_count()} CPUs; postfix sink={args.postfix_sink}, in_flow_delay={args.in_flow_delay}; "
-            f"mailstandby loop={args.event_loop} store={args.store}; "
+            f"mailstandby loop={args.event_loop} store={args.store} log={args.mailstandby_log_level}; "
             f"load average {os.getloadavg()[0]:.1f} (other work skews the numbers)",
             flush=True,
         )

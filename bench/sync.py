@@ -29,11 +29,13 @@ Dovecot (tests/support/primary.py: maildir, `mail_fsync = never`):
 * mbsync (isync): one process per user, all at once, each copying that user's
   messages into Dovecot user `mb-<user>` (master login as well), `Sync Pull
   New`, `Create Near`; the time is from spawning the first process to the exit
-  of the last. Its source (`--mbsync-source`): by default Dovecot accounts
-  `src-<user>` in the same Dovecot, loaded beforehand with the same messages,
-  flags and dates (untimed): IMAP to IMAP between two Dovecot mailboxes, mbsync
-  at its fastest; or `standby`: a running Standby's IMAP server on the same
-  store (the path a phone takes).
+  of the last. Its source (`--mbsync-source`) is by default the kind of place
+  mailstandby's engine reads from, files on the local disk: a Maildir per user
+  (`MaildirStore`), written beforehand with the same messages, flags (in the
+  file names) and dates (the files' times), untimed. Other sources, each a flag:
+  `dovecot`, Dovecot accounts `src-<user>` in the same Dovecot holding the same
+  messages (IMAP to IMAP, mbsync reading through a server), or `standby`, a
+  running Standby's IMAP server on the same store (the path a phone takes).
 
 Before every round both targets are emptied (Dovecot is stopped, the target
 users' maildirs removed, Dovecot started) and the sync records are cleared, so every
@@ -50,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import imaplib
+import os
 import shutil
 import subprocess
 import sys
@@ -89,9 +92,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="rounds; the best of each side counts (default 3)")
     p.add_argument(
         "--mbsync-source",
-        choices=["dovecot", "standby"],
-        default="dovecot",
-        help="where mbsync copies from: Dovecot accounts holding the same messages (default), or the Standby's IMAP",
+        choices=["maildir", "dovecot", "standby"],
+        default="maildir",
+        help="where mbsync copies from: a local Maildir per user holding the same messages (default, like "
+        "mailstandby's local store), Dovecot accounts holding them, or the Standby's IMAP",
     )
     p.add_argument("--seed", type=int, default=1, help="message generator seed")
     p.add_argument("--tmpdir", type=Path, default=None, help="where the temp dir goes")
@@ -155,6 +159,23 @@ def load_source(primary: Primary, users: list[str], messages: list[tuple[bytes, 
             client.logout()
 
 
+MAILDIR_FLAGS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
+
+
+def write_maildirs(root: Path, users: list[str], messages: list[tuple[bytes, tuple[str, ...]]]) -> None:
+    """`--mbsync-source maildir`: the same messages in a Maildir per user (flags in the names, dates as mtimes)."""
+    for n, user in enumerate(users):
+        inbox = root / "maildir" / user / "INBOX"
+        for sub in ("cur", "new", "tmp"):
+            (inbox / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(n, len(messages), len(users)):
+            raw, flags = messages[i]
+            letters = "".join(sorted(MAILDIR_FLAGS[f] for f in flags if f in MAILDIR_FLAGS))
+            path = inbox / "cur" / f"{1_740_000_000 + i}.M{i}P1.bench:2,{letters}"
+            path.write_bytes(raw)
+            os.utime(path, (1_740_000_000 + i, 1_740_000_000 + i))
+
+
 def time_mailstandby(primary: Primary, data_dir: Path, users: list[str], batch: int, multiappend: bool) -> float:
     settings = SyncSettings(
         imap_host=HOST,
@@ -187,18 +208,23 @@ def mbsync_config(root: Path, source: str, standby: Standby, primary: Primary, u
     state = root / "mbsync-state" / user
     state.mkdir(parents=True, exist_ok=True)
     rc = root / f"mbsyncrc-{user}"
-    if source == "standby":
-        far = f"Port {standby.listeners['imap']}\nUser {user}\nPass {PASSWORD}\n"
+    if source == "maildir":
+        maildir = root / "maildir" / user
+        far = f"MaildirStore source\nPath {maildir}/\nInbox {maildir}/INBOX\n\n"
     else:
-        far = f"Port {primary.imap_port}\nUser src-{user}*{primary.master_user}\nPass {primary.master_password}\n"
+        if source == "standby":
+            login = f"Port {standby.listeners['imap']}\nUser {user}\nPass {PASSWORD}\n"
+        else:
+            login = f"Port {primary.imap_port}\nUser src-{user}*{primary.master_user}\nPass {primary.master_password}\n"
+        far = (
+            f"IMAPAccount standby\nHost {HOST}\n{login}SSLType None\nAuthMechs LOGIN\n\n"
+            "IMAPStore source\nAccount standby\n\n"
+        )
     rc.write_text(
-        f"IMAPAccount standby\nHost {HOST}\n{far}"
-        "SSLType None\nAuthMechs LOGIN\n\n"
-        "IMAPStore standby-remote\nAccount standby\n\n"
-        f"IMAPAccount dovecot\nHost {HOST}\nPort {primary.imap_port}\nUser mb-{user}*{primary.master_user}\n"
+        far + f"IMAPAccount dovecot\nHost {HOST}\nPort {primary.imap_port}\nUser mb-{user}*{primary.master_user}\n"
         f"Pass {primary.master_password}\nSSLType None\nAuthMechs LOGIN\n\n"
         "IMAPStore dovecot-remote\nAccount dovecot\n\n"
-        "Channel copy\nFar :standby-remote:\nNear :dovecot-remote:\nPatterns INBOX\nCreate Near\n"
+        "Channel copy\nFar :source:\nNear :dovecot-remote:\nPatterns INBOX\nCreate Near\n"
         f"Sync Pull New\nSyncState {state}/\n"
     )
     return rc
@@ -246,6 +272,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
         asyncio.run(file_outage(standby.data_dir, users, messages))
         if args.mbsync_source == "dovecot":
             load_source(primary, users, messages)
+        elif args.mbsync_source == "maildir":
+            write_maildirs(root, users, messages)
         standby.start()
         data_dir = standby.data_dir
         order = ["mailstandby", "mbsync"]

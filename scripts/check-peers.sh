@@ -17,6 +17,7 @@ need_bin nsupdate bind9-dnsutils
 need_bin slapd slapd
 need_bin ldapsearch ldap-utils
 need_bin rspamd rspamd
+need_bin testssl testssl.sh
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || problems+=("PostgreSQL server missing (Debian package postgresql)")
 id postgres >/dev/null 2>&1 || problems+=("no postgres system user (Debian package postgresql)")
 for lib in imap lmtp pop3; do

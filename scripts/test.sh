@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # swaks needs the two Perl TLS modules for --tls; apt's Recommends are not installed, so they are named here
 PACKAGES=(postfix dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl
-          fetchmail isync bind9 bind9-dnsutils slapd ldap-utils rspamd postgresql)
+          fetchmail isync bind9 bind9-dnsutils slapd ldap-utils rspamd postgresql testssl.sh)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

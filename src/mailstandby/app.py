@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +70,7 @@ from mailstandby.store.sqlite_sync import SQLiteSyncRecords
 from mailstandby.sync.engine import SyncEngine
 from mailstandby.sync.lookup import PrimaryMailboxLookup
 from mailstandby.sync.records import RunLock
-from mailstandby.tls import ensure_self_signed, server_context
+from mailstandby.tls import CertificateReloader, ensure_self_signed
 from mailstandby.verify import RecipientVerifier
 
 log = logging.getLogger(__name__)
@@ -145,6 +144,8 @@ class App:
         )
         # one bound on argon2 work for every login and new password (docs/security.md)
         self.hashing = HashingPool(config.auth.max_verifications, min_length=config.auth.min_password_length)
+        # the one live context every listener holds, reloaded in place (docs/security.md, TLS)
+        self.certificates = CertificateReloader(*self._certificate(), workdir=node.data_dir / "tls")
         self._build_failover()
         self.scanner = RspamdScanner(config.antispam) if config.antispam.rspamd_url else None
         verifier = None
@@ -156,7 +157,7 @@ class App:
                 in_service=lambda: self.router.mode is not Mode.FAILED_OVER,
             )
         self.intake = GatewayIntake(self.directory, self.store, config.smtp, self.inbox.submit, self.scanner, verifier)
-        tls_context = self._tls_context()
+        tls_context = self.certificates.context
         self.smtp = SMTPServer(config.smtp, self.intake, hostname=node.hostname, tls_context=tls_context)
         self.authenticator = PasswordAuthenticator(self.directory, self.mailboxes, config.auth, hashing=self.hashing)
         self.submission = SMTPServer(
@@ -244,8 +245,7 @@ class App:
             notifications=self.notifier.status,
             readiness=self.notifier.readiness,
         )
-        cert, key = self._certificate()
-        self.admin = AdminServer(config.admin, create_app(services), cert=str(cert), key=str(key))
+        self.admin = AdminServer(config.admin, create_app(services), tls_context=self.certificates.context)
 
     async def _sync_status(self) -> dict[str, Any]:
         assert self.sync is not None
@@ -293,9 +293,6 @@ class App:
             return tls.cert, tls.key
         return ensure_self_signed(self.config.node.data_dir / "tls", self.config.node.hostname)
 
-    def _tls_context(self) -> ssl.SSLContext:
-        return server_context(*self._certificate())
-
     def addresses(self) -> dict[str, list[str]]:
         """Every listener by service name: smtp, submission(s), imap(s), pop3(s), admin, milter."""
 
@@ -326,6 +323,8 @@ class App:
         self.tasks.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         if self.changes is not None:
             self.tasks.append(asyncio.create_task(self.changes.run(), name="mailbox-changes"))
+        watch = self.certificates.watch(self.config.tls.reload_interval)
+        self.tasks.append(asyncio.create_task(watch, name="certificate-watch"))
         self.tasks.append(asyncio.create_task(self.monitor.run(), name="monitor"))
         if self.config.journal.enabled:
             self.tasks.append(asyncio.create_task(self._prune_journal(), name="journal-pruning"))
@@ -428,6 +427,7 @@ class App:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.certificates.reload, "SIGHUP")
         await self.start()
         await stop.wait()
         await self.stop()

@@ -16,7 +16,7 @@ import socket
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -66,6 +66,19 @@ def _networks(values: list[str]) -> list[str]:
     return values
 
 
+def _min_data_rate() -> Any:
+    return Field(
+        256,
+        ge=0,
+        description="Bytes per second a request (command line, message data, literal) must keep arriving at once "
+        "begun, over each `data_rate_window`; slower is closed as a timeout (slowloris). 0: no minimum.",
+    )
+
+
+def _data_rate_window() -> Any:
+    return Field(30.0, gt=0, description="Seconds over which `min_data_rate` is measured.")
+
+
 def split_listen(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -109,12 +122,18 @@ class NodeSettings(Section):
 
 
 class TLSSettings(Section):
-    """The certificate every listener (SMTP, IMAP, POP3) presents."""
+    """The certificate every listener (SMTP, IMAP, POP3, admin HTTPS) presents."""
 
     cert: Path | None = Field(
         None, description="PEM certificate chain; with `key` unset a self-signed pair is generated under the data dir."
     )
     key: Path | None = Field(None, description="PEM private key for `cert`.")
+    reload_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between checks of `cert` and `key` for changes; a changed pair is loaded for new "
+        "connections (as on SIGHUP), a broken one refused and logged.",
+    )
 
 
 class SMTPSettings(Section):
@@ -149,6 +168,8 @@ class SMTPSettings(Section):
     max_session_time: float = Field(
         3600.0, gt=0, description="Longest session in seconds, however busy; then 421 4.4.2 and close (slowloris)."
     )
+    min_data_rate: int = _min_data_rate()
+    data_rate_window: float = _data_rate_window()
     min_free_space: int = Field(
         64 * MiB, ge=0, description="Free bytes the data volume must keep; below it MAIL gets 452 4.3.1."
     )
@@ -507,6 +528,8 @@ class IMAPSettings(Section):
     max_session_time: float = Field(
         86400.0, gt=0, description="Longest session in seconds (IDLE included); then BYE: the phone reconnects."
     )
+    min_data_rate: int = _min_data_rate()
+    data_rate_window: float = _data_rate_window()
 
 
 class POP3Settings(Section):
@@ -520,6 +543,8 @@ class POP3Settings(Section):
     )
     max_bad_commands: int = Field(10, ge=1, description="Invalid commands per session before -ERR and close.")
     max_session_time: float = Field(3600.0, gt=0, description="Longest session in seconds; then -ERR and close.")
+    min_data_rate: int = _min_data_rate()
+    data_rate_window: float = _data_rate_window()
     max_connections_per_user: int = Field(
         10, ge=1, description="Logged-in sessions per user and client address; more get -ERR [IN-USE]."
     )

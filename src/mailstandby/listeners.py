@@ -15,6 +15,8 @@ minute (`connection_rate_ok`), refused at accept with the protocol's own tempora
 error; a listener with an allow-list closes any other peer at once. A
 session that must log in (IMAP, POP3) gets `login_timeout` from connecting
 to do so, however busy it keeps itself; `max_session_time` bounds the rest.
+A request that has begun must keep arriving at `min_rate` (slowloris; the
+measuring is `transport.Connection`'s).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class Listeners:
         max_connections_per_client: int | None = None,
         login_timeout: float | None = None,
         allowed_peers: list[IPNetwork] | None = None,
+        min_rate: int = 0,
+        rate_window: float = 30.0,
     ) -> None:
         self.listen = listen
         self.listen_tls = listen_tls
@@ -73,6 +77,8 @@ class Listeners:
         self.caps = ConnectionCaps(max_connections, max_connections_per_client)
         self.login_timeout = login_timeout  # None: the protocol has no login (SMTP MX, milter)
         self.allowed_peers = allowed_peers  # None: anyone may connect
+        self.min_rate = min_rate  # bytes per second a begun request must keep arriving at (X1; transport.py)
+        self.rate_window = rate_window
         self.servers: list[asyncio.Server] = []
         self.tls_servers: list[asyncio.Server] = []
         self.sessions: dict[Any, asyncio.Task[None]] = {}
@@ -141,6 +147,7 @@ class Listeners:
         conn = Connection()
         conn.tls_active = tls  # implicit TLS: connection_made comes after the handshake
         conn.write_timeout = self.write_timeout
+        conn.min_rate, conn.rate_window = self.min_rate, self.rate_window
         conn.on_open = self._serve
         return conn
 

@@ -5,8 +5,8 @@ it wakes is the lag, which only CPU work on the loop (or a starved process)
 causes. Each measure goes to the `mailstandby_event_loop_lag_seconds`
 histogram; one past `warn_after` is logged (at most one warning per
 `WARN_EVERY` seconds, with the worst lag seen since the last one), so a
-regression of "nothing CPU-heavy on the event loop" (issue 16) shows in the
-metrics and the log.
+regression of "nothing CPU-heavy on the event loop" (docs/security.md,
+"Attacker input and the event loop") shows in the metrics and the log.
 """
 
 from __future__ import annotations

@@ -7,6 +7,14 @@ drop any plaintext pipelined behind the command before the handshake starts
 (the CVE-2024-34083 class) using only public asyncio APIs. Replies are
 collected and written in one go right before the connection waits for input,
 which is what pipelining clients want and what makes small commands cheap.
+
+A request (a command line, a DATA body, a literal) that has begun to arrive
+must keep arriving at `min_rate` bytes per second, measured over each
+`rate_window` seconds (RELIABILITY X1, slowloris): a peer that trickles below it
+gets `TooSlow`, a `TimeoutError`, so each protocol answers it as it answers
+a timeout (SMTP 421 4.4.2, IMAP `* BYE`, POP3 `-ERR`). The clock starts at
+the request's first byte: a quiet session between commands, or in IMAP IDLE,
+is left to the protocol's idle timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ import logging
 import ssl
 from collections.abc import Callable
 from typing import Protocol
+
+from mailstandby.core.events import Event
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +49,10 @@ class LineTooLong(Exception):
 
 
 HEAD_KEPT = 64
+
+
+class TooSlow(TimeoutError):
+    """The peer sent a request below the minimum data rate; the protocol answers it as a timeout."""
 
 
 class DataTooBig(Exception):
@@ -75,6 +89,11 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timed_out = False
         self.write_timeout = 300.0  # seconds a peer may leave our replies unread
+        self.min_rate = 0  # bytes per second a request must keep arriving at; 0: no minimum
+        self.rate_window = 30.0  # seconds over which that rate is measured
+        self._window_end = 0.0  # end of the current rate window; 0: no request under way
+        self._window_bytes = 0  # bytes received since the window began
+        self._too_slow = False
         self.on_open: Callable[[Connection], None] | None = None
 
     # -- asyncio callbacks ------------------------------------------------------
@@ -88,6 +107,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
+        self._window_bytes += len(data)
         if len(self._buf) > HIGH_WATER and not self._paused and self.transport is not None:
             self.transport.pause_reading()
             self._paused = True
@@ -120,8 +140,11 @@ class Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
     # -- reading -------------------------------------------------------------------
-    async def _wait(self, timeout: float) -> None:
-        """Flush pending replies, then wait for more input (or EOF) up to `timeout`."""
+    async def _wait(self, timeout: float, *, request: bool = False) -> None:
+        """Flush pending replies, then wait for more input (or EOF) up to `timeout`.
+
+        `request`: part of a request has arrived, so the minimum data rate applies.
+        """
         if self._eof:
             raise ConnectionClosed
         await self.flush()
@@ -130,15 +153,22 @@ class Connection(asyncio.Protocol):
             self._paused = False
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + timeout
-        if self._timer is not None and self._timer.when() > self._deadline:
+        if request and self.min_rate and not self._window_end:
+            self._window_end = loop.time() + self.rate_window
+            self._window_bytes = 0
+        due = self._next_check()
+        if self._timer is not None and self._timer.when() > due:
             self._timer.cancel()  # a shorter timeout than the armed one (e.g. IMAP login, then IDLE)
             self._timer = None
         if self._timer is None:  # one timer per connection, re-armed only when it fires
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._timer = loop.call_at(due, self._on_timer)
         self._waiter = loop.create_future()
         try:
             await self._waiter
         except asyncio.CancelledError:
+            if self._too_slow:
+                self._too_slow = False
+                raise TooSlow from None
             if self._timed_out:
                 self._timed_out = False
                 raise TimeoutError from None
@@ -146,16 +176,37 @@ class Connection(asyncio.Protocol):
         finally:
             self._waiter = None
 
+    def _next_check(self) -> float:
+        return min(self._deadline, self._window_end) if self._window_end else self._deadline
+
+    def _end_request(self) -> None:
+        self._window_end = 0.0
+
     def _on_timer(self) -> None:
         self._timer = None
         if self._waiter is None or self._waiter.done():
             return
         loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
+        now = loop.time()
+        if self._window_end and now >= self._window_end:
+            if self._window_bytes < self.min_rate * self.rate_window:
+                log.info(
+                    "%s: peer=%s: %d bytes of a request in %.0fs, below the minimum of %d per second: closing",
+                    Event.LISTENER_TOO_SLOW,
+                    self.peer[0],
+                    self._window_bytes,
+                    self.rate_window,
+                    self.min_rate,
+                )
+                self._too_slow = True
+                self._waiter.cancel()
+                return
+            self._window_end, self._window_bytes = now + self.rate_window, 0
+        if now >= self._deadline:
             self._timed_out = True
             self._waiter.cancel()
         else:
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._timer = loop.call_at(self._next_check(), self._on_timer)
 
     def _consume(self, n: int) -> bytes:
         data = bytes(self._buf[:n])
@@ -168,6 +219,7 @@ class Connection(asyncio.Protocol):
         while True:
             i = self._buf.find(b"\n", start)
             if i >= 0:
+                self._end_request()
                 line = self._consume(i + 1)
                 if head is not None or len(line) > limit:
                     raise LineTooLong(line[:HEAD_KEPT] if head is None else head)
@@ -179,7 +231,7 @@ class Connection(asyncio.Protocol):
             start = len(self._buf)
             if self._eof:
                 raise ConnectionClosed
-            await self._wait(timeout)
+            await self._wait(timeout, request=bool(start) or head is not None)
 
     async def read_data(self, limit: int, timeout: float, reservation: Reservation | None = None) -> bytes:
         """Message data up to and including the CRLF before the final dot.
@@ -195,10 +247,12 @@ class Connection(asyncio.Protocol):
         refused = False  # the memory budget said no
         while True:
             if not dropped and self._buf.startswith(b".\r\n"):
+                self._end_request()
                 self._consume(3)  # empty message: the DATA line's CRLF began the terminator
                 return b""
             i = self._buf.find(END_OF_DATA, start)
             if i >= 0:
+                self._end_request()
                 data = self._consume(i + 5)[:-3]
                 if refused:
                     raise DataOverBudget
@@ -214,26 +268,30 @@ class Connection(asyncio.Protocol):
             start = max(0, len(self._buf) - 4)
             if self._eof:
                 raise ConnectionClosed
-            await self._wait(timeout)
+            await self._wait(timeout, request=bool(self._buf))
 
     async def read_exact(self, n: int, timeout: float) -> bytes:
         """Exactly `n` bytes (an IMAP literal); the caller bounds `n` before asking."""
         while len(self._buf) < n:
             if self._eof:
                 raise ConnectionClosed
-            await self._wait(timeout)
+            await self._wait(timeout, request=bool(self._buf))
+        self._end_request()
         return self._consume(n)
 
     async def discard_exact(self, n: int, timeout: float) -> None:
         """Read and drop `n` bytes without buffering them (a refused literal, RFC 7888 §4)."""
+        started = False
         while n > 0:
             if not self._buf:
                 if self._eof:
                     raise ConnectionClosed
-                await self._wait(timeout)
+                await self._wait(timeout, request=started)
             take = min(n, len(self._buf))
             del self._buf[:take]
             n -= take
+            started = True
+        self._end_request()
 
     async def input_within(self, timeout: float) -> bool:
         """Whether the peer sends anything within `timeout` (0: whether it already has), consuming nothing."""

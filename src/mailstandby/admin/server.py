@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -137,10 +138,14 @@ class _Server(uvicorn.Server):
 
 
 class AdminServer:
-    def __init__(self, settings: AdminSettings, app: Starlette, *, cert: str = "", key: str = "") -> None:
+    def __init__(self, settings: AdminSettings, app: Starlette, *, tls_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings
         self.sockets: list[socket.socket] = []
-        tls = {"ssl_certfile": cert, "ssl_keyfile": key} if settings.tls else {}
+        if settings.tls and tls_context is None:
+            raise ValueError("admin.tls needs a certificate")
+        # The listeners' own context (tls.py: its protocols and ciphers, its reload), not one uvicorn builds.
+        live = tls_context
+        tls = {"ssl_context_factory": lambda _config, _default: live} if settings.tls else {}
         self.limits = HTTPLimits(
             ConnectionCaps(settings.max_connections, settings.max_connections_per_client),
             settings.header_timeout,

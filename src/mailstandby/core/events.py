@@ -23,6 +23,9 @@ class Event(StrEnum):
     STORE_PERMISSIONS_FIXED = "store.permissions-fixed"  # group/other access taken away at start-up
     STORE_UNAVAILABLE = "store.unavailable"  # the database is away: a command was answered "try again later"
     LISTENER_REFUSED = "listener.refused"  # a connection over a cap, or from outside an allow-list
+    LISTENER_TOO_SLOW = "listener.too-slow"  # a peer sent a request below the minimum data rate
+    TLS_RELOADED = "tls.reloaded"  # new connections get the certificate now on disk
+    TLS_RELOAD_REFUSED = "tls.reload-refused"  # the new certificate/key did not load; the old one stays
     POP3_LOGIN = "pop3.login"
     POP3_LOGIN_FAILED = "pop3.login-failed"
     POP3_REJECTED = "pop3.rejected"

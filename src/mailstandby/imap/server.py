@@ -3,7 +3,7 @@
 Mirrors `pop3.server`: the byte-level connection is `transport.Connection`
 (bounded buffers, timeouts, STARTTLS without pipelined plaintext); `sessions`
 holds every live session and its task; `stop(grace)` stops listening and ends
-every session with `* BYE server shutting down` (STYLE §3).
+every session with `* BYE server shutting down` (CONTRIBUTING.md, Shutdown).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class IMAPServer(Listeners):
             max_connections=settings.max_connections,
             max_connections_per_client=settings.max_connections_per_client,
             login_timeout=settings.login_timeout,
+            min_rate=settings.min_data_rate,
+            rate_window=settings.data_rate_window,
         )
         self.settings = settings
         self.store = store

@@ -23,7 +23,7 @@ Invariants:
   and then the BYE. A BAD below the limit leaves the session usable.
 - A handler reports failure by raising `Reply` (NO or BAD); a StoreError (the
   database away) is answered `NO [UNAVAILABLE]` (RFC 5530 §3: temporary); any
-  other exception is logged here and answered `NO [SERVERBUG]` without detail (STYLE §3).
+  other exception is logged here and answered `NO [SERVERBUG]` without detail (CONTRIBUTING.md: client text generic).
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class Forwarder:
         """Plan and durably queue the forwarding of message `message_id` (idempotent); returns the plan.
 
         Planning parses the message (and makes the summary): CPU-bound on any sender's input, so it
-        runs in a worker thread, never on the event loop (issue 16)."""
+        runs in a worker thread, never on the event loop (docs/security.md)."""
         p = await asyncio.to_thread(self.plan, user, raw, envelope_sender)
         log.info("%s: id=%s user=%s reason=%s", Event.NOTIFY_FORWARD, message_id, user.address, p.reason.value)
         if p.full_to:

@@ -68,7 +68,7 @@ ERR_UNKNOWN_MECHANISM = Reply(False, "Unsupported authentication mechanism.")  #
 ERR_SASL_ABORTED = Reply(False, "Authentication aborted by client.")  # RFC 5034 §4: "*"
 ERR_TOO_MANY_BAD = Reply(False, "Too many bad commands.")
 ERR_TIMEOUT = Reply(False, "Disconnected for inactivity.")
-ERR_SHUTTING_DOWN = Reply(False, "server shutting down")  # STYLE §3: POP3's goodbye is -ERR
+ERR_SHUTTING_DOWN = Reply(False, "server shutting down")  # CONTRIBUTING.md, Shutdown: POP3's goodbye is -ERR
 ERR_MESSAGE_GONE = Reply(False, "Message was expunged by another session.")
 
 # -ERR [AUTH]: RFC 3206 §4 (the credentials or their transport are the problem)

@@ -3,7 +3,7 @@
 The byte-level connection (bounded buffers, timeouts, STLS without pipelined
 plaintext) is `mailstandby.transport.Connection`, shared with SMTP and IMAP.
 On shutdown every session gets `-ERR server shutting down` (POP3 has no other
-goodbye, STYLE §3); a session in the UPDATE state finishes first, up to the
+goodbye, CONTRIBUTING.md); a session in the UPDATE state finishes first, up to the
 grace period.
 """
 
@@ -52,6 +52,8 @@ class POP3Server(Listeners):
             max_connections=settings.max_connections,
             max_connections_per_client=settings.max_connections_per_client,
             login_timeout=settings.login_timeout,
+            min_rate=settings.min_data_rate,
+            rate_window=settings.data_rate_window,
         )
         self.settings = settings
         self.store = store

@@ -281,7 +281,7 @@ class Session:
         try:
             user = await self.authenticator.authenticate(username, password, peer=peer, protocol="pop3")
         except Exception:
-            self.log.exception("authenticator failed")  # unknown means temporary (STYLE §3)
+            self.log.exception("authenticator failed")  # unknown means temporary (CONTRIBUTING.md)
             raise CommandError(codes.ERR_SYS_TEMP_ERROR, bad=False) from None
         if user is None or not password:
             self.log.info("%s: user=%s", Event.POP3_LOGIN_FAILED, _printable(username))

@@ -43,6 +43,8 @@ class SMTPServer(Listeners):
             max_session_time=settings.max_session_time,
             max_connections=settings.max_connections,
             max_connections_per_client=settings.max_connections_per_client,
+            min_rate=settings.min_data_rate,
+            rate_window=settings.data_rate_window,
         )
         self.settings = settings
         self.intake = intake

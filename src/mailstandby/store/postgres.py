@@ -425,9 +425,10 @@ class PostgresStore:
         try:
             db = self._writer_connection()
             db.execute("BEGIN")
-            for op in batch:
-                if isinstance(op, _Accept):
-                    op.result = self._insert(db, op.message, now)  # type: ignore[arg-type]
+            accepts = [op for op in batch if isinstance(op, _Accept) and op.message is not None]
+            inserted = self._insert(db, [op.message for op in accepts if op.message is not None], now)
+            for op, queued in zip(accepts, inserted, strict=True):
+                op.result = queued
             touched: set[str] = set()
             for op in batch:
                 if isinstance(op, _Record) and op.atomic:
@@ -490,34 +491,43 @@ class PostgresStore:
             op.error = e
         db.execute("RELEASE call")
 
-    def _insert(self, db: PgConnection, m: NewMessage, now: float) -> QueuedMessage:
-        env = m.envelope
-        db.execute(
+    def _insert(self, db: PgConnection, messages: list[NewMessage], now: float) -> list[QueuedMessage]:
+        """Every message of the batch in two statements (each one round trip: psycopg pipelines executemany)."""
+        db.executemany(
             "INSERT INTO messages (id, sender, received_at, size, body, crc, body_type, smtputf8, origin,"
             " dsn_ret, dsn_envid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                m.id,
-                env.sender,
-                m.received_at,
-                len(m.body),
-                m.body,
-                zlib.crc32(m.body),
-                env.body_type.value,
-                int(env.smtputf8),
-                m.origin.value,
-                env.ret,
-                env.envid,
-            ),
+            [
+                (
+                    m.id,
+                    m.envelope.sender,
+                    m.received_at,
+                    len(m.body),
+                    m.body,
+                    zlib.crc32(m.body),
+                    m.envelope.body_type.value,
+                    int(m.envelope.smtputf8),
+                    m.origin.value,
+                    m.envelope.ret,
+                    m.envelope.envid,
+                )
+                for m in messages
+            ],
         )
-        recipients = [queued_recipient(env, r) for r in env.recipients]
+        queued = [self._queued(m) for m in messages]
         db.executemany(  # claimed by this node: what it accepts, it delivers
             "INSERT INTO deliveries (message_id, rcpt, state, next_attempt, updated_at, dsn_notify, dsn_orcpt,"
             " claimed_by, lease_until) VALUES (?,?,?,?,?,?,?,?,?)",
             [
-                (m.id, r.rcpt, RcptState.QUEUED.value, 0.0, now, r.notify, r.orcpt, self.node_id, now + self.lease)
-                for r in recipients
+                (q.id, r.rcpt, RcptState.QUEUED.value, 0.0, now, r.notify, r.orcpt, self.node_id, now + self.lease)
+                for q in queued
+                for r in q.recipients
             ],
         )
+        return queued
+
+    @staticmethod
+    def _queued(m: NewMessage) -> QueuedMessage:
+        env = m.envelope
         return QueuedMessage(
             id=m.id,
             sender=env.sender,
@@ -526,7 +536,7 @@ class PostgresStore:
             smtputf8=env.smtputf8,
             body_type=env.body_type.value,
             origin=m.origin,
-            recipients=recipients,
+            recipients=[queued_recipient(env, r) for r in env.recipients],
             ret=env.ret,
             envid=env.envid,
         )
