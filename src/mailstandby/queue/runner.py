@@ -459,13 +459,17 @@ class QueueRunner:
                 return dict.fromkeys(rcpts, Reply(451, "4.4.1", f"cannot reach the {route.value}: {why}"[:300]))
             self.dead_failures.pop(dest, None)
             self.dead_until.pop(dest, None)
-        replies = await conn.send(
-            message.sender,
-            rcpts,
-            body,
-            smtputf8=message.smtputf8,
-            eight_bit=message.body_type == BodyType.EIGHT_BIT.value,
-        )
+        try:
+            replies = await conn.send(
+                message.sender,
+                rcpts,
+                body,
+                smtputf8=message.smtputf8,
+                eight_bit=message.body_type == BodyType.EIGHT_BIT.value,
+            )
+        except BaseException:  # cancelled (stopping) or a bug: the connection is in no state to reuse
+            conn.abort()
+            raise
         if conn.usable:
             conns[dest] = conn
         if route is Route.PRIMARY and self.evidence is not None:

@@ -39,6 +39,15 @@ class LMTPConnection:
         return self.writer is not None and not self.writer.is_closing()
 
     async def open(self) -> None:
+        """Connect, LHLO, STARTTLS as configured. On any failure, cancellation included, the
+        connection is gone when this raises (no transport left for the collector)."""
+        try:
+            await self._open()
+        except BaseException:
+            self.abort()
+            raise
+
+    async def _open(self) -> None:
         s = self.settings
         async with asyncio.timeout(s.connect_timeout):
             self.reader, self.writer = await asyncio.open_connection(s.host, s.port, limit=MAX_LINE * 2)
@@ -81,6 +90,11 @@ class LMTPConnection:
             pass
         finally:
             writer.close()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.transport.abort()
+            self.writer = None
 
     async def send(
         self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool

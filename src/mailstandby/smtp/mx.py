@@ -234,6 +234,10 @@ class MXConnection:
         if self.conn is not None:
             await self.conn.close()
 
+    def abort(self) -> None:
+        if self.conn is not None:
+            self.conn.abort()
+
     async def send(
         self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
     ) -> dict[str, Reply]:

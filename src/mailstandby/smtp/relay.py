@@ -76,10 +76,16 @@ class RelayConnection:
         return self.client.is_connected
 
     async def open(self) -> None:
-        await self.client.connect(timeout=self.settings.connect_timeout)
-        await self.client.ehlo()
-        if self.settings.tls == "required" and self.client.get_transport_info("sslcontext") is None:
-            raise aiosmtplib.SMTPException("TLS required but the primary did not offer STARTTLS")
+        """Connect and EHLO (STARTTLS as configured). On any failure, cancellation included, the
+        connection is closed when this raises."""
+        try:
+            await self.client.connect(timeout=self.settings.connect_timeout)
+            await self.client.ehlo()
+            if self.settings.tls == "required" and self.client.get_transport_info("sslcontext") is None:
+                raise aiosmtplib.SMTPException("TLS required but the primary did not offer STARTTLS")
+        except BaseException:
+            self.client.close()
+            raise
 
     async def close(self) -> None:
         try:
@@ -89,6 +95,9 @@ class RelayConnection:
             pass
         finally:
             self.client.close()
+
+    def abort(self) -> None:
+        self.client.close()
 
     async def send(
         self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
@@ -167,6 +176,10 @@ class PrimaryConnection(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the connection at once, nothing said (a send that failed or was cancelled midway)."""
+        ...
 
     async def send(
         self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
