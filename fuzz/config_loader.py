@@ -22,7 +22,7 @@ from pathlib import Path
 from fuzz.engine import Target
 from fuzz.run import module_main
 from mailstandby import config
-from mailstandby.config import Config, ConfigError, load
+from mailstandby.config import Config, ConfigError, load, loader
 
 _FILE_LEVEL = ("cannot read: ", "not UTF-8 text", "TOML syntax: ")
 _PART = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\\x00-\x1f]|\\.)*")'
@@ -34,7 +34,7 @@ _FILE = _DIR / "mailstandby.toml"
 
 def _keys(value: object, loc: tuple[int | str, ...] = ()) -> set[str]:
     """Every key path the file has, spelt as load() spells keys in problems."""
-    out = {config._key(loc)} if loc else set()
+    out = {loader._key(loc)} if loc else set()
     if isinstance(value, dict):
         for k, v in value.items():
             out |= _keys(v, (*loc, k))
@@ -84,7 +84,7 @@ def _tokens() -> tuple[bytes, ...]:
     return (*words, *values, b'"127.0.0.1:0"', b'"[::1]:25"', b'"10.0.0.0/8"', b"[[directory.users]]\n")
 
 
-_SAMPLE = Path(config.__file__).with_name("sample.toml")
+_SAMPLE = Path(config.__file__).parents[1] / "sample.toml"
 
 TARGET = Target(
     "config_loader",

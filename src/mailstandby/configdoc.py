@@ -31,7 +31,8 @@ def _default(field: object) -> str:
 def _type(annotation: object) -> str:
     text = re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", str(annotation))
     text = text.replace("typing.", "").replace("pathlib.", "").replace("<class '", "")
-    return text.replace("'>", "").replace("mailstandby.config.", "").replace(" | ", " or ")
+    text = re.sub(r"mailstandby\.config\.(?:\w+\.)*", "", text.replace("'>", ""))  # the models' module paths
+    return text.replace(" | ", " or ")
 
 
 def render() -> str:

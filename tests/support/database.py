@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstandby.store.paths import database_path
-from mailstandby.store.sqlite import connect, migrate
+from mailstandby.store.sqlite_schema import connect, migrate
 
 
 def create(data_dir: Path) -> None:

@@ -83,9 +83,14 @@ INVENTORY: dict[tuple[str, str], Use] = {
         "response text of the primary's IMAP server (configured, trusted)", "anchored, one negated class", True
     ),
     ("store/segments.py", "_NAME"): Use("file names in the data directory", "local, ours", False),
-    ("config.py", "_BARE_KEY"): Use("keys of the configuration file", "administrator's text; one class run", False),
+    ("config/loader.py", "_BARE_KEY"): Use(
+        "keys of the configuration file", "administrator's text; one class run", False
+    ),
     ("store/postgres.py", "_USER"): Use("SQL text written in store/ (never a parameter)", "ours, constant", False),
     ("configdoc.py", "Annotated\\[(\\w+), [^\\]]*\\]"): Use("type annotations of the config models", "ours", False),
+    ("configdoc.py", "mailstandby\\.config\\.(?:\\w+\\.)*"): Use(
+        "type annotations of the config models", "ours", False
+    ),
     ("directory/ldapmap.py", "_TYPED"): Use("LDAP mapping in the config file", "administrator's text", False),
     ("directory/records.py", "_ADDRESS"): Use("directory imports (LDAP, CSV/JSON)", "administrator's data", False),
     ("directory/records.py", "_PHONE"): Use("directory imports", "administrator's data; bounded repeat", False),

@@ -11,7 +11,7 @@ import pytest
 
 from mailstandby.store.postgres import pg_sql
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
-from mailstandby.store.sqlite import MIGRATIONS
+from mailstandby.store.sqlite_schema import MIGRATIONS
 
 STORE = Path(__file__).resolve().parents[2] / "src" / "mailstandby" / "store"
 _TABLE = re.compile(r"CREATE TABLE (\w+)")

@@ -16,7 +16,7 @@ from mailstandby.config import StoreSettings
 from mailstandby.store.mailbox import Change
 from mailstandby.store.paths import database_path
 from mailstandby.store.postgres import PgConnection, connect_pg, migrate_pg
-from mailstandby.store.sqlite import connect, migrate
+from mailstandby.store.sqlite_schema import connect, migrate
 
 T = TypeVar("T")
 

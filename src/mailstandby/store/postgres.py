@@ -55,7 +55,7 @@ from mailstandby.store.base import (
 from mailstandby.store.changefeed import CHANNEL, payload
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
 from mailstandby.store.postgres_settings import join_cluster, rejoin
-from mailstandby.store.sqlite import _Accept, _Call, _noop, _Op, _Record, hand_to_writer, queued_recipient, run_writer
+from mailstandby.store.writer import Accept, Call, Op, Record, hand_to_writer, noop, queued_recipient, run_writer
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class PostgresStore:
         self.lease = lease  # seconds a claim lasts unless renewed
         self._background: set[asyncio.Task[None]] = set()
         self.quarantine = data_dir / "quarantine"
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._db: PgConnection | None = None
         self._read_db: PgConnection | None = None
@@ -276,13 +276,13 @@ class PostgresStore:
 
     # -- the MailStore contract ---------------------------------------------
     async def accept(self, message: NewMessage) -> QueuedMessage:
-        return await self._submit(_Accept(done=_noop, message=message))
+        return await self._submit(Accept(done=noop, message=message))
 
     async def record(
         self, outcomes: list[Outcome], *, also: Callable[[Any], T] | None = None, atomic: bool = False
     ) -> T | None:
         if outcomes or also is not None:
-            return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also, atomic=atomic))
+            return await self._submit(Record(done=noop, outcomes=outcomes, also=also, atomic=atomic))
         return None
 
     async def mark_sent(self, message_id: str, rcpts: list[str], at: float) -> None:
@@ -369,7 +369,7 @@ class PostgresStore:
 
     async def call(self, fn: Callable[[Any], T]) -> T:
         """Run `fn(db)` in the writer thread, group-committed; returns once committed."""
-        return await self._submit(_Call(done=_noop, fn=fn))
+        return await self._submit(Call(done=noop, fn=fn))
 
     def read_connection(self) -> PgConnection:
         """The event loop's connection (autocommit); a read that meets a lost server reconnects once."""
@@ -392,7 +392,7 @@ class PostgresStore:
         return [dict(zip(cols, r, strict=True)) for r in self.read_connection().execute(sql + " ORDER BY rcpt", args)]
 
     # -- event-loop side of the writer ---------------------------------------
-    async def _submit(self, op: _Op) -> Any:
+    async def _submit(self, op: Op) -> Any:
         if self._thread is None:
             raise StoreError("store is closed")
         return await hand_to_writer(self._ops, op)
@@ -419,29 +419,29 @@ class PostgresStore:
             log.info("the store's writer is connected again")
         return self._db
 
-    def _apply(self, batch: list[_Op]) -> None:
+    def _apply(self, batch: list[Op]) -> None:
         now = time.time()
         db: PgConnection | None = None
         try:
             db = self._writer_connection()
             db.execute("BEGIN")
-            accepts = [op for op in batch if isinstance(op, _Accept) and op.message is not None]
+            accepts = [op for op in batch if isinstance(op, Accept) and op.message is not None]
             inserted = self._insert(db, [op.message for op in accepts if op.message is not None], now)
             for op, queued in zip(accepts, inserted, strict=True):
                 op.result = queued
             touched: set[str] = set()
             for op in batch:
-                if isinstance(op, _Record) and op.atomic:
+                if isinstance(op, Record) and op.atomic:
                     if self._run_atomic(db, op, now):
                         touched.update(o.message_id for o in op.outcomes)
-                elif isinstance(op, _Record):
+                elif isinstance(op, Record):
                     lost = self._apply_outcomes(db, op.outcomes, now)
                     touched.update(o.message_id for o in op.outcomes)
                     if op.also is not None and not lost:  # copies of mail another node settled: not ours
                         op.result = self._run_also(db, op.also)
             self._retire(db, touched)
             for op in batch:
-                if isinstance(op, _Call):
+                if isinstance(op, Call):
                     self._run_call(db, op)
             db.execute("COMMIT")  # synchronous_commit = on: durable (and replicated, if so configured) now
         except Exception as e:  # unknown outcome counts as failure: a retry is cheaper than a loss
@@ -467,7 +467,7 @@ class PostgresStore:
         finally:
             db.execute("RELEASE also")
 
-    def _run_atomic(self, db: PgConnection, op: _Record, now: float) -> bool:
+    def _run_atomic(self, db: PgConnection, op: Record, now: float) -> bool:
         db.execute("SAVEPOINT atomic")
         try:
             if self._apply_outcomes(db, op.outcomes, now):
@@ -481,7 +481,7 @@ class PostgresStore:
             db.execute("RELEASE atomic")
         return True
 
-    def _run_call(self, db: PgConnection, op: _Call) -> None:
+    def _run_call(self, db: PgConnection, op: Call) -> None:
         assert op.fn is not None
         db.execute("SAVEPOINT call")
         try:

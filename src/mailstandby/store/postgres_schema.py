@@ -1,4 +1,4 @@
-"""The PostgreSQL schema: the same versions as store/sqlite.py MIGRATIONS, entry for entry.
+"""The PostgreSQL schema: the same versions as store/sqlite_schema.py MIGRATIONS, entry for entry.
 
 Version n here makes the same tables and columns as version n there (a unit test compares
 them), with PostgreSQL's types: BIGINT for INTEGER, DOUBLE PRECISION for REAL, BYTEA for BLOB,

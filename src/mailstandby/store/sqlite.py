@@ -15,7 +15,6 @@ recipient left to deliver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -24,14 +23,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mailstandby.config import StoreSettings
 from mailstandby.core.events import Event
-from mailstandby.core.model import Envelope
-from mailstandby.files import create_private, write_private
+from mailstandby.files import write_private
 from mailstandby.store.base import (
     CorruptMessage,
     NewMessage,
@@ -44,359 +41,12 @@ from mailstandby.store.base import (
 )
 from mailstandby.store.paths import database_path
 from mailstandby.store.segments import Location, SegmentReader, SegmentWriter, fsync_dir
+from mailstandby.store.sqlite_schema import connect, migrate
+from mailstandby.store.writer import Accept, Call, Op, Record, hand_to_writer, noop, queued_recipient, run_writer
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-MIGRATIONS: list[str] = [
-    # 1: messages and their per-recipient queue entries
-    """
-    CREATE TABLE messages (
-        id          TEXT PRIMARY KEY,
-        sender      TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        size        INTEGER NOT NULL,
-        segment     INTEGER NOT NULL,
-        offset      INTEGER NOT NULL,
-        crc         INTEGER NOT NULL,
-        body_type   TEXT NOT NULL,
-        smtputf8    INTEGER NOT NULL,
-        origin      TEXT NOT NULL,
-        done        INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX messages_segment ON messages (segment, done);
-    CREATE TABLE deliveries (
-        message_id   TEXT NOT NULL REFERENCES messages (id),
-        rcpt         TEXT NOT NULL,
-        state        TEXT NOT NULL,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_attempt REAL NOT NULL,
-        last_reply   TEXT NOT NULL DEFAULT '',
-        route        TEXT NOT NULL DEFAULT '',
-        updated_at   REAL NOT NULL,
-        PRIMARY KEY (message_id, rcpt)
-    );
-    CREATE INDEX deliveries_state ON deliveries (state, message_id);
-    """,
-    # 2: standby mailboxes (store/sqlite_mailbox.py) and standby credentials
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    CREATE TABLE mailboxes (
-        id            INTEGER PRIMARY KEY,
-        user          TEXT NOT NULL,
-        name          TEXT NOT NULL,
-        uidvalidity   INTEGER NOT NULL,
-        uidnext       INTEGER NOT NULL DEFAULT 1,
-        highestmodseq INTEGER NOT NULL DEFAULT 1,
-        special_use   TEXT,
-        subscribed    INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (user, name)
-    );
-    CREATE TABLE bodies (id INTEGER PRIMARY KEY, data BLOB NOT NULL, refs INTEGER NOT NULL);
-    CREATE TABLE mail (
-        mailbox_id    INTEGER NOT NULL REFERENCES mailboxes (id),
-        uid           INTEGER NOT NULL,
-        body_id       INTEGER NOT NULL REFERENCES bodies (id),
-        flags         TEXT NOT NULL DEFAULT '',
-        internal_date REAL NOT NULL,
-        size          INTEGER NOT NULL,
-        modseq        INTEGER NOT NULL,
-        journaled     INTEGER NOT NULL DEFAULT 0,
-        PRIMARY KEY (mailbox_id, uid)
-    ) WITHOUT ROWID;
-    CREATE INDEX mail_journal ON mail (journaled, internal_date);
-    CREATE TABLE credentials (user TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
-    """,
-    # 3: the audit trail (logins now; administrator actions later)
-    """
-    CREATE TABLE audit (
-        id      INTEGER PRIMARY KEY,
-        at      REAL NOT NULL,
-        actor   TEXT NOT NULL,
-        action  TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        peer    TEXT NOT NULL DEFAULT '',
-        detail  TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX audit_at ON audit (at);
-    """,
-    # 4: failover state (one row), its transitions, the monitor's health changes, administrators
-    """
-    CREATE TABLE failover_state (
-        id     INTEGER PRIMARY KEY CHECK (id = 1),
-        mode   TEXT NOT NULL,
-        users  TEXT,
-        seq    INTEGER NOT NULL,
-        since  REAL NOT NULL,
-        held   INTEGER NOT NULL
-    );
-    CREATE TABLE failover_log (
-        id        INTEGER PRIMARY KEY,
-        at        REAL NOT NULL,
-        actor     TEXT NOT NULL,
-        from_mode TEXT NOT NULL,
-        to_mode   TEXT NOT NULL,
-        users     TEXT,
-        seq       INTEGER NOT NULL,
-        reason    TEXT NOT NULL
-    );
-    CREATE TABLE health_log (
-        id     INTEGER PRIMARY KEY,
-        at     REAL NOT NULL,
-        target TEXT NOT NULL,
-        status TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX health_log_at ON health_log (at);
-    CREATE TABLE admins (name TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
-    """,
-    # 5: the DNS records a switch replaced, to be put back on failback
-    """
-    CREATE TABLE dns_saved (
-        name     TEXT NOT NULL,
-        rdtype   TEXT NOT NULL,
-        ttl      INTEGER NOT NULL,
-        rdatas   TEXT NOT NULL,
-        saved_at REAL NOT NULL,
-        PRIMARY KEY (name, rdtype)
-    );
-    """,
-    # 6: user notifications (one row per user, kind, occurrence and destination), setup links and codes
-    """
-    CREATE TABLE notifications (
-        id           INTEGER PRIMARY KEY,
-        user         TEXT NOT NULL,
-        kind         TEXT NOT NULL,
-        occurrence   TEXT NOT NULL,
-        mode         TEXT NOT NULL,
-        destination  TEXT NOT NULL,
-        payload      TEXT NOT NULL DEFAULT '',
-        state        TEXT NOT NULL,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_attempt REAL NOT NULL DEFAULT 0,
-        last_error   TEXT NOT NULL DEFAULT '',
-        message_id   TEXT NOT NULL DEFAULT '',
-        created_at   REAL NOT NULL,
-        updated_at   REAL NOT NULL,
-        UNIQUE (user, kind, occurrence, mode, destination)
-    );
-    CREATE INDEX notifications_due ON notifications (state, next_attempt);
-    CREATE TABLE setup_tokens (
-        hash       TEXT PRIMARY KEY,
-        user       TEXT NOT NULL,
-        purpose    TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        used_at    REAL,
-        tries      INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX setup_tokens_user ON setup_tokens (user, purpose);
-    """,
-    # 7: directory import (store/sqlite_directory.py): users imported from LDAP and the device gateway, one row per
-    # user (JSON), and one row per applied import whose largest generation tells the server to reload
-    """
-    CREATE TABLE directory_users (
-        key        TEXT PRIMARY KEY,
-        source     TEXT NOT NULL,
-        enabled    INTEGER NOT NULL,
-        data       TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    CREATE TABLE directory_imports (
-        generation INTEGER PRIMARY KEY,
-        at         REAL NOT NULL,
-        origin     TEXT NOT NULL,
-        added      INTEGER NOT NULL,
-        changed    INTEGER NOT NULL,
-        disabled   INTEGER NOT NULL,
-        removed    INTEGER NOT NULL
-    );
-    """,
-    # 8: failback sync (sync/): one record per standby message per user and primary folder
-    """
-    CREATE TABLE sync_items (
-        user        TEXT NOT NULL,
-        body_id     INTEGER NOT NULL,
-        folder      TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        state       TEXT NOT NULL,
-        flags       TEXT NOT NULL DEFAULT '',
-        attempts    INTEGER NOT NULL DEFAULT 0,
-        reason      TEXT NOT NULL DEFAULT '',
-        last_error  TEXT NOT NULL DEFAULT '',
-        primary_uid INTEGER,
-        updated_at  REAL NOT NULL,
-        PRIMARY KEY (user, body_id, folder)
-    );
-    CREATE INDEX sync_items_state ON sync_items (state, user);
-    """,
-    # 9: \\Recent (RFC 3501 §2.3.2): the highest UID a session has claimed per mailbox; what is
-    # there at the upgrade counts as claimed
-    """
-    ALTER TABLE mailboxes ADD COLUMN recent_uid INTEGER NOT NULL DEFAULT 0;
-    UPDATE mailboxes SET recent_uid = uidnext - 1;
-    """,
-    # 10: the DSN extension (RFC 3461): RET and ENVID per message, NOTIFY and ORCPT per recipient
-    """
-    ALTER TABLE messages ADD COLUMN dsn_ret TEXT NOT NULL DEFAULT '';
-    ALTER TABLE messages ADD COLUMN dsn_envid TEXT NOT NULL DEFAULT '';
-    ALTER TABLE deliveries ADD COLUMN dsn_notify TEXT NOT NULL DEFAULT '';
-    ALTER TABLE deliveries ADD COLUMN dsn_orcpt TEXT NOT NULL DEFAULT '';
-    """,
-    # 11: deliveries marked in flight before they are sent (nonzero until a known outcome is recorded),
-    # so that after a crash an unknown outcome is looked up in the primary mailbox before sending again
-    """
-    ALTER TABLE deliveries ADD COLUMN sent_at REAL NOT NULL DEFAULT 0;
-    """,
-    # 12: per-recipient claims of the nodes sharing a PostgreSQL store (unused on SQLite: one node)
-    """
-    ALTER TABLE deliveries ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
-    ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0;
-    """,
-    # 13: the leadership's fencing term (one node here: term 1 for good), carried by the leader's writes
-    """
-    CREATE TABLE cluster_leader (
-        id          INTEGER PRIMARY KEY CHECK (id = 1),
-        term        INTEGER NOT NULL,
-        node        TEXT NOT NULL,
-        lease_until REAL NOT NULL
-    );
-    INSERT INTO cluster_leader (id, term, node, lease_until) VALUES (1, 1, '', 0);
-    ALTER TABLE failover_state ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE failover_log ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE notifications ADD COLUMN term INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE leader_log (
-        id     INTEGER PRIMARY KEY AUTOINCREMENT,
-        at     REAL NOT NULL,
-        term   INTEGER NOT NULL,
-        node   TEXT NOT NULL,
-        action TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-    """,
-]
-
-UPSERT_CREDENTIAL = (
-    "INSERT INTO credentials (user, hash, updated_at) VALUES (?, ?, ?)"
-    " ON CONFLICT (user) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at"
-)
-UPSERT_ADMIN = (
-    "INSERT INTO admins (name, hash, updated_at) VALUES (?, ?, ?)"
-    " ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at"
-)
-
-
-def insert_audit(
-    db: sqlite3.Connection, actor: str, action: str, outcome: str, *, peer: str = "", detail: str = "", at: float = 0.0
-) -> None:
-    """One entry of the audit trail (who, what, how it ended, from where; never a secret)."""
-    db.execute(
-        "INSERT INTO audit (at, actor, action, outcome, peer, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (at or time.time(), actor[:256], action, outcome, peer, detail[:1000]),
-    )
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    with contextlib.suppress(FileNotFoundError):  # no directory: sqlite3 says so below
-        create_private(path)  # 0600 whatever the umask; SQLite gives -wal and -shm the same mode
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA foreign_keys=ON")
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
-
-
-def migrate(db: sqlite3.Connection) -> int:
-    """Bring the schema to the newest version; returns the version."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version > len(MIGRATIONS):
-        raise StoreError(f"store schema v{version} is newer than this mailstandby (v{len(MIGRATIONS)})")
-    for n, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        db.execute("BEGIN IMMEDIATE")
-        for statement in filter(str.strip, script.split(";")):
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version={n}")
-        db.execute("COMMIT")
-    return len(MIGRATIONS)
-
-
-@dataclass(slots=True)
-class _Op:
-    done: Callable[[Any, BaseException | None], None]
-    result: Any = None
-    error: BaseException | None = None
-
-
-@dataclass(slots=True)
-class _Accept(_Op):
-    message: NewMessage | None = None
-
-
-@dataclass(slots=True)
-class _Record(_Op):
-    outcomes: list[Outcome] = field(default_factory=list)
-    also: Callable[[sqlite3.Connection], Any] | None = None  # run in the same transaction as the outcomes
-    atomic: bool = False  # `also` failing undoes the outcomes too
-
-
-@dataclass(slots=True)
-class _Call(_Op):
-    """A function run in the writer thread inside the batch transaction, in its own savepoint."""
-
-    fn: Callable[[sqlite3.Connection], Any] | None = None
-
-
-
-async def hand_to_writer(ops: queue.SimpleQueue[_Op | None], op: _Op) -> Any:
-    """Queue `op` for a store's writer thread and wait, on the event loop, for its result."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
-
-    def done(result: Any, error: BaseException | None) -> None:
-        if fut.done():
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)
-
-    op.done = lambda r, e: loop.call_soon_threadsafe(done, r, e)
-    ops.put(op)
-    return await fut
-
-
-def run_writer(
-    ops: queue.SimpleQueue[_Op | None], apply: Callable[[list[_Op]], None], after: Callable[[], None] = lambda: None
-) -> None:
-    """A store's writer thread: everything waiting is one batch for `apply` (group commit); each op is
-    then told its result. A None in the queue stops the thread once the batch before it is done."""
-    stopping = False
-    while not stopping:
-        first = ops.get()
-        if first is None:
-            break
-        batch = [first]
-        while True:
-            try:
-                op = ops.get_nowait()
-            except queue.Empty:
-                break
-            if op is None:
-                stopping = True
-                break
-            batch.append(op)
-        try:
-            apply(batch)
-        except BaseException as e:  # the thread must never die silently
-            log.exception("store writer failed")
-            for op in batch:
-                if op.error is None and op.result is None:
-                    op.error = StoreError(f"store failure: {e}")
-        for op in batch:
-            op.done(op.result, op.error)
-        after()
 
 
 class SQLiteStore:
@@ -407,7 +57,7 @@ class SQLiteStore:
         self.settings = settings
         self.spool = data_dir / "spool"
         self.quarantine = data_dir / "quarantine"
-        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._reader: SegmentReader | None = None
@@ -446,7 +96,7 @@ class SQLiteStore:
 
     # -- the MailStore contract ---------------------------------------------
     async def accept(self, message: NewMessage) -> QueuedMessage:
-        return await self._submit(_Accept(done=_noop, message=message))
+        return await self._submit(Accept(done=noop, message=message))
 
     async def record(
         self, outcomes: list[Outcome], *, also: Callable[[sqlite3.Connection], T] | None = None, atomic: bool = False
@@ -455,7 +105,7 @@ class SQLiteStore:
         in its own savepoint: if it fails, only its work is undone (and logged) — or, when `atomic`,
         the outcomes are undone with it and StoreError is raised."""
         if outcomes or also is not None:
-            return await self._submit(_Record(done=_noop, outcomes=outcomes, also=also, atomic=atomic))
+            return await self._submit(Record(done=noop, outcomes=outcomes, also=also, atomic=atomic))
         return None
 
     async def mark_sent(self, message_id: str, rcpts: list[str], at: float) -> None:
@@ -510,7 +160,7 @@ class SQLiteStore:
         `fn` must only use the connection it is given and must not block on anything
         else; an exception it raises undoes its own writes and is re-raised here.
         """
-        return await self._submit(_Call(done=_noop, fn=fn))
+        return await self._submit(Call(done=noop, fn=fn))
 
     def read_connection(self) -> sqlite3.Connection:
         """The event loop's read connection (sees every committed write)."""
@@ -533,7 +183,7 @@ class SQLiteStore:
         return [dict(zip(cols, r, strict=True)) for r in self._read_db.execute(sql, args)]
 
     # -- event-loop side of the writer ---------------------------------------
-    async def _submit(self, op: _Op) -> Any:
+    async def _submit(self, op: Op) -> Any:
         if self._thread is None:
             raise StoreError("store is closed")
         return await hand_to_writer(self._ops, op)
@@ -542,9 +192,9 @@ class SQLiteStore:
     def _run(self) -> None:
         run_writer(self._ops, self._apply, self._delete_freed_segments)
 
-    def _apply(self, batch: list[_Op]) -> None:
+    def _apply(self, batch: list[Op]) -> None:
         assert self._db is not None and self._writer is not None
-        accepts = [op for op in batch if isinstance(op, _Accept)]
+        accepts = [op for op in batch if isinstance(op, Accept)]
         segment_before = self._writer.current
         locations = self._write_bodies(accepts)
         now = time.time()
@@ -556,17 +206,17 @@ class SQLiteStore:
                     op.result = self._insert(op.message, loc, now)  # type: ignore[arg-type]
             touched: set[str] = set()
             for op in batch:
-                if isinstance(op, _Record) and op.atomic:
+                if isinstance(op, Record) and op.atomic:
                     if self._run_atomic(op, now):
                         touched.update(o.message_id for o in op.outcomes)
-                elif isinstance(op, _Record):
+                elif isinstance(op, Record):
                     self._apply_outcomes(op.outcomes, now)
                     touched.update(o.message_id for o in op.outcomes)
                     if op.also is not None:
                         op.result = self._run_also(op.also)
             self._retire(touched)
             for op in batch:
-                if isinstance(op, _Call):
+                if isinstance(op, Call):
                     self._run_call(op)
             if self._writer.current != segment_before and self._segment_dead(segment_before):
                 self._freed.add(segment_before)  # left behind with nothing live (e.g. all delivered while current)
@@ -593,7 +243,7 @@ class SQLiteStore:
         finally:
             self._db.execute("RELEASE also")
 
-    def _run_atomic(self, op: _Record, now: float) -> bool:
+    def _run_atomic(self, op: Record, now: float) -> bool:
         """Outcomes and their `also` together, or neither (the op then carries the error)."""
         assert self._db is not None
         self._db.execute("SAVEPOINT atomic")
@@ -609,7 +259,7 @@ class SQLiteStore:
             self._db.execute("RELEASE atomic")
         return True
 
-    def _run_call(self, op: _Call) -> None:
+    def _run_call(self, op: Call) -> None:
         assert self._db is not None and op.fn is not None
         self._db.execute("SAVEPOINT call")
         try:
@@ -619,7 +269,7 @@ class SQLiteStore:
             op.error = e
         self._db.execute("RELEASE call")
 
-    def _write_bodies(self, accepts: list[_Accept]) -> list[Location | None]:
+    def _write_bodies(self, accepts: list[Accept]) -> list[Location | None]:
         assert self._writer is not None
         if not accepts:
             return []
@@ -783,15 +433,3 @@ class SQLiteStore:
             )
         ]
         await self.record([Outcome(message_id, r, RcptState.QUARANTINED, 0, 0.0, f"quarantined: {why}") for r in rcpts])
-
-
-def queued_recipient(env: Envelope, rcpt: str) -> QueuedRecipient:
-    """A new recipient's queue entry, with its DSN request (RFC 3461) if it made one."""
-    dsn = env.dsn.get(rcpt)
-    if dsn is None:
-        return QueuedRecipient(rcpt)
-    return QueuedRecipient(rcpt, notify=",".join(sorted(dsn.notify)), orcpt=dsn.orcpt)
-
-
-def _noop(result: Any, error: BaseException | None) -> None:
-    """Placeholder completion; replaced by `_submit`."""

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from mailstandby.store.database import database_exists, open_database
-from mailstandby.store.sqlite import UPSERT_ADMIN, UPSERT_CREDENTIAL, insert_audit
+from mailstandby.store.sqlite_schema import UPSERT_ADMIN, UPSERT_CREDENTIAL, insert_audit
 
 
 def set_user_password(data_dir: Path, user: str, hashed: str, *, url: str = "") -> None:

@@ -1,6 +1,6 @@
 """The imported directory in the store's SQLite database: read it, and apply an import in one transaction.
 
-Tables (store migration "directory import", in store/sqlite.py): `directory_users` holds one row
+Tables (store migration "directory import", in store/sqlite_schema.py): `directory_users` holds one row
 per imported user (`source` `ldap` or `config`, the `User` as JSON);
 `directory_imports` holds one row per applied import, and its largest
 `generation` tells a running server that the directory changed.

@@ -18,7 +18,7 @@ from mailstandby.dns.switch import RRset
 from mailstandby.failover.machine import State
 from mailstandby.store.database import SQLStore
 from mailstandby.store.fencing import fence, record_leader_action
-from mailstandby.store.sqlite import UPSERT_ADMIN, insert_audit
+from mailstandby.store.sqlite_schema import UPSERT_ADMIN, insert_audit
 
 
 def _users(text: str | None) -> frozenset[str] | None:

@@ -39,7 +39,7 @@ from mailstandby.store.mailbox import (
     check_flags,
     check_mailbox_name,
 )
-from mailstandby.store.sqlite import UPSERT_CREDENTIAL, insert_audit
+from mailstandby.store.sqlite_schema import UPSERT_CREDENTIAL, insert_audit
 
 log = logging.getLogger(__name__)
 

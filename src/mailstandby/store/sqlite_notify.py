@@ -1,6 +1,6 @@
 """Notifications, setup tokens and one-time codes in the store's SQLite database (`notify.records.NotifyStore`).
 
-Tables (store migration "user notifications", in store/sqlite.py): `notifications` holds one row
+Tables (store migration "user notifications", in store/sqlite_schema.py): `notifications` holds one row
 per (user, kind, occurrence, mode, destination); `setup_tokens` holds SHA-256 of each setup link
 token and an HMAC of each one-time code, with the user, expiry, use and wrong tries.
 

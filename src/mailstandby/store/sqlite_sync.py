@@ -1,4 +1,4 @@
-"""Failback sync records in the store's SQLite database (table `sync_items`, see store/sqlite.py MIGRATIONS).
+"""Failback sync records in the store's SQLite database (table `sync_items`, see store/sqlite_schema.py MIGRATIONS).
 
 One record per (user, message body, primary folder): a message body id is never
 reused and survives COPY/MOVE on the standby, so it names "this message" for
