@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import test_queue_runner
 from smtp_harness import Gateway, message
-from test_queue_runner import ALICE, BOB, SENDER, Rig, parse, status_groups
+from test_queue_runner import ALICE, BOB, SENDER, Rig, RigFactory, parse, status_groups
 
 from mailstandby.config import StoreSettings
 from mailstandby.core.model import Envelope, RcptDsn, new_queue_id
@@ -122,3 +123,38 @@ async def test_smtp_parameters_reach_the_store(gw: Gateway) -> None:
         "alice@corp.test": ("FAILURE,SUCCESS", "rfc822;alice@corp.test"),
         "bob@corp.test": ("", ""),
     }
+
+
+# -- passed on to a next hop that advertises DSN (RFC 3461 §5.2.1) ------------------------------
+
+
+def mail_and_rcpts(rig: Rig) -> list[str]:
+    return [c for c in rig.fake.commands if c.upper().startswith(("MAIL ", "RCPT "))]
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "lmtp"])
+async def test_dsn_parameters_are_passed_on_and_the_next_hop_reports_success(
+    make_rig: RigFactory, protocol: str
+) -> None:
+    rig = await make_rig(protocol=protocol)
+    rig.fake.dsn = True
+    dsn = {ALICE: RcptDsn(frozenset({"SUCCESS", "FAILURE"}), "rfc822;Alice+Smith=x@Corp.Test")}
+    m = await send(rig, dsn, ret="HDRS", envid="Q Q+1")
+    await rig.settled(m)
+    mail, *rcpts = mail_and_rcpts(rig)
+    assert mail.startswith(f"MAIL FROM:<{SENDER}>") and mail.endswith(" RET=HDRS ENVID=Q+20Q+2B1")
+    assert rcpts == [
+        f"RCPT TO:<{ALICE}> NOTIFY=FAILURE,SUCCESS ORCPT=rfc822;Alice+2BSmith+3Dx@Corp.Test",
+        f"RCPT TO:<{BOB}>",  # nothing given, nothing passed on: the next hop applies the same default
+    ]
+    assert rig.states(m) == {ALICE: ("delivered", 1), BOB: ("delivered", 1)}
+    assert rig.dsns() == []  # the next hop owns the success report now
+
+
+async def test_a_hop_without_dsn_gets_no_parameters_and_we_report_relayed(rig: Rig) -> None:
+    m = await send(rig, {ALICE: RcptDsn(frozenset({"SUCCESS"}), "rfc822;a@corp.test")}, ret="FULL", envid="E")
+    await rig.settled(m)
+    await rig.fake.wait_for(lambda: len(bounces(rig)) == 1)
+    assert all("NOTIFY" not in c and "ORCPT" not in c and "RET=" not in c for c in mail_and_rcpts(rig))
+    (group,) = status_groups(parse(bounces(rig)[0]))
+    assert group["Action"] == "relayed"

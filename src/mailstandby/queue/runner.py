@@ -38,7 +38,7 @@ from mailstandby.directory.base import User
 from mailstandby.queue.dsn import DELIVERED, FAILED, RELAYED, Failure, Original, build_dsn, wanted
 from mailstandby.queue.inflight import InDoubt, unanswered
 from mailstandby.routing import Decision, Route, Router
-from mailstandby.smtp.relay import PrimaryConnection
+from mailstandby.smtp.relay import DsnRequest, PrimaryConnection
 from mailstandby.store.base import (
     CorruptMessage,
     MailStore,
@@ -277,19 +277,20 @@ class QueueRunner:
         if standby:
             await self._file_in_standby(message, standby, decisions, body)
         replies: dict[str, Reply] = {}
+        handed_on: set[str] = set()  # accepted by a next hop that took the DSN request over
         for dest, rcpts in groups.items():
             sending = rcpts
             if dest[0] is Route.PRIMARY and self.in_doubt is not None:
                 settled, sending = await self.in_doubt.prepare(message, rcpts, body)
                 replies |= settled
             if sending:
-                replies |= await self._relay(dest, message, [r.rcpt for r in sending], body, conns)
+                replies |= await self._relay(dest, message, [r.rcpt for r in sending], body, conns, handed_on)
         due = [r for rcpts in groups.values() for r in rcpts]
         if not due:
             self._finish(message)
             return
         try:
-            await self._settle(message, due, replies, decisions, body)
+            await self._settle(message, due, replies, decisions, body, handed_on)
         except Exception:
             log.exception("settling %s failed; keeping what the peers accepted, retrying the rest", message.id)
             await self._settle_minimally(message, due, replies)
@@ -367,7 +368,10 @@ class QueueRunner:
         rcpts: list[str],
         body: bytes,
         conns: dict[Destination, PrimaryConnection],
+        handed_on: set[str],
     ) -> dict[str, Reply]:
+        """One transaction with `dest`; the recipients it accepted with the DSN request passed on
+        (RFC 3461 §5.2.1: the next hop reports from now on) are added to `handed_on`."""
         route = dest[0]
         conn = conns.pop(dest, None)
         if conn is None or not conn.usable:
@@ -396,7 +400,10 @@ class QueueRunner:
             body,
             smtputf8=message.smtputf8,
             eight_bit=message.body_type == BodyType.EIGHT_BIT.value,
+            dsn=_dsn_request(message),
         )
+        if conn.passed_dsn:
+            handed_on.update(rcpt for rcpt, reply in replies.items() if reply.code < 400)
         if conn.usable:
             conns[dest] = conn
         if route is Route.PRIMARY and self.evidence is not None:
@@ -425,6 +432,7 @@ class QueueRunner:
         replies: dict[str, Reply],
         decisions: dict[str, Decision],
         body: bytes,
+        handed_on: set[str],
     ) -> None:
         now = self.clock()
         expired = now - message.received_at > self.settings.max_lifetime
@@ -437,7 +445,7 @@ class QueueRunner:
             decision = decisions[r.rcpt]
             if reply.code < 400:
                 state, event = RcptState.DELIVERED, Event.QUEUE_DELIVERED
-                if wanted(r.notify, RELAYED):  # the primary (or next hop) was not asked for DSNs
+                if wanted(r.notify, RELAYED) and r.rcpt not in handed_on:  # a next hop without DSN
                     successes.append(Failure(r.rcpt, reply, action=RELAYED, orcpt=r.orcpt))
             elif reply.code >= 500 or expired:
                 state, event = RcptState.FAILED, (Event.QUEUE_FAILED if reply.code >= 500 else Event.QUEUE_EXPIRED)
@@ -564,6 +572,16 @@ class QueueRunner:
         log.info("%s: id=%s dsn=%s to=<%s>", Event.QUEUE_DSN_SENT, message.id, queued.id, message.sender)
         self.submit(queued)
         return True
+
+
+def _dsn_request(message: QueuedMessage) -> DsnRequest:
+    """What the sender asked (RFC 3461), for the next hop: only what was given is passed on."""
+    return DsnRequest(
+        message.ret,
+        message.envid,
+        {r.rcpt: r.notify for r in message.recipients if r.notify},
+        {r.rcpt: r.orcpt for r in message.recipients if r.orcpt},
+    )
 
 
 def _destination(route: Route, rcpt: str) -> Destination:
