@@ -32,18 +32,17 @@ from typing import Any, Protocol
 
 from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
-from mailstandby.core.model import BodyType, Envelope, new_queue_id
+from mailstandby.core.model import BodyType
 from mailstandby.core.reply import Rejected, Reply
 from mailstandby.directory.base import User
-from mailstandby.queue.dsn import DELIVERED, FAILED, RELAYED, Failure, Original, build_dsn, wanted
+from mailstandby.queue.dsn import DELAYED, DELIVERED, FAILED, RELAYED, Failure, wanted
 from mailstandby.queue.inflight import InDoubt, unanswered
+from mailstandby.queue.notices import Notices
 from mailstandby.routing import Decision, Route, Router
 from mailstandby.smtp.relay import DsnRequest, PrimaryConnection
 from mailstandby.store.base import (
     CorruptMessage,
     MailStore,
-    NewMessage,
-    Origin,
     Outcome,
     QueuedMessage,
     QueuedRecipient,
@@ -135,6 +134,7 @@ class QueueRunner:
         self.unrecorded: list[Outcome] = []
         self.record_retry: asyncio.TimerHandle | None = None
         self.background: set[asyncio.Task[None]] = set()
+        self.notices = Notices(store, settings, hostname=hostname, clock=clock, submit=self.submit)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -334,7 +334,7 @@ class QueueRunner:
             Failure(r.rcpt, reply_250, action=DELIVERED, orcpt=r.orcpt) for r in rcpts if wanted(r.notify, DELIVERED)
         ]
         if delivered:
-            await self._bounce(message, delivered, body)
+            await self.notices.send(message, delivered, body)
         for r in rcpts:
             log.info(
                 "%s: id=%s to=<%s> route=standby reason=%s attempts=%d",
@@ -439,6 +439,7 @@ class QueueRunner:
         outcomes: list[Outcome] = []
         failures: list[Failure] = []
         successes: list[Failure] = []
+        delays: list[Failure] = []
         for r in due:
             reply = replies[r.rcpt]
             attempts = r.attempts + 1
@@ -456,6 +457,9 @@ class QueueRunner:
             else:
                 state, event = RcptState.QUEUED, Event.QUEUE_DEFERRED
                 r.next_attempt = now + backoff(self.settings, attempts)
+                if self.notices.delay_due(message, r, now):
+                    until = message.received_at + self.settings.max_lifetime
+                    delays.append(Failure(r.rcpt, reply, action=DELAYED, orcpt=r.orcpt, retry_until=until))
             r.attempts, r.last_reply = attempts, str(reply)
             doubt = unanswered(reply)  # the primary may have it: the in-flight mark stays for a look-up
             if not doubt:
@@ -473,7 +477,7 @@ class QueueRunner:
             outcomes.append(
                 Outcome(message.id, r.rcpt, state, attempts, r.next_attempt, str(reply), decision.route.value, doubt)
             )
-        if failures and not await self._bounce(message, failures, body):
+        if failures and not await self.notices.send(message, failures, body):
             # No DSN could be queued: keep the failed recipients queued so the sender
             # is not left uninformed; everything else is recorded as it happened.
             retry_at = now + backoff(self.settings, 1)
@@ -484,9 +488,11 @@ class QueueRunner:
             for r in due:
                 if any(f.rcpt == r.rcpt for f in failures):
                     r.next_attempt = retry_at
+        if delays:
+            await self.notices.report_delay(message, delays, body)
         await self._record(outcomes, also=self._journal_copies(message, outcomes, body))
         if successes:  # after the record: a success report is at most once, never a reason to resend
-            await self._bounce(message, successes, body)
+            await self.notices.send(message, successes, body)
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
         self._finish(message)
@@ -552,26 +558,6 @@ class QueueRunner:
             task = asyncio.get_running_loop().create_task(self._record([]))
             self.background.add(task)
             task.add_done_callback(self.background.discard)
-
-    async def _bounce(self, message: QueuedMessage, failures: list[Failure], body: bytes) -> bool:
-        """Queue one DSN for `failures` (before they are recorded: at least once), or for
-        successes the sender asked about (NOTIFY=SUCCESS). False when it could not be queued."""
-        if message.sender == "" or message.origin is Origin.DSN:
-            log.info("%s: id=%s (null sender: no bounce for a bounce)", Event.QUEUE_DSN_SUPPRESSED, message.id)
-            return True
-        try:
-            original = Original(message.id, message.sender, message.received_at, body, message.ret, message.envid)
-            dsn = build_dsn(
-                hostname=self.hostname, bounce_from=self.settings.bounce_from, original=original, failures=failures
-            )
-            envelope = Envelope(sender="", recipients=[message.sender], smtputf8=not message.sender.isascii())
-            queued = await self.store.accept(NewMessage(new_queue_id(), envelope, dsn, self.clock(), Origin.DSN))
-        except Exception:
-            log.exception("cannot queue a DSN for %s; its failed recipients stay queued", message.id)
-            return False
-        log.info("%s: id=%s dsn=%s to=<%s>", Event.QUEUE_DSN_SENT, message.id, queued.id, message.sender)
-        self.submit(queued)
-        return True
 
 
 def _dsn_request(message: QueuedMessage) -> DsnRequest:

@@ -217,4 +217,8 @@ PG_MIGRATIONS: list[str] = [
     """
     ALTER TABLE deliveries ADD COLUMN sent_at DOUBLE PRECISION NOT NULL DEFAULT 0;
     """,
+    # 12: when a delay notice (RFC 3461 NOTIFY=DELAY) was queued for a recipient (0: none)
+    """
+    ALTER TABLE deliveries ADD COLUMN delay_reported DOUBLE PRECISION NOT NULL DEFAULT 0;
+    """,
 ]
