@@ -16,7 +16,8 @@ Stages: `banner`, `ehlo` (EHLO/HELO/LHLO), `mail`, `rcpt` (`rcpt:<addr>` first),
 `dot:<addr>` first), `rset`, `noop`, `quit`. A step is a reply text (lines
 separated by "\\n" become a proper multi-line reply), `HANGUP`, `Delay`, `Raw`
 (exact bytes, e.g. garbage; the stage counts as not accepted and the session
-carries on) or `Endless`. After a 421 reply the fake closes the connection,
+carries on) or `Endless`. `fake.dsn = True` advertises DSN (RFC 3461) from the next
+EHLO/LHLO on; `fake.log` keeps every command line as received. After a 421 reply the fake closes the connection,
 as a real server does.
 
 A message is recorded when its data is complete and the reply to the dot is
@@ -102,6 +103,7 @@ EHLO_SMTP = f"{HOSTNAME}\nPIPELINING\nSIZE 100000000\n8BITMIME\nENHANCEDSTATUSCO
 class FakePrimary:
     def __init__(self, *, lmtp: bool = False) -> None:
         self.lmtp = lmtp
+        self.dsn = False  # advertise DSN (RFC 3461) to the EHLO/LHLO that follow
         self.port = 0
         self.rules: dict[str, list[Rule]] = {}
         self.messages: list[Received] = []
@@ -210,7 +212,8 @@ class FakePrimary:
                 if (verb == "LHLO") != self.lmtp:
                     await self._send(writer, "500 5.5.1 wrong protocol")
                     continue
-                await self._answer(writer, ("ehlo",), "250 " + EHLO_SMTP if verb != "HELO" else f"250 {HOSTNAME}")
+                extensions = EHLO_SMTP + ("\nDSN" if self.dsn else "")
+                await self._answer(writer, ("ehlo",), "250 " + extensions if verb != "HELO" else f"250 {HOSTNAME}")
                 txn = _Txn()
             elif verb == "MAIL":
                 if _positive(await self._answer(writer, ("mail",), "250 2.1.0 Ok")):

@@ -408,6 +408,8 @@ def test_fuzz_parse_path_structured(prefix: str, parts: list[str]) -> None:
 
 from mailstandby.smtp.codec import (  # noqa: E402
     count_received,
+    dsn_mail_params,
+    dsn_rcpt_params,
     parse_bdat,
     parse_envid,
     parse_notify,
@@ -435,6 +437,21 @@ def test_xtext_decode_rejects(text: str) -> None:
 @pytest.mark.parametrize("plain", ["a@b.test", "a+b=c d", '"q"@x', "~!"])
 def test_xtext_round_trip(plain: str) -> None:
     assert xtext_decode(xtext_encode(plain)) == plain
+
+
+@pytest.mark.parametrize("text", ["a+2Bb", "+E2+82+AC", "x+3D+20y"])
+def test_xtext_encodes_what_it_decoded_as_it_was(text: str) -> None:
+    assert xtext_encode(xtext_decode(text)) == text  # a stored ORCPT goes on to the next hop unchanged
+
+
+def test_dsn_parameters_for_the_next_hop() -> None:
+    assert dsn_mail_params("", "") == []
+    assert dsn_mail_params("FULL", "a b+c") == ["RET=FULL", "ENVID=a+20b+2Bc"]
+    assert dsn_rcpt_params("", "") == []
+    assert dsn_rcpt_params("DELAY,FAILURE", "rfc822;a+b@c.test") == [
+        "NOTIFY=DELAY,FAILURE",
+        "ORCPT=rfc822;a+2Bb@c.test",
+    ]
 
 
 @pytest.mark.parametrize(

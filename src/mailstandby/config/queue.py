@@ -72,6 +72,12 @@ class QueueSettings(Section):
     bounce_from: str = Field(
         "MAILER-DAEMON", description="Display local part for DSNs (the envelope sender is always <>)."
     )
+    delay_warning_time: float = Field(
+        4 * 3600.0,
+        ge=0,
+        description="Seconds a recipient may stay deferred before its sender gets one delay notice (RFC 3461 "
+        "NOTIFY=DELAY, or no NOTIFY); 0: never. Postfix's delay_warning_time, which defaults to off.",
+    )
     lookup_in_doubt: bool = Field(
         True,
         description="With [sync] IMAP access: mark relays in flight and, before sending one whose outcome is "

@@ -7,8 +7,12 @@ pasted into our headers (no header injection).
 
 What the sender asked (RFC 3461) is honoured here:
 - NOTIFY per recipient: NEVER means no DSN at all; a failure is reported when
-  NOTIFY is unset or holds FAILURE; a success only when it holds SUCCESS
-  (`wanted`).
+  NOTIFY is unset or holds FAILURE; a delay when it is unset or holds DELAY
+  (§4.1's default, which Postfix follows); a success only when it holds
+  SUCCESS (`wanted`).
+- A delay notice (Action: delayed, a 4.x.x Status, Will-Retry-Until) always
+  returns the headers only, as Postfix's delay warning does: the message is
+  still on its way.
 - RET=FULL returns the whole message (up to `FULL_RETURNED` octets, else its
   headers); RET=HDRS or no RET returns the headers only (§4.3 leaves the
   default to us; Postfix returns the message, we keep mail content out of
@@ -19,7 +23,7 @@ What the sender asked (RFC 3461) is honoured here:
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 
@@ -32,6 +36,9 @@ FULL_RETURNED = 10 * 1024 * 1024  # RET=FULL beyond this returns the headers (Po
 FAILED = "failed"
 DELIVERED = "delivered"  # RFC 3464 §2.3.3: filed in a standby mailbox
 RELAYED = "relayed"  # handed to a next hop that was not asked for DSNs (RFC 3461 §5.2.2)
+DELAYED = "delayed"  # RFC 3464 §2.3.3: still queued after queue.delay_warning_time; retried until expiry
+
+_NOTIFY_WORD = {FAILED: "FAILURE", DELIVERED: "SUCCESS", RELAYED: "SUCCESS", DELAYED: "DELAY"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +50,13 @@ class Failure:
     expired: bool = False
     action: str = FAILED
     orcpt: str = ""  # RFC 3461 ORCPT "addr-type;address", echoed as Original-Recipient
+    retry_until: float = 0.0  # DELAYED: when the queue gives up (RFC 3464 §2.3.9 Will-Retry-Until)
 
 
 def wanted(notify: str, action: str) -> bool:
     """Whether NOTIFY (as stored: "", "NEVER", "DELAY,SUCCESS"...) asks for a DSN about `action`."""
     words = set(notify.split(",")) if notify else {"FAILURE", "DELAY"}
-    return ("SUCCESS" if action in (DELIVERED, RELAYED) else "FAILURE") in words
+    return _NOTIFY_WORD[action] in words
 
 
 def _clean(text: str) -> str:
@@ -77,10 +85,13 @@ def build_dsn(*, hostname: str, bounce_from: str, original: Original, failures: 
     """
     boundary = f"{original.queue_id}/{secrets.token_hex(8)}"
     failed = any(f.action == FAILED for f in failures)
+    delayed = not failed and any(f.action == DELAYED for f in failures)
+    if delayed:
+        original = replace(original, ret="HDRS")  # a warning: the message is still on its way
     head = [
         f"From: Mail Delivery System <{_clean(bounce_from)}@{hostname}>",
         f"To: <{_clean(original.sender)}>",
-        "Subject: " + ("Undelivered Mail Returned to Sender" if failed else "Successful Mail Delivery Report"),
+        f"Subject: {_subject(failed, delayed)}",
         f"Date: {format_datetime(datetime.now(UTC))}",
         f"Message-ID: {make_msgid(domain=hostname)}",
         "Auto-Submitted: auto-replied",  # RFC 3834
@@ -93,7 +104,7 @@ def build_dsn(*, hostname: str, bounce_from: str, original: Original, failures: 
         "Content-Type: text/plain; charset=utf-8",
         "Content-Description: Notification",
         "",
-        *_human_text(hostname, failures, failed),
+        *_human_text(hostname, failures, failed, delayed),
         "",
         f"--{boundary}",
         "Content-Type: message/delivery-status",
@@ -109,18 +120,33 @@ def build_dsn(*, hostname: str, bounce_from: str, original: Original, failures: 
     return "\r\n".join(head).encode("utf-8") + _returned(original) + tail
 
 
-def _human_text(hostname: str, failures: list[Failure], failed: bool) -> list[str]:
+def _subject(failed: bool, delayed: bool) -> str:
+    if failed:
+        return "Undelivered Mail Returned to Sender"
+    return "Delayed Mail (still being retried)" if delayed else "Successful Mail Delivery Report"
+
+
+def _human_text(hostname: str, failures: list[Failure], failed: bool, delayed: bool) -> list[str]:
     lines = [f"This is the mail system at host {hostname}.", ""]
     if failed:
         lines += [
             "I'm sorry to have to inform you that your message could not",
             "be delivered to one or more recipients. The reasons follow.",
         ]
+    elif delayed:
+        until = max(f.retry_until for f in failures)
+        lines += [
+            "THIS IS A WARNING ONLY. YOU DO NOT NEED TO RESEND YOUR MESSAGE.",
+            "",
+            "Your message could not be delivered yet; delivery will be retried until",
+            f"{format_datetime(datetime.fromtimestamp(until, UTC))}. The reasons follow.",
+        ]
     else:
         lines += ["Your message was delivered (or relayed onwards) as you asked to be told."]
     lines.append("")
     for f in failures:
         why = "delivery time expired" if f.expired else {FAILED: "permanent failure"}.get(f.action, f.action)
+        why = "temporary failure, still trying" if f.action == DELAYED else why
         lines.append(f"<{_clean(f.rcpt)}>: {why}: {_clean(str(f.reply))}")
     return lines
 
@@ -158,12 +184,7 @@ def _status_fields(hostname: str, original: Original, failures: list[Failure]) -
     ]
     out.append("")
     for f in failures:
-        if f.action == FAILED:
-            status = f.reply.status if f.reply.status.startswith("5") else "5" + f.reply.status[1:]
-            if f.expired:
-                status = "4.4.7"
-        else:
-            status = f.reply.status if f.reply.status.startswith("2") else "2.0.0"
+        status = _status(f)
         if f.orcpt:
             addr_type, _, address = f.orcpt.partition(";")
             out.append(f"Original-Recipient: {addr_type}; {_clean(address)}")  # RFC 3464 §2.3.1
@@ -172,6 +193,16 @@ def _status_fields(hostname: str, original: Original, failures: list[Failure]) -
             f"Action: {f.action}",
             f"Status: {status or '5.0.0'}",
             f"Diagnostic-Code: smtp; {f.reply.code} {_clean(f.reply.status)} {_clean(f.reply.text)}",
-            "",
         ]
+        if f.action == DELAYED:
+            out.append(f"Will-Retry-Until: {format_datetime(datetime.fromtimestamp(f.retry_until, UTC))}")
+        out.append("")
     return "\r\n".join(out)
+
+
+def _status(f: Failure) -> str:
+    """RFC 3463: the class follows the action (5 failed, 4 delayed, 2 delivered or relayed)."""
+    if f.action == FAILED:
+        return "4.4.7" if f.expired else "5" + f.reply.status[1:]
+    first = "4" if f.action == DELAYED else "2"
+    return f.reply.status if f.reply.status.startswith(first) else first + ".0.0"

@@ -39,19 +39,18 @@ from typing import Any, Protocol
 
 from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
-from mailstandby.core.model import BodyType, Envelope, new_queue_id
+from mailstandby.core.model import BodyType
 from mailstandby.core.reply import Rejected, Reply
 from mailstandby.directory.base import User
-from mailstandby.queue.dsn import DELIVERED, FAILED, RELAYED, Failure, Original, build_dsn, wanted
+from mailstandby.queue.dsn import DELAYED, DELIVERED, FAILED, RELAYED, Failure, wanted
 from mailstandby.queue.inbox import Inbox
 from mailstandby.queue.inflight import InDoubt, unanswered
+from mailstandby.queue.notices import Notices
 from mailstandby.routing import Decision, Route, Router
-from mailstandby.smtp.relay import PrimaryConnection
+from mailstandby.smtp.relay import DsnRequest, PrimaryConnection
 from mailstandby.store.base import (
     CorruptMessage,
     MailStore,
-    NewMessage,
-    Origin,
     Outcome,
     QueuedMessage,
     QueuedRecipient,
@@ -146,6 +145,7 @@ class QueueRunner:
         self.record_retry: asyncio.TimerHandle | None = None
         self.background: set[asyncio.Task[None]] = set()
         self.claimer: asyncio.Task[None] | None = None
+        self.notices = Notices(store, settings, hostname=hostname, clock=clock, submit=self.submit)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -324,19 +324,20 @@ class QueueRunner:
         if standby:
             await self._file_in_standby(message, standby, decisions, body)
         replies: dict[str, Reply] = {}
+        handed_on: set[str] = set()  # accepted by a next hop that took the DSN request over
         for dest, rcpts in groups.items():
             sending = rcpts
             if dest[0] is Route.PRIMARY and self.in_doubt is not None:
                 settled, sending = await self.in_doubt.prepare(message, rcpts, body)
                 replies |= settled
             if sending:
-                replies |= await self._relay(dest, message, [r.rcpt for r in sending], body, conns)
+                replies |= await self._relay(dest, message, [r.rcpt for r in sending], body, conns, handed_on)
         due = [r for rcpts in groups.values() for r in rcpts]
         if not due:
             self._finish(message)
             return
         try:
-            await self._settle(message, due, replies, decisions, body)
+            await self._settle(message, due, replies, decisions, body, handed_on)
         except Exception:
             log.exception("settling %s failed; keeping what the peers accepted, retrying the rest", message.id)
             await self._settle_minimally(message, due, replies)
@@ -402,7 +403,7 @@ class QueueRunner:
             Failure(r.rcpt, reply_250, action=DELIVERED, orcpt=r.orcpt) for r in rcpts if wanted(r.notify, DELIVERED)
         ]
         if delivered:
-            await self._bounce(message, delivered, body)
+            await self.notices.send(message, delivered, body)
         for r in rcpts:
             log.info(
                 "%s: id=%s to=<%s> route=standby reason=%s attempts=%d",
@@ -436,7 +437,10 @@ class QueueRunner:
         rcpts: list[str],
         body: bytes,
         conns: dict[Destination, PrimaryConnection],
+        handed_on: set[str],
     ) -> dict[str, Reply]:
+        """One transaction with `dest`; the recipients it accepted with the DSN request passed on
+        (RFC 3461 §5.2.1: the next hop reports from now on) are added to `handed_on`."""
         route = dest[0]
         conn = conns.pop(dest, None)
         if conn is None or not conn.usable:
@@ -466,10 +470,13 @@ class QueueRunner:
                 body,
                 smtputf8=message.smtputf8,
                 eight_bit=message.body_type == BodyType.EIGHT_BIT.value,
+                dsn=_dsn_request(message),
             )
         except BaseException:  # cancelled (stopping) or a bug: the connection is in no state to reuse
             conn.abort()
             raise
+        if conn.passed_dsn:
+            handed_on.update(rcpt for rcpt, reply in replies.items() if reply.code < 400)
         if conn.usable:
             conns[dest] = conn
         if route is Route.PRIMARY and self.evidence is not None:
@@ -498,19 +505,21 @@ class QueueRunner:
         replies: dict[str, Reply],
         decisions: dict[str, Decision],
         body: bytes,
+        handed_on: set[str],
     ) -> None:
         now = self.clock()
         expired = now - message.received_at > self.settings.max_lifetime
         outcomes: list[Outcome] = []
         failures: list[Failure] = []
         successes: list[Failure] = []
+        delays: list[Failure] = []
         for r in due:
             reply = replies[r.rcpt]
             attempts = r.attempts + 1
             decision = decisions[r.rcpt]
             if reply.code < 400:
                 state, event = RcptState.DELIVERED, Event.QUEUE_DELIVERED
-                if wanted(r.notify, RELAYED):  # the primary (or next hop) was not asked for DSNs
+                if wanted(r.notify, RELAYED) and r.rcpt not in handed_on:  # a next hop without DSN
                     successes.append(Failure(r.rcpt, reply, action=RELAYED, orcpt=r.orcpt))
             elif reply.code >= 500 or expired:
                 state, event = RcptState.FAILED, (Event.QUEUE_FAILED if reply.code >= 500 else Event.QUEUE_EXPIRED)
@@ -521,6 +530,9 @@ class QueueRunner:
             else:
                 state, event = RcptState.QUEUED, Event.QUEUE_DEFERRED
                 r.next_attempt = now + backoff(self.settings, attempts)
+                if self.notices.delay_due(message, r, now):
+                    until = message.received_at + self.settings.max_lifetime
+                    delays.append(Failure(r.rcpt, reply, action=DELAYED, orcpt=r.orcpt, retry_until=until))
             r.attempts, r.last_reply = attempts, str(reply)
             doubt = unanswered(reply)  # the primary may have it: the in-flight mark stays for a look-up
             if not doubt:
@@ -538,7 +550,7 @@ class QueueRunner:
             outcomes.append(
                 Outcome(message.id, r.rcpt, state, attempts, r.next_attempt, str(reply), decision.route.value, doubt)
             )
-        if failures and not await self._bounce(message, failures, body):
+        if failures and not await self.notices.send(message, failures, body):
             # No DSN could be queued: keep the failed recipients queued so the sender
             # is not left uninformed; everything else is recorded as it happened.
             retry_at = now + backoff(self.settings, 1)
@@ -549,9 +561,11 @@ class QueueRunner:
             for r in due:
                 if any(f.rcpt == r.rcpt for f in failures):
                     r.next_attempt = retry_at
+        if delays:
+            await self.notices.report_delay(message, delays, body)
         await self._record(outcomes, also=self._journal_copies(message, outcomes, body))
         if successes:  # after the record: a success report is at most once, never a reason to resend
-            await self._bounce(message, successes, body)
+            await self.notices.send(message, successes, body)
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
         message.recipients = [r for r in message.recipients if r.rcpt not in finished]
         self._finish(message)
@@ -618,25 +632,15 @@ class QueueRunner:
             self.background.add(task)
             task.add_done_callback(self.background.discard)
 
-    async def _bounce(self, message: QueuedMessage, failures: list[Failure], body: bytes) -> bool:
-        """Queue one DSN for `failures` (before they are recorded: at least once), or for
-        successes the sender asked about (NOTIFY=SUCCESS). False when it could not be queued."""
-        if message.sender == "" or message.origin is Origin.DSN:
-            log.info("%s: id=%s (null sender: no bounce for a bounce)", Event.QUEUE_DSN_SUPPRESSED, message.id)
-            return True
-        try:
-            original = Original(message.id, message.sender, message.received_at, body, message.ret, message.envid)
-            dsn = build_dsn(
-                hostname=self.hostname, bounce_from=self.settings.bounce_from, original=original, failures=failures
-            )
-            envelope = Envelope(sender="", recipients=[message.sender], smtputf8=not message.sender.isascii())
-            queued = await self.store.accept(NewMessage(new_queue_id(), envelope, dsn, self.clock(), Origin.DSN))
-        except Exception:
-            log.exception("cannot queue a DSN for %s; its failed recipients stay queued", message.id)
-            return False
-        log.info("%s: id=%s dsn=%s to=<%s>", Event.QUEUE_DSN_SENT, message.id, queued.id, message.sender)
-        self.submit(queued)
-        return True
+
+def _dsn_request(message: QueuedMessage) -> DsnRequest:
+    """What the sender asked (RFC 3461), for the next hop: only what was given is passed on."""
+    return DsnRequest(
+        message.ret,
+        message.envid,
+        {r.rcpt: r.notify for r in message.recipients if r.notify},
+        {r.rcpt: r.orcpt for r in message.recipients if r.orcpt},
+    )
 
 
 def _destination(route: Route, rcpt: str) -> Destination:

@@ -273,7 +273,32 @@ def xtext_decode(value: str) -> str:
 
 
 def xtext_encode(value: str) -> str:
-    return "".join(c if "!" <= c <= "~" and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode()) for c in value)
+    """The inverse of `xtext_decode`: a character it decoded from `+XX` (code point below 256) is one
+    escape again, so a stored ORCPT or ENVID goes on to the next hop as the sender wrote it."""
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else _xtext_escape(c) for c in value)
+
+
+def _xtext_escape(c: str) -> str:
+    octets = bytes([ord(c)]) if ord(c) < 256 else c.encode()
+    return "".join(f"+{b:02X}" for b in octets)
+
+
+def dsn_mail_params(ret: str, envid: str) -> list[str]:
+    """RET and ENVID for MAIL FROM to a next hop that advertises DSN (RFC 3461 §4.3-4.4, §5.2.1)."""
+    params = [f"RET={ret}"] if ret else []
+    if envid:
+        params.append(f"ENVID={xtext_encode(envid)}")
+    return params
+
+
+def dsn_rcpt_params(notify: str, orcpt: str) -> list[str]:
+    """NOTIFY and ORCPT for RCPT TO (RFC 3461 §4.1-4.2), from what was stored: NOTIFY as a comma list
+    ("" when the sender gave none: the next hop applies the same default), ORCPT as `type;address`."""
+    params = [f"NOTIFY={notify}"] if notify else []
+    if orcpt:
+        addr_type, _, address = orcpt.partition(";")
+        params.append(f"ORCPT={addr_type};{xtext_encode(address)}")
+    return params
 
 
 def parse_notify(value: str | None) -> frozenset[str]:

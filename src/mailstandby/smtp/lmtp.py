@@ -14,7 +14,7 @@ import ssl
 
 from mailstandby.config import PrimarySettings
 from mailstandby.core.reply import Reply
-from mailstandby.smtp.relay import UNANSWERED, parse_reply_text, temporary
+from mailstandby.smtp.relay import UNANSWERED, DsnRequest, parse_reply_text, temporary
 
 MAX_REPLY_LINES = 100
 MAX_LINE = 4096
@@ -33,10 +33,16 @@ class LMTPConnection:
         self.extensions: set[str] = set()
         self.sent = 0
         self._body_sent = False  # in the current transaction
+        self._passed_dsn = False  # in the last transaction
 
     @property
     def usable(self) -> bool:
         return self.writer is not None and not self.writer.is_closing()
+
+    @property
+    def passed_dsn(self) -> bool:
+        """The last `send` passed the DSN request on (LHLO advertised DSN; RFC 2033 §4.2, RFC 3461)."""
+        return self._passed_dsn
 
     async def open(self) -> None:
         """Connect, LHLO, STARTTLS as configured. On any failure, cancellation included, the
@@ -97,18 +103,27 @@ class LMTPConnection:
             self.writer = None
 
     async def send(
-        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
+        self,
+        sender: str,
+        recipients: list[str],
+        body: bytes,
+        *,
+        smtputf8: bool,
+        eight_bit: bool,
+        dsn: DsnRequest | None = None,
     ) -> dict[str, Reply]:
         """One reply per recipient. When the session fails part-way through the replies after the
         final dot, the recipients already answered keep their answer (a 250 is a delivery: retrying
         it would deliver twice); only the others become temporary, marked as unanswered after DATA
         when the body had been sent (RFC 2033 §4.2, RFC 5321 §6.1)."""
         results: dict[str, Reply] = {}
-        self._body_sent = False
+        self._body_sent = self._passed_dsn = False
+        if dsn is not None and "DSN" not in self.extensions:
+            dsn = None  # RFC 3461 §5.2.2: a hop without DSN is not sent the parameters
         try:
             async with asyncio.timeout(self.settings.data_timeout + self.settings.command_timeout):
                 return await self._transaction(
-                    sender, recipients, body, results, smtputf8=smtputf8, eight_bit=eight_bit
+                    sender, recipients, body, results, smtputf8=smtputf8, eight_bit=eight_bit, dsn=dsn
                 )
         except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError, ssl.SSLError) as e:
             await self.close()
@@ -126,6 +141,7 @@ class LMTPConnection:
         *,
         smtputf8: bool,
         eight_bit: bool,
+        dsn: DsnRequest | None,
     ) -> dict[str, Reply]:
         """Fills `results` as the replies come, so that a failure part-way keeps what was answered."""
         if self.sent:
@@ -133,19 +149,20 @@ class LMTPConnection:
             if code != 250:
                 raise ProtocolError(f"RSET answered {code}")
         self.sent += 1
-        params = ""
-        if smtputf8:
-            if "SMTPUTF8" not in self.extensions:
-                return dict.fromkeys(recipients, Reply(550, "5.6.7", "primary does not support SMTPUTF8"))
-            params += " SMTPUTF8"
+        if smtputf8 and "SMTPUTF8" not in self.extensions:
+            return dict.fromkeys(recipients, Reply(550, "5.6.7", "primary does not support SMTPUTF8"))
+        params = ["SMTPUTF8"] if smtputf8 else []
         if eight_bit and "8BITMIME" in self.extensions:
-            params += " BODY=8BITMIME"
-        code, lines = await self._command(f"MAIL FROM:<{sender}>{params}")
+            params.append("BODY=8BITMIME")
+        if dsn is not None:
+            params += dsn.mail_params()
+            self._passed_dsn = True
+        code, lines = await self._command(" ".join([f"MAIL FROM:<{sender}>", *params]))
         if code != 250:
             return dict.fromkeys(recipients, _refusal(code, lines))
         accepted = []
         for rcpt in recipients:
-            code, lines = await self._command(f"RCPT TO:<{rcpt}>")
+            code, lines = await self._command(" ".join([f"RCPT TO:<{rcpt}>", *(dsn.rcpt_params(rcpt) if dsn else [])]))
             if code == 250:
                 accepted.append(rcpt)
             else:

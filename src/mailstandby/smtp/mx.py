@@ -38,7 +38,7 @@ import dns.resolver
 
 from mailstandby.config import OutboundSettings, PrimarySettings
 from mailstandby.core.reply import Rejected, Reply
-from mailstandby.smtp.relay import RelayConnection, temporary
+from mailstandby.smtp.relay import DsnRequest, RelayConnection, temporary
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,10 @@ class MXConnection:
     def usable(self) -> bool:
         return self.conn is not None and self.conn.usable
 
+    @property
+    def passed_dsn(self) -> bool:
+        return self.conn is not None and self.conn.passed_dsn
+
     def _host_settings(self, address: str) -> PrimarySettings:
         s = self.settings
         return PrimarySettings(
@@ -239,8 +243,15 @@ class MXConnection:
             self.conn.abort()
 
     async def send(
-        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
+        self,
+        sender: str,
+        recipients: list[str],
+        body: bytes,
+        *,
+        smtputf8: bool,
+        eight_bit: bool,
+        dsn: DsnRequest | None = None,
     ) -> dict[str, Reply]:
         if self.conn is None:
             return dict.fromkeys(recipients, temporary("no MX host connected"))
-        return await self.conn.send(sender, recipients, body, smtputf8=smtputf8, eight_bit=eight_bit)
+        return await self.conn.send(sender, recipients, body, smtputf8=smtputf8, eight_bit=eight_bit, dsn=dsn)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiosmtplib
 
 from mailstandby.config import PrimarySettings
 from mailstandby.core.reply import Reply
+from mailstandby.smtp.codec import dsn_mail_params, dsn_rcpt_params
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,23 @@ def parse_reply_text(code: int, message: str, default_status: str) -> Reply:
 
 def temporary(why: str) -> Reply:
     return Reply(451, "4.4.1", f"primary unreachable or unclear: {why}"[:300])
+
+
+@dataclass(frozen=True, slots=True)
+class DsnRequest:
+    """What the sender asked (RFC 3461), passed on to a next hop that advertises DSN (§5.2.1): that hop
+    then owns the reporting. A hop without DSN gets none of it (§5.2.2: we report `relayed`)."""
+
+    ret: str = ""  # "FULL", "HDRS" or ""
+    envid: str = ""  # decoded; xtext-encoded again on the wire
+    notify: Mapping[str, str] = field(default_factory=dict)  # rcpt -> NOTIFY as stored ("" or absent: unset)
+    orcpt: Mapping[str, str] = field(default_factory=dict)  # rcpt -> "type;address" (absent: unset)
+
+    def mail_params(self) -> list[str]:
+        return dsn_mail_params(self.ret, self.envid)
+
+    def rcpt_params(self, rcpt: str) -> list[str]:
+        return dsn_rcpt_params(self.notify.get(rcpt, ""), self.orcpt.get(rcpt, ""))
 
 
 class DataUnanswered(Exception):
@@ -70,10 +90,16 @@ class RelayConnection:
             tls_context=tls_context,
         )
         self.sent = 0
+        self._passed_dsn = False
 
     @property
     def usable(self) -> bool:
         return self.client.is_connected
+
+    @property
+    def passed_dsn(self) -> bool:
+        """The last `send` passed the sender's DSN request on (the peer advertised DSN, RFC 3461 §5.2.1)."""
+        return self._passed_dsn
 
     async def open(self) -> None:
         """Connect and EHLO (STARTTLS as configured). On any failure, cancellation included, the
@@ -100,11 +126,18 @@ class RelayConnection:
         self.client.close()
 
     async def send(
-        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
+        self,
+        sender: str,
+        recipients: list[str],
+        body: bytes,
+        *,
+        smtputf8: bool,
+        eight_bit: bool,
+        dsn: DsnRequest | None = None,
     ) -> dict[str, Reply]:
         """One transaction; a Reply for each recipient."""
         try:
-            return await self._transaction(sender, recipients, body, smtputf8=smtputf8, eight_bit=eight_bit)
+            return await self._transaction(sender, recipients, body, smtputf8=smtputf8, eight_bit=eight_bit, dsn=dsn)
         except aiosmtplib.SMTPResponseException as e:
             if not 400 <= e.code < 600:  # a reply out of turn, or unparseable (-1): the session is out of step
                 self.client.close()
@@ -121,33 +154,49 @@ class RelayConnection:
             self.client.close()
             return dict.fromkeys(recipients, temporary(type(e).__name__ + ": " + str(e)))
 
+    def _mail_options(self, size: int, *, smtputf8: bool, eight_bit: bool) -> list[str]:
+        c = self.client
+        options = ["SMTPUTF8"] if smtputf8 else []
+        if eight_bit and c.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if c.supports_extension("size"):
+            options.append(f"SIZE={size}")
+        return options
+
     async def _transaction(
-        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
+        self,
+        sender: str,
+        recipients: list[str],
+        body: bytes,
+        *,
+        smtputf8: bool,
+        eight_bit: bool,
+        dsn: DsnRequest | None,
     ) -> dict[str, Reply]:
         c = self.client
+        self._passed_dsn = False
         if self.sent:
             try:
                 await c.rset()
             except aiosmtplib.SMTPResponseException as e:  # about RSET, not about these recipients
                 raise aiosmtplib.SMTPException(f"RSET answered {e.code}") from e
         self.sent += 1
-        options = []
-        if smtputf8:
-            if not c.supports_extension("smtputf8"):
-                # RFC 6531 §3.4: never downgrade silently
-                return dict.fromkeys(recipients, Reply(550, "5.6.7", "primary does not support SMTPUTF8"))
-            options.append("SMTPUTF8")
-        if eight_bit and c.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-        if c.supports_extension("size"):
-            options.append(f"SIZE={len(body)}")
+        if smtputf8 and not c.supports_extension("smtputf8"):
+            # RFC 6531 §3.4: never downgrade silently
+            return dict.fromkeys(recipients, Reply(550, "5.6.7", "primary does not support SMTPUTF8"))
+        if dsn is not None and not c.supports_extension("dsn"):
+            dsn = None  # RFC 3461 §5.2.2: a hop without DSN is not sent the parameters
+        options = self._mail_options(len(body), smtputf8=smtputf8, eight_bit=eight_bit)
+        if dsn is not None:
+            options += dsn.mail_params()
+            self._passed_dsn = True
         encoding = "utf-8" if smtputf8 else "ascii"  # RFC 6531 addresses
         await c.mail(sender, options=options, encoding=encoding)
         results: dict[str, Reply] = {}
         accepted: list[str] = []
         for rcpt in recipients:
             try:
-                await c.rcpt(rcpt, encoding=encoding)
+                await c.rcpt(rcpt, options=dsn.rcpt_params(rcpt) if dsn else None, encoding=encoding)
                 accepted.append(rcpt)
             except aiosmtplib.SMTPRecipientRefused as e:
                 if not 400 <= e.code < 600:  # e.g. an early reply meant for another command
@@ -173,6 +222,12 @@ class PrimaryConnection(Protocol):
     @property
     def usable(self) -> bool: ...
 
+    @property
+    def passed_dsn(self) -> bool:
+        """Whether the last `send` passed the DSN request on (the peer advertised DSN): the next hop
+        then reports success itself, and we send no `relayed` DSN for it."""
+        ...
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -182,5 +237,12 @@ class PrimaryConnection(Protocol):
         ...
 
     async def send(
-        self, sender: str, recipients: list[str], body: bytes, *, smtputf8: bool, eight_bit: bool
+        self,
+        sender: str,
+        recipients: list[str],
+        body: bytes,
+        *,
+        smtputf8: bool,
+        eight_bit: bool,
+        dsn: DsnRequest | None = None,
     ) -> dict[str, Reply]: ...

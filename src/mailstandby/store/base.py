@@ -40,6 +40,9 @@ class NewMessage:
     body: bytes
     received_at: float
     origin: Origin = Origin.SMTP
+    # A delay notice (RFC 3464 Action: delayed): the (message id, recipient) pairs it reports, marked
+    # notified in the same transaction that accepts it, so no restart ever sends a second one.
+    reports_delay: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -51,6 +54,7 @@ class QueuedRecipient:
     notify: str = ""  # RFC 3461 NOTIFY as given ("NEVER", "SUCCESS,FAILURE"...); "": unset
     orcpt: str = ""  # RFC 3461 ORCPT, "addr-type;address"; "": unset
     sent_at: float = 0.0  # marked in flight to the primary at; nonzero: the last outcome is unknown
+    delay_reported: float = 0.0  # when a delay notice (NOTIFY=DELAY) was queued for it; 0: not yet
 
 
 @dataclass(slots=True)

@@ -26,7 +26,9 @@ from typing import Any
 from mailstandby.store.base import QueuedRecipient, RcptState
 
 _QUEUED = RcptState.QUEUED.value
-_RETURNED = "d.rcpt, d.attempts, d.next_attempt, d.last_reply, d.dsn_notify, d.dsn_orcpt, d.sent_at, c.was"
+_RETURNED = (
+    "d.rcpt, d.attempts, d.next_attempt, d.last_reply, d.dsn_notify, d.dsn_orcpt, d.sent_at, d.delay_reported, c.was"
+)
 _TAKE = (
     "UPDATE deliveries d SET claimed_by = ?, lease_until = ? FROM c"
     " WHERE d.message_id = c.message_id AND d.rcpt = c.rcpt RETURNING d.message_id, " + _RETURNED
@@ -44,8 +46,8 @@ class Claimed:
 
 def _claimed(rows: list[Any]) -> list[Claimed]:
     return [
-        Claimed(mid, QueuedRecipient(r, a, n, last, nfy, orc, sent), was)
-        for mid, r, a, n, last, nfy, orc, sent, was in rows
+        Claimed(mid, QueuedRecipient(r, a, n, last, nfy, orc, sent, delayed), was)
+        for mid, r, a, n, last, nfy, orc, sent, delayed, was in rows
     ]
 
 

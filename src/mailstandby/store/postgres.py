@@ -523,6 +523,9 @@ class PostgresStore:
                 for r in q.recipients
             ],
         )
+        delayed = [(now, mid, rcpt) for m in messages for mid, rcpt in m.reports_delay]
+        if delayed:  # a delay notice: its recipients are reported in the same transaction
+            db.executemany("UPDATE deliveries SET delay_reported=? WHERE message_id=? AND rcpt=?", delayed)
         return queued
 
     @staticmethod
@@ -582,7 +585,7 @@ class PostgresStore:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
                 " d.rcpt, d.attempts, d.next_attempt, d.last_reply, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt,"
-                " d.sent_at"
+                " d.sent_at, d.delay_reported"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.state = ? AND {claims.UNCLAIMED} ORDER BY m.received_at, m.id, d.rcpt",
                 (RcptState.QUEUED.value, self.node_id, time.time()),
@@ -636,11 +639,11 @@ def _grouped(rows: list[Any]) -> list[QueuedMessage]:
     """Queue rows (one per recipient) as messages with their recipients."""
     by_id: dict[str, QueuedMessage] = {}
     for row in rows:
-        mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc, sent = row
+        mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, *rest = row
         m = by_id.get(mid)
         if m is None:
             m = by_id[mid] = QueuedMessage(
                 mid, sender, received, size, bool(utf8), body_type, Origin(origin), ret=ret, envid=envid
             )
-        m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc, sent))
+        m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, *rest))  # notify orcpt sent_at delay_reported
     return list(by_id.values())

@@ -244,4 +244,8 @@ PG_MIGRATIONS: list[str] = [
         detail TEXT NOT NULL
     );
     """,
+    # 14: when a delay notice (RFC 3461 NOTIFY=DELAY) was queued for a recipient (0: none)
+    """
+    ALTER TABLE deliveries ADD COLUMN delay_reported DOUBLE PRECISION NOT NULL DEFAULT 0;
+    """,
 ]

@@ -312,6 +312,11 @@ class SQLiteStore:
             " VALUES (?,?,?,?,?,?,?)",
             [(m.id, r.rcpt, RcptState.QUEUED.value, 0.0, now, r.notify, r.orcpt) for r in recipients],
         )
+        if m.reports_delay:  # a delay notice: its recipients are reported in the same transaction
+            self._db.executemany(
+                "UPDATE deliveries SET delay_reported=? WHERE message_id=? AND rcpt=?",
+                [(now, mid, rcpt) for mid, rcpt in m.reports_delay],
+            )
         return QueuedMessage(
             id=m.id,
             sender=env.sender,
@@ -395,7 +400,7 @@ class SQLiteStore:
             rows = db.execute(
                 "SELECT m.id, m.sender, m.received_at, m.size, m.smtputf8, m.body_type, m.origin,"
                 " d.rcpt, d.attempts, d.next_attempt, d.last_reply, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt,"
-                " d.sent_at"
+                " d.sent_at, d.delay_reported"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 " WHERE d.state = ? ORDER BY m.received_at, m.id",
                 (RcptState.QUEUED.value,),
@@ -404,13 +409,13 @@ class SQLiteStore:
             db.close()
         by_id: dict[str, QueuedMessage] = {}
         for row in rows:
-            mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, nfy, orc, sent = row
+            mid, sender, received, size, utf8, body_type, origin, rcpt, att, nxt, last, ret, envid, *rest = row
             m = by_id.get(mid)
             if m is None:
                 m = by_id[mid] = QueuedMessage(
                     mid, sender, received, size, bool(utf8), body_type, Origin(origin), ret=ret, envid=envid
                 )
-            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, nfy, orc, sent))
+            m.recipients.append(QueuedRecipient(rcpt, att, nxt, last, *rest))  # notify orcpt sent_at delay_reported
         return list(by_id.values())
 
     async def _quarantine(self, message_id: str, loc: Location, why: str) -> None:

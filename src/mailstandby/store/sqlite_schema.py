@@ -242,6 +242,10 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL
     );
     """,
+    # 14: when a delay notice (RFC 3461 NOTIFY=DELAY) was queued for a recipient (0: none), so one is sent once
+    """
+    ALTER TABLE deliveries ADD COLUMN delay_reported REAL NOT NULL DEFAULT 0;
+    """,
 ]
 
 UPSERT_CREDENTIAL = (
