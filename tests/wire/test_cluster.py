@@ -4,7 +4,8 @@ One node leads (docs/cluster.md); the leader is killed with SIGKILL in the middl
 in the middle of the failback sync, and another node leads within 15 s each time. Every message a node
 acknowledged ends in the primary exactly once, each user got each notice once, the sync ran to the end
 once. A leader paused past its lease (SIGSTOP) and resumed (SIGCONT) acts no more: no second notice, no
-second sync, no transition or DNS record of its old term after the takeover.
+second sync, no transition or DNS record of its old term after the takeover. A phone in IMAP IDLE
+on one node hears of mail another node filed in the standby mailbox (LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -38,7 +40,9 @@ async def sink() -> AsyncIterator[FakePrimary]:
     await fake.stop()
 
 
-def nodes(tmp_path: Path, primary: Primary, sink: FakePrimary, url: str, count: int) -> list[Standby]:
+def nodes(
+    tmp_path: Path, primary: Primary, sink: FakePrimary, url: str, count: int, **extra: dict[str, Any]
+) -> list[Standby]:
     secret = tmp_path / "master.pw"
     secret.write_text(primary.master_password + "\n")
     out = []
@@ -59,6 +63,7 @@ def nodes(tmp_path: Path, primary: Primary, sink: FakePrimary, url: str, count: 
                 "master_user": primary.master_user,
                 "password_file": str(secret),
             },
+            **extra,
         )
         config = node.config_path.read_text().replace(
             'address = "alice@corp.test"\n', 'address = "alice@corp.test"\nalternates = ["alice@home.test"]\n'
@@ -178,5 +183,54 @@ async def test_a_paused_leader_acts_no_more_when_it_resumes(
         assert [e["action"] for e in actions] == ["sync-run"] and actions[0]["term"] == new_term
         assert leader_row(other)["term"] == new_term  # the resumed node did not take the lead back
     finally:
+        for node in cluster:
+            node.kill()
+
+
+def _idle_until_exists(port: int, password: str, ready: asyncio.Event, loop: asyncio.AbstractEventLoop) -> bytes:
+    """Log in to one node's IMAP, IDLE on INBOX, and return the first untagged EXISTS it pushes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2 * SLACK) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        sock.sendall(b'a LOGIN alice@corp.test "%s"\r\nb SELECT INBOX\r\n' % password.encode())
+        while not reader.readline().startswith(b"b "):
+            pass
+        sock.sendall(b"c IDLE\r\n")
+        assert reader.readline().startswith(b"+ ")
+        loop.call_soon_threadsafe(ready.set)
+        while not (line := reader.readline()).endswith(b" EXISTS\r\n"):
+            assert line, "the connection closed before any EXISTS"
+        sock.sendall(b"DONE\r\nd LOGOUT\r\n")
+        return line
+
+
+async def test_idle_on_one_node_hears_of_mail_another_node_filed(
+    tmp_path: Path, primary: Primary, sink: FakePrimary, postgres_cluster: PostgresCluster
+) -> None:
+    imap = {"listen": ["127.0.0.1:0"], "allow_plaintext_auth_on_loopback": True}
+    cluster = nodes(tmp_path, primary, sink, postgres_cluster.fresh_database(), 2, imap=imap)
+    for node in cluster:
+        await asyncio.to_thread(node.start)
+    password = "idle-across-nodes-7"
+    try:
+        await leader(cluster)  # one of them leads: the failover will happen
+        await asyncio.to_thread(cluster[0].set_password, "alice@corp.test", password)  # one store: every node
+        await asyncio.to_thread(primary.stop_smtp)  # the outage: mail now goes to the standby mailboxes
+        for node in cluster:
+            await until(node, lambda n=node: n.failover_state()["mode"] == "failed-over", "the failover")
+        ready = asyncio.Event()
+        idle = asyncio.create_task(
+            asyncio.to_thread(
+                _idle_until_exists, cluster[1].listeners["imap"], password, ready, asyncio.get_running_loop()
+            )
+        )
+        async with asyncio.timeout(SLACK):
+            await ready.wait()
+        await asyncio.to_thread(send, cluster[0], ["alice@corp.test"], "filed on node one")
+        async with asyncio.timeout(2 * SLACK):
+            pushed = await idle
+        assert pushed == b"* 1 EXISTS\r\n"
+    finally:
+        await asyncio.to_thread(primary.start_smtp)
         for node in cluster:
             node.kill()
