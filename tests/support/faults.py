@@ -229,6 +229,16 @@ def primary_subjects(primary: Primary, user: str = "alice@corp.test") -> collect
         client.logout()
 
 
+def standby_copies(standby: Standby, user: str = "alice@corp.test") -> Copies:
+    """(subject, our queue id) of every message in the user's standby INBOX, read from the store."""
+    found: Copies = collections.Counter()
+    for body, _, _ in standby.mailbox(user, "INBOX"):
+        subject = re.search(rb"^Subject: (.*?)\r?$", body, re.M)
+        qid = OUR_ID.search(body)
+        found[(subject.group(1).decode() if subject else "", qid.group(1).decode() if qid else "")] += 1
+    return found
+
+
 def standby_subjects(standby: Standby, user: str = "alice@corp.test") -> collections.Counter[str]:
     found: collections.Counter[str] = collections.Counter()
     for body, _, _ in standby.mailbox(user, "INBOX"):
