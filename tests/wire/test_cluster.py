@@ -95,12 +95,14 @@ async def leader(alive: list[Standby], *, after: int = 0, timeout: float = SLACK
     return by_name[row["node"]], row["term"]
 
 
-def notices(sink: FakePrimary, killed: Sequence[Standby] = ()) -> list[tuple[str, str]]:
+def notices(
+    sink: FakePrimary, cluster: Sequence[Standby] = (), killed: Sequence[Standby] = ()
+) -> list[tuple[str, str]]:
     """(recipient, kind) of every notice the sink received.
 
-    A second copy is counted once only as the documented window (docs/cluster.md, "Notices"): a node got
-    the 250 for the notice and was killed before recording it (its log says delivered), and another node,
-    taking its claim over, sent it again, under the same Message-ID."""
+    A second copy is counted once only as the documented window (docs/cluster.md, "Mail a dead node was
+    sending"): same Message-ID, and the delivery was taken over from a node that was killed holding its
+    claim (the sink had said 250 to it; it died before recording that)."""
     out = []
     seen: set[tuple[str, str]] = set()
     for m in sink.messages:
@@ -108,12 +110,16 @@ def notices(sink: FakePrimary, killed: Sequence[Standby] = ()) -> list[tuple[str
         kind = msgid.split("@")[0].split(".")[-1]
         qid = msgid.strip("<").split(".")[0]
         for r in m.rcpts:
-            said = f"queue.delivered: id={qid} to=<{r}>"
-            if (msgid, r) in seen and any(said in line for n in killed for line in n.log_lines()):
+            taken = [f"queue.taken-over: id={qid} to=<{r}> from={k.root.name}" for k in killed]
+            if (msgid, r) in seen and any(t in line for n in cluster for line in n.log_lines() for t in taken):
                 continue
             seen.add((msgid, r))
             out.append((r, kind))
     return out
+
+
+def notice_recorded(node: Standby) -> bool:
+    return any(d["message_id"].startswith("notify-") and d["state"] == "delivered" for d in node.deliveries())
 
 
 def leader_log(node: Standby) -> list[dict[str, Any]]:
@@ -159,9 +165,10 @@ async def test_three_nodes_the_leader_killed_during_the_failover_and_during_the_
 
         at_primary = await asyncio.to_thread(subjects_at_primary, primary, "alice@corp.test")
         assert sorted(at_primary) == sorted(sent)  # every acknowledged message, exactly once
-        await sink.wait_for(lambda: len(sink.messages) >= 2, timeout=2 * SLACK)
         expected = [("alice@home.test", "failback"), ("alice@home.test", "failover")]
-        assert sorted(notices(sink, killed=[first, second])) == expected
+        await sink.wait_for(lambda: len(set(notices(sink))) >= 2, timeout=2 * SLACK)
+        await asyncio.sleep(2 * QUEUE["claim_interval"])  # a second copy would come now
+        assert sorted(notices(sink, cluster, killed=[first, second])) == expected
         status = await asyncio.to_thread(third.cli, "sync", "status", "--json")
         assert '"pending": 0' in status.stdout and '"failed": 0' in status.stdout, status.stdout
     finally:
@@ -181,6 +188,9 @@ async def test_a_paused_leader_acts_no_more_when_it_resumes(
         await asyncio.to_thread(primary.stop_smtp)
         await until(paused, lambda: paused.failover_state()["mode"] == "failed-over", "the failover")
         await sink.wait_for(lambda: len(sink.messages) >= 1, timeout=2 * SLACK)
+        # paused once the notice's delivery is recorded, not in the instant between the 250 and its record
+        # (the documented window, docs/cluster.md: that one is covered by the three-node test's kills)
+        await until(paused, lambda: notice_recorded(paused), "the notice's delivery recorded")
         assert paused.proc is not None
         os.killpg(paused.proc.pid, signal.SIGSTOP)
         try:
