@@ -183,6 +183,17 @@ class QueueRunner:
             self.record_retry.cancel()
         if self.unrecorded:
             await self._record([])  # last chance; what is still unrecorded is retried after restart
+        if not self.unrecorded:  # an outcome still held here keeps its claim: no other node may resend it
+            await self._release_claims()
+
+    async def _release_claims(self) -> None:
+        try:
+            released = await self.store.release_claims()
+        except StoreError as e:  # the claims run out with their lease instead
+            log.warning("cannot release this node's queue claims: %s", e)
+            return
+        if released:
+            log.info("%s: %d queued recipients left to the other nodes", Event.QUEUE_RELEASED, released)
 
     def _handed_in(self, message: QueuedMessage) -> None:
         """From the inbox: new mail (what waited there may also have been loaded from the store)."""

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from mailstandby.store.mailbox import Change, MessageMeta
+from mailstandby.store.pgconn import tcp_options
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,11 @@ class ChangeListener:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=10, application_name="mailstandby-listen"
+                    self.url,
+                    autocommit=True,
+                    connect_timeout=10,
+                    application_name="mailstandby-listen",
+                    **tcp_options(self.url),
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
