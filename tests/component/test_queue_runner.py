@@ -29,8 +29,7 @@ from mailstandby.config import PrimarySettings, QueueSettings, StoreSettings
 from mailstandby.core.model import Envelope, new_queue_id
 from mailstandby.directory.base import User
 from mailstandby.directory.static import StaticDirectory
-from mailstandby.queue.outcomes import backoff
-from mailstandby.queue.runner import QueueRunner
+from mailstandby.queue.runner import QueueRunner, backoff
 from mailstandby.routing import Router
 from mailstandby.smtp.lmtp import LMTPConnection
 from mailstandby.smtp.relay import PrimaryConnection, RelayConnection

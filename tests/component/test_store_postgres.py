@@ -20,7 +20,6 @@ from tests.support.postgres import PostgresCluster
 from mailstandby.config import StoreSettings
 from mailstandby.core.model import BodyType, Envelope, new_queue_id
 from mailstandby.store.base import CorruptMessage, NewMessage, RcptState, StoreError
-from mailstandby.store.pgconn import TCP_DEFAULTS, connect_pg
 from mailstandby.store.postgres import PostgresStore
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
 
@@ -145,18 +144,3 @@ async def test_a_weak_commit_setting_is_raised_and_a_stronger_one_kept(
         assert s.read_connection().execute("SHOW synchronous_commit").fetchone() == (used,)
     finally:
         await s.close()
-
-
-def test_connections_give_up_on_a_silent_server_unless_the_url_says_otherwise(url: str) -> None:
-    # TCP keepalives and a user timeout: a server host that vanished is noticed in about 30 s, not hours
-    db = connect_pg(url)
-    try:
-        given = db.conn.info.get_parameters()
-        assert {k: given.get(k) for k in TCP_DEFAULTS} == {k: str(v) for k, v in TCP_DEFAULTS.items()}
-    finally:
-        db.close()
-    own = connect_pg(url + ("&" if "?" in url else "?") + "keepalives_idle=60")
-    try:
-        assert own.conn.info.get_parameters()["keepalives_idle"] == "60"  # the administrator's value wins
-    finally:
-        own.close()

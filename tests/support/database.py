@@ -65,7 +65,7 @@ def _pg_query(url: str, sql: str, args: Sequence[Any], *, dicts: bool = False) -
     import psycopg
     from psycopg.rows import dict_row
 
-    from mailstandby.store.pgconn import pg_sql
+    from mailstandby.store.postgres import pg_sql
 
     with psycopg.connect(url, autocommit=True, row_factory=dict_row if dicts else None) as db:  # type: ignore[arg-type]
         return list(db.execute(pg_sql(sql), tuple(args)).fetchall())

@@ -86,7 +86,7 @@ INVENTORY: dict[tuple[str, str], Use] = {
     ("config/loader.py", "_BARE_KEY"): Use(
         "keys of the configuration file", "administrator's text; one class run", False
     ),
-    ("store/pgconn.py", "_USER"): Use("SQL text written in store/ (never a parameter)", "ours, constant", False),
+    ("store/postgres.py", "_USER"): Use("SQL text written in store/ (never a parameter)", "ours, constant", False),
     ("configdoc.py", "Annotated\\[(\\w+), [^\\]]*\\]"): Use("type annotations of the config models", "ours", False),
     ("configdoc.py", "mailstandby\\.config\\.(?:\\w+\\.)*"): Use(
         "type annotations of the config models", "ours", False

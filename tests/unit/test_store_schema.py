@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailstandby.store.pgconn import pg_sql
+from mailstandby.store.postgres import pg_sql
 from mailstandby.store.postgres_schema import PG_MIGRATIONS
 from mailstandby.store.sqlite_schema import MIGRATIONS
 

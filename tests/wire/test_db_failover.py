@@ -25,7 +25,7 @@ import pytest
 from tests.support.postgres import ReplicatedCluster
 from tests.support.standby import Standby
 
-from mailstandby.store.pgconn import connect_pg
+from mailstandby.store.postgres import connect_pg
 
 SENDERS = 6
 SEND_TIMEOUT = 60.0  # smtplib's per-operation bound: a send that hangs past it is a failure of the test

@@ -18,7 +18,6 @@ class Event(StrEnum):
     QUEUE_LOOKED_UP = "queue.looked-up"  # a delivery in doubt searched in the primary mailbox (found or not)
     QUEUE_LOOKUP_FAILED = "queue.lookup-failed"  # the search could not tell: the delivery is sent again
     QUEUE_TAKEN_OVER = "queue.taken-over"  # a claim another node left (expired lease) taken by this node
-    QUEUE_RELEASED = "queue.released"  # a node stopping gives up its claims to the other nodes
     QUEUE_CLAIM_LOST = "queue.claim-lost"  # an outcome not written: another node took the claim meanwhile
     STORE_QUARANTINED = "store.quarantined"
     STORE_PERMISSIONS_FIXED = "store.permissions-fixed"  # group/other access taken away at start-up

@@ -35,18 +35,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from mailstandby.config import QueueSettings
 from mailstandby.core.events import Event
 from mailstandby.core.model import BodyType
 from mailstandby.core.reply import Rejected, Reply
-from mailstandby.queue.dsn import DELAYED, FAILED, RELAYED, Failure, wanted
+from mailstandby.directory.base import User
+from mailstandby.queue.dsn import DELAYED, DELIVERED, FAILED, RELAYED, Failure, wanted
 from mailstandby.queue.inbox import Inbox
 from mailstandby.queue.inflight import InDoubt, unanswered
 from mailstandby.queue.notices import Notices
-from mailstandby.queue.outcomes import Recorder, backoff
-from mailstandby.queue.standby import Forwarding, Journal, StandbyFiling
 from mailstandby.routing import Decision, Route, Router
 from mailstandby.smtp.relay import DsnRequest, PrimaryConnection
 from mailstandby.store.base import (
@@ -66,7 +65,35 @@ IDLE_CLOSE = 10.0  # seconds an unused connection to the primary stays open
 Destination = tuple[Route, str]  # (route, destination domain for Route.DIRECT, else "")
 
 
+class Journal(Protocol):
+    """Files journal copies in standby mailboxes, atomically with the delivery outcomes."""
+
+    def journal_copies(self, users: list[str], body: bytes, internal_date: float) -> Callable[[Any], Any]:
+        """A function for the store to run in the transaction that records the outcomes."""
+        ...
+
+    def standby_copies(self, users: list[str], body: bytes, internal_date: float) -> Callable[[Any], Any]:
+        """The same for mail delivered to the standby (an outage): the delivery itself."""
+        ...
+
+    def published(self, result: Any) -> None:
+        """Called with that function's result once it is committed (to wake IDLE sessions)."""
+        ...
+
+
 Evidence = Callable[[bool, str], None]  # (the primary did its job, what happened) for the monitor
+
+
+class Forwarding(Protocol):
+    """Outage forwarding to users' alternate addresses and modes (idempotent per message and user)."""
+
+    async def forward(self, user: User, raw: bytes, envelope_sender: str, *, message_id: str) -> Any: ...
+
+
+def backoff(settings: QueueSettings, attempts: int) -> float:
+    """Delay before the next attempt after `attempts` failed ones (exponential, capped)."""
+    exponent = min(max(0, attempts - 1), 62)  # a week-long outage must not overflow a float
+    return min(settings.retry_max, settings.retry_initial * 2**exponent)
 
 
 class QueueRunner:
@@ -95,7 +122,9 @@ class QueueRunner:
         self.store = store
         self.router = router
         self.journal = journal  # files journal copies (warm standby), if enabled
+        self.standby = standby  # the standby mailboxes, for mail routed there during an outage
         self.evidence = evidence
+        self.forwarding = forwarding
         self.connect = connect
         self.settings = settings
         self.hostname = hostname
@@ -111,11 +140,12 @@ class QueueRunner:
         # instead of hammering a dead host (Postfix "dead destination").
         self.dead_failures: dict[Destination, int] = {}
         self.dead_until: dict[Destination, float] = {}
-        # Outcomes go to the store through the recorder, which holds what it cannot take yet (disk full).
-        self.outcomes = Recorder(store, settings.retry_initial, journal.published if journal is not None else None)
+        # Outcomes the store could not take yet (e.g. disk full), retried until it can.
+        self.unrecorded: list[Outcome] = []
+        self.record_retry: asyncio.TimerHandle | None = None
+        self.background: set[asyncio.Task[None]] = set()
         self.claimer: asyncio.Task[None] | None = None
         self.notices = Notices(store, settings, hostname=hostname, clock=clock, submit=self.submit)
-        self.filing = StandbyFiling(store, router, settings, self.notices, standby, forwarding, clock)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -149,18 +179,10 @@ class QueueRunner:
         for _ in self.workers:
             self.ready.put_nowait(None)
         await asyncio.gather(*self.workers, return_exceptions=True)
-        await self.outcomes.stop()
-        if not self.outcomes.holding:  # an outcome still held here keeps its claim: no other node may resend it
-            await self._release_claims()
-
-    async def _release_claims(self) -> None:
-        try:
-            released = await self.store.release_claims()
-        except StoreError as e:  # the claims run out with their lease instead
-            log.warning("cannot release this node's queue claims: %s", e)
-            return
-        if released:
-            log.info("%s: %d queued recipients left to the other nodes", Event.QUEUE_RELEASED, released)
+        if self.record_retry is not None:
+            self.record_retry.cancel()
+        if self.unrecorded:
+            await self._record([])  # last chance; what is still unrecorded is retried after restart
 
     def _handed_in(self, message: QueuedMessage) -> None:
         """From the inbox: new mail (what waited there may also have been loaded from the store)."""
@@ -300,7 +322,7 @@ class QueueRunner:
             return
         standby = groups.pop((Route.STANDBY, ""), [])
         if standby:
-            await self.filing.file(message, standby, decisions, body)
+            await self._file_in_standby(message, standby, decisions, body)
         replies: dict[str, Reply] = {}
         handed_on: set[str] = set()  # accepted by a next hop that took the DSN request over
         for dest, rcpts in groups.items():
@@ -341,6 +363,58 @@ class QueueRunner:
                     r.attempts, r.last_reply = stored.attempts, stored.last_reply
                 r.sent_at = max(r.sent_at, stored.sent_at)  # a mark left by a dead node: in doubt
         return [r for r in due if r.rcpt in held]
+
+    async def _file_in_standby(
+        self, message: QueuedMessage, rcpts: list[QueuedRecipient], decisions: dict[str, Decision], body: bytes
+    ) -> None:
+        """Deliver into standby mailboxes: the copies and the outcomes commit together or not at all."""
+        now = self.clock()
+        owners = {u.address: u for r in rcpts if (u := self.router.user(r.rcpt)) is not None}
+        users = list(owners)
+        reply = "250 2.0.0 filed in the standby mailbox"
+        outcomes = [
+            Outcome(message.id, r.rcpt, RcptState.DELIVERED, r.attempts + 1, 0.0, reply, Route.STANDBY.value)
+            for r in rcpts
+        ]
+        try:
+            if self.standby is None:
+                raise StoreError("no standby mailboxes configured")
+            for user in owners.values():  # queued first, idempotently: a retry after a crash adds nothing
+                if self.forwarding is not None:
+                    await self.forwarding.forward(user, body, message.sender, message_id=message.id)
+            filed = self.standby.standby_copies(users, body, message.received_at)
+            result = await self.store.record(outcomes, also=filed, atomic=True)
+        except Exception as e:
+            for r in rcpts:
+                r.attempts += 1
+                r.next_attempt = now + backoff(self.settings, r.attempts)
+                log.warning(
+                    "%s: id=%s to=<%s> route=standby attempts=%d: cannot file: %s",
+                    Event.QUEUE_DEFERRED,
+                    message.id,
+                    r.rcpt,
+                    r.attempts,
+                    e,
+                )
+            return
+        self.standby.published(result)
+        reply_250 = Reply(250, "2.0.0", "filed in the standby mailbox")
+        delivered = [
+            Failure(r.rcpt, reply_250, action=DELIVERED, orcpt=r.orcpt) for r in rcpts if wanted(r.notify, DELIVERED)
+        ]
+        if delivered:
+            await self.notices.send(message, delivered, body)
+        for r in rcpts:
+            log.info(
+                "%s: id=%s to=<%s> route=standby reason=%s attempts=%d",
+                Event.QUEUE_DELIVERED,
+                message.id,
+                r.rcpt,
+                decisions[r.rcpt].reason,
+                r.attempts + 1,
+            )
+        done = {r.rcpt for r in rcpts}
+        message.recipients = [r for r in message.recipients if r.rcpt not in done]
 
     def _finish(self, message: QueuedMessage) -> None:
         if message.recipients:
@@ -489,7 +563,7 @@ class QueueRunner:
                     r.next_attempt = retry_at
         if delays:
             await self.notices.report_delay(message, delays, body)
-        await self.outcomes.record(outcomes, also=self._journal_copies(message, outcomes, body))
+        await self._record(outcomes, also=self._journal_copies(message, outcomes, body))
         if successes:  # after the record: a success report is at most once, never a reason to resend
             await self.notices.send(message, successes, body)
         finished = {o.rcpt for o in outcomes if o.state is not RcptState.QUEUED}
@@ -513,7 +587,7 @@ class QueueRunner:
                 r.next_attempt = now + backoff(self.settings, r.attempts)
         delivered = {o.rcpt for o in outcomes}
         message.recipients = [r for r in message.recipients if r.rcpt not in delivered]
-        await self.outcomes.record(outcomes)
+        await self._record(outcomes)
         self._finish(message)
 
     def _journal_copies(
@@ -530,6 +604,33 @@ class QueueRunner:
                 if user is not None and user not in users:
                     users.append(user)
         return self.journal.journal_copies(users, body, message.received_at) if users else None
+
+    async def _record(self, outcomes: list[Outcome], *, also: Callable[[Any], Any] | None = None) -> None:
+        """Record outcomes; when the store cannot (disk full), keep them and retry later.
+
+        The in-memory schedule goes on as if they were recorded: a recipient the
+        primary accepted must not be sent again because bookkeeping failed. Only a
+        crash before the retry succeeds can repeat such a delivery.
+        """
+        try:
+            result = await self.store.record(self.unrecorded + outcomes, also=also)
+            self.unrecorded.clear()
+            if also is not None and self.journal is not None:
+                self.journal.published(result)
+        except StoreError as e:
+            if not self.unrecorded:
+                log.error("cannot record delivery outcomes (%s); holding them in memory and retrying", e)
+            self.unrecorded = self.unrecorded + outcomes
+            if self.record_retry is None and not self.stopping:
+                loop = asyncio.get_running_loop()
+                self.record_retry = loop.call_later(self.settings.retry_initial, self._retry_record)
+
+    def _retry_record(self) -> None:
+        self.record_retry = None
+        if self.unrecorded:
+            task = asyncio.get_running_loop().create_task(self._record([]))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
 
 
 def _dsn_request(message: QueuedMessage) -> DsnRequest:

@@ -157,11 +157,6 @@ class MailStore(Protocol):
         """Extend this node's claims on the queued recipients of these messages (it is still on them)."""
         ...
 
-    async def release_claims(self) -> int:
-        """On a graceful stop, after the last outcome is recorded: give up every claim this node holds, so
-        other nodes take its mail when due instead of after the lease; returns how many. 0 for one node."""
-        ...
-
     def free_space(self) -> int:
         """Bytes free on the volume holding the store."""
         ...

@@ -23,7 +23,6 @@ from typing import Any
 import psycopg
 
 from mailstandby.store.mailbox import Change, MessageMeta
-from mailstandby.store.pgconn import tcp_options
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +51,7 @@ class ChangeListener:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.url,
-                    autocommit=True,
-                    connect_timeout=10,
-                    application_name="mailstandby-listen",
-                    **tcp_options(self.url),
+                    self.url, autocommit=True, connect_timeout=10, application_name="mailstandby-listen"
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()

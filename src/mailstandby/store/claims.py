@@ -84,15 +84,6 @@ def renew(db: Any, node: str, message_ids: list[str], until: float) -> int:
     return int(cur.rowcount)
 
 
-def release(db: Any, node: str) -> int:
-    """Give up every claim of this node (a graceful stop): each recipient keeps its schedule and in-flight
-    mark, so another node takes it when due and looks up a delivery that may have been made."""
-    cur = db.execute(
-        "UPDATE deliveries SET claimed_by = '', lease_until = 0 WHERE claimed_by = ? AND state = ?", (node, _QUEUED)
-    )
-    return int(cur.rowcount)
-
-
 def mark_sent(db: Any, node: str, message_id: str, rcpts: list[str], at: float) -> int:
     """The in-flight mark on recipients this node still holds; returns how many were marked."""
     cur = db.execute(

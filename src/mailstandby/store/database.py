@@ -1,7 +1,7 @@
 """Connections of their own (the command line, the failback sync): SQLite file or PostgreSQL server.
 
 `open_database(data_dir, url)` answers a connection whose `execute`/`executemany` take the
-shared dialect (store/pgconn.py), schema brought up to date unless `read_only`: the SQLite
+shared dialect (store/postgres.py), schema brought up to date unless `read_only`: the SQLite
 database under `data_dir` when `url` is empty, else the PostgreSQL server `url` names.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypeVar
 from mailstandby.config import StoreSettings
 from mailstandby.store.mailbox import Change
 from mailstandby.store.paths import database_path
-from mailstandby.store.pgconn import PgConnection, connect_pg, migrate_pg
+from mailstandby.store.postgres import PgConnection, connect_pg, migrate_pg
 from mailstandby.store.sqlite_schema import connect, migrate
 
 T = TypeVar("T")

@@ -29,7 +29,6 @@ from typing import Any
 import psycopg
 
 from mailstandby.config import ClusterSettings
-from mailstandby.store.pgconn import tcp_options
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ class PostgresLeadership:
                 if self._conn is None or self._conn.closed:
                     self._conn = await psycopg.AsyncConnection.connect(
                         self.url, autocommit=True, connect_timeout=max(2, int(self.settings.renew_interval * 2)),
-                        application_name=f"mailstandby-leader {self.node}"[:63], **tcp_options(self.url),
+                        application_name=f"mailstandby-leader {self.node}"[:63],
                     )  # fmt: skip
                 term = await self._try_lead(self._conn)
                 if term:

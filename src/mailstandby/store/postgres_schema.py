@@ -7,7 +7,7 @@ identity columns where SQLite assigns a rowid. Two differences by design:
   segment and offset: the database is the only storage a PostgreSQL node has.
 - `dns_saved` has an explicit `rowid` identity column: the insertion order SQLite keeps
   implicitly, which the DNS switch restores in.
-`user` is a reserved word in PostgreSQL; the column keeps its name, quoted (store/pgconn.py
+`user` is a reserved word in PostgreSQL; the column keeps its name, quoted (store/postgres.py
 quotes it in the shared statements). The version lives in `schema_version`, one row.
 """
 

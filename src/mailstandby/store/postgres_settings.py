@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from mailstandby.store.base import SettingsMismatch
 
 if TYPE_CHECKING:
-    from mailstandby.store.pgconn import PgConnection
+    from mailstandby.store.postgres import PgConnection
 
 _NODES_LOCK = 0x6D736E64  # held shared by every running node
 _CHECK_LOCK = 0x6D736366  # one node checks at a time

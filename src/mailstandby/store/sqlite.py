@@ -151,9 +151,6 @@ class SQLiteStore:
     async def renew_claims(self, message_ids: list[str]) -> None:
         return None
 
-    async def release_claims(self) -> int:
-        return 0
-
     def announce(self, changes: list[Any]) -> None:
         """One node: its own sessions are told in-process, nobody else shares the store."""
 
